@@ -1,0 +1,19 @@
+"""natlearn: Noise As Targets (Bojanowski & Joulin, ICML 2017) in PyTorch.
+
+The core is three modules usable in any training loop: :mod:`natlearn.targets` (fixed noise targets
+regenerated from their index), :mod:`natlearn.assignment` (the image -> target permutation and its
+in-batch Hungarian re-assignment), :mod:`natlearn.loss` (square loss, softmax variant).
+"""
+
+from natlearn.assignment import Assignment, ReassignResult
+from natlearn.config import Config, apply_overrides, load_preset
+from natlearn.errors import NatlearnError
+from natlearn.loss import softmax_loss, square_loss
+from natlearn.targets import NoiseTargets
+from natlearn.train import TrainResult, train
+
+__all__ = [
+    "Assignment", "Config", "NatlearnError", "NoiseTargets", "ReassignResult", "TrainResult",
+    "apply_overrides", "load_preset", "softmax_loss", "square_loss", "train",
+]  # fmt: skip
+__version__ = "0.1.0"

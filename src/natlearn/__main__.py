@@ -1,0 +1,5 @@
+import sys
+
+from natlearn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""The image -> target assignment of Noise As Targets, and its in-batch re-assignment.
+
+The whole state is two int64 vectors: ``image_to_target`` (length n, a one-to-one map into
+range(k)) and ``spare`` (the k - n targets no image holds). A re-assignment only permutes the
+targets the batch's images already hold (plus, optionally, m spare targets), so the map stays
+one-to-one and each step is an O(b^3) linear assignment on a b x (b + m) cost matrix instead of
+an O(n^3) one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from natlearn.targets import NoiseTargets
+
+__all__ = ["Assignment", "ReassignResult"]
+
+
+@dataclass(frozen=True)
+class ReassignResult:
+    """What one batch re-assignment did.
+
+    Attributes:
+        changed: fraction of the batch's images whose target changed, in [0, 1].
+        cosine_before: mean cosine between outputs and their targets before the re-assignment.
+        cosine_after: the same after it (never lower: the solver maximises the total cosine).
+    """
+
+    changed: float
+    cosine_before: float
+    cosine_after: float
+
+
+class Assignment:
+    """One-to-one map from n images to k >= n target ids.
+
+    Args:
+        n: number of images.
+        k: number of targets (default n, as in the official code).
+        seed: seeds the initial random permutation and the choice of spare targets.
+        spare_per_batch: m, the number of unassigned targets offered to each batch problem
+            (requires k > n; the problem becomes b x (b + m)).
+    """
+
+    def __init__(self, n: int, k: int | None = None, seed: int = 0, spare_per_batch: int = 0):
+        k = n if k is None else k
+        if n < 1:
+            raise ValueError(f"an assignment needs n >= 1 images, got n={n}")
+        if k < n:
+            raise ValueError(f"NAT needs at least one target per image: k={k} < n={n}; set k >= n")
+        if spare_per_batch < 0 or spare_per_batch > k - n:
+            raise ValueError(f"spare_per_batch={spare_per_batch} must lie in [0, k - n] = [0, {k - n}]")
+        self.n, self.k, self.spare_per_batch = n, k, spare_per_batch
+        self.generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(k, generator=self.generator)
+        self.image_to_target = order[:n].clone()
+        self.spare = order[n:].clone()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, image_ids: torch.Tensor) -> torch.Tensor:
+        """Target ids currently held by ``image_ids`` (int64, same shape and device)."""
+        image_ids = torch.as_tensor(image_ids)
+        return self.image_to_target[image_ids.cpu()].to(image_ids.device)
+
+    def reassign(self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets) -> ReassignResult:
+        """Re-solve the batch's assignment: image ``image_ids[a]`` takes the candidate target closest
+        to ``outputs[a]`` under the one-to-one constraint (Hungarian method, scipy).
+
+        Args:
+            image_ids: (b,) distinct image indices of the batch.
+            outputs: (b, d) L2-normalised network outputs of those images (no gradient needed).
+            targets: the fixed targets the ids refer to.
+        Returns:
+            A :class:`ReassignResult` with the fraction of the batch whose target changed.
+        """
+        ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
+        current = self.image_to_target[ids]
+        m = self.spare_per_batch
+        spare_slots = torch.randperm(self.spare.numel(), generator=self.generator)[:m] if m else None
+        candidates = torch.cat([current, self.spare[spare_slots]]) if m else current
+        candidate_vectors = targets[candidates.to(outputs.device)]
+        similarity = (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T).double().cpu().numpy()
+        rows, cols = linear_sum_assignment(similarity, maximize=True)
+        chosen = torch.from_numpy(cols.astype(np.int64))
+        new = candidates[chosen]
+        before = float(np.trace(similarity[:, : len(ids)])) / len(ids)
+        after = float(similarity[rows, cols].mean())
+        self.image_to_target[ids] = new
+        if m:
+            unchosen = torch.ones(len(candidates), dtype=torch.bool)
+            unchosen[chosen] = False
+            self.spare[spare_slots] = candidates[unchosen]
+        self._check_batch(current, new, candidates)
+        return ReassignResult(changed=float((new != current).double().mean()), cosine_before=before, cosine_after=after)
+
+    def _check_batch(self, old: torch.Tensor, new: torch.Tensor, candidates: torch.Tensor) -> None:
+        """Cheap per-step invariant: the batch took distinct targets from its candidates only."""
+        if self.spare_per_batch == 0:
+            ok = torch.equal(torch.sort(old).values, torch.sort(new).values)
+        else:
+            ok = torch.unique(new).numel() == new.numel() and bool(torch.isin(new, candidates).all())
+        if not ok:
+            raise RuntimeError("assignment invariant broken: the batch re-assignment is not one-to-one")
+
+    def check(self) -> None:
+        """Full O(k) invariant: image_to_target and spare together hold every target id exactly once."""
+        if self.image_to_target.shape != (self.n,) or self.spare.shape != (self.k - self.n,):
+            raise RuntimeError("assignment invariant broken: wrong state shapes")
+        everything = torch.cat([self.image_to_target, self.spare])
+        if int(everything.min()) < 0 or int(everything.max()) >= self.k:
+            raise RuntimeError(f"assignment invariant broken: a target id outside range({self.k})")
+        if not bool((torch.bincount(everything, minlength=self.k) == 1).all()):
+            raise RuntimeError("assignment invariant broken: two images share a target")
+
+    def state_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "k": self.k,
+            "spare_per_batch": self.spare_per_batch,
+            "image_to_target": self.image_to_target.clone(),
+            "spare": self.spare.clone(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["n"], state["k"]) != (self.n, self.k):
+            raise ValueError(f"assignment state is for n={state['n']}, k={state['k']}; this one has n={self.n}, k={self.k}")
+        self.spare_per_batch = state["spare_per_batch"]
+        self.image_to_target = state["image_to_target"].clone().to(torch.int64)
+        self.spare = state["spare"].clone().to(torch.int64)
+        self.generator.set_state(state["generator"])
+        self.check()
+
+    def nbytes(self) -> int:
+        """Bytes of state: 8 per target id (n assigned + k - n spare)."""
+        return self.image_to_target.element_size() * (self.image_to_target.numel() + self.spare.numel())

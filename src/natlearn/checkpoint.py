@@ -1,0 +1,126 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, RNG capture, pruning, backbone export."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from natlearn.errors import NatlearnError
+
+__all__ = [
+    "FORMAT", "atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+    "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state",
+]  # fmt: skip
+
+FORMAT = "natlearn-checkpoint-v1"
+_NAME = re.compile(r"epoch_(\d+)\.pt$")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it onto ``path``.
+
+    A crash at any point leaves either the old file or the complete new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts only) atomically, tagged with FORMAT."""
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a natlearn checkpoint on the CPU with ``torch.load(weights_only=True)``.
+
+    Raises NatlearnError when the file is missing, unreadable, or not a natlearn checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NatlearnError(f"checkpoint {path} does not exist; give the path of a .pt file written by natlearn train")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NatlearnError(f"checkpoint {path} cannot be read ({reason[:120]}); it is damaged or not a natlearn checkpoint") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise NatlearnError(f"{path} is not a natlearn checkpoint (no '{FORMAT}' tag); give a file written by natlearn train")
+    return state
+
+
+def checkpoint_paths(run_dir: Path) -> list[Path]:
+    """The epoch checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _NAME.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads; damaged newer ones are skipped with a warning naming them."""
+    for path in reversed(checkpoint_paths(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except NatlearnError as error:
+            warnings.warn(f"skipping damaged checkpoint {path}: {error}", stacklevel=2)
+    return None
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
+    """Delete epoch checkpoints except the newest ``keep_last`` and every ``keep_every``-th epoch."""
+    paths = checkpoint_paths(run_dir)
+    for path in paths[:-keep_last]:
+        epoch = int(_NAME.search(path.name).group(1))  # type: ignore[union-attr]
+        if not (keep_every and epoch % keep_every == 0):
+            path.unlink(missing_ok=True)
+
+
+def rng_state() -> dict:
+    """Every RNG a run touches, in a form ``weights_only`` loading accepts."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {"version": version, "state": list(py_state), "gauss": gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
+    random.setstate((state["python"]["version"], tuple(state["python"]["state"]), state["python"]["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,253 @@
+"""Training configuration: one flat dataclass, YAML presets, ``key=value`` overrides, validation.
+
+Every option the paper ablates is a field: input (rgb/gray/sobel), targets (sphere/discrete),
+loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from natlearn.errors import NatlearnError
+
+__all__ = ["Config", "load_preset", "apply_overrides", "PRESETS_DIR", "RESUME_LOCKED"]
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+# A resumed run must agree with its checkpoint on these, or its weights/targets mean something else.
+RESUME_LOCKED = ("data", "data_root", "arch", "widths", "input", "dim", "k", "targets", "num_clusters", "seed", "objective", "batch_size")
+
+
+@dataclass
+class Config:
+    # data
+    data: str = "digits"
+    """Data set: digits (bundled) or the path of an image folder (class sub-folders, optionally under train/ and test/)."""
+    data_root: str = ""
+    """Where the dataset's files live (unused for digits)."""
+    image_size: int = 0
+    """Side of the training crop; 0 = the dataset's image size."""
+    crop_padding: int = 1
+    """Random crop after zero-padding each side by this many pixels (0 = no crop)."""
+    flip: bool = True
+    """Random horizontal flip."""
+    input: str = "sobel"
+    """Input layer: rgb, gray or sobel (the paper's)."""
+    # network
+    arch: str = "small"
+    """small (conv net for 8x8..64x64 images) or alexnet (the paper's AlexNet-BN, 224x224)."""
+    widths: tuple[int, ...] = (32, 64, 128, 128)
+    """Channels of the small conv net's blocks."""
+    dim: int = 128
+    """d: dimension of the output and of the targets (paper: 2048)."""
+    # NAT
+    objective: str = "nat"
+    """nat (noise as targets) or supervised (labels; a baseline on the same network)."""
+    k: int | None = None
+    """Number of targets, k >= n; None = n (official)."""
+    targets: str = "sphere"
+    """sphere (the paper) or discrete (one-hot, shared by several images: the clustering ablation)."""
+    num_clusters: int | None = None
+    """Distinct discrete targets; None = dim."""
+    reassign_every: int = 3
+    """Re-assign targets in epochs where epoch % reassign_every == 0 (official 3); 0 = never."""
+    spare_targets: int = 0
+    """m unassigned targets added to each batch problem (needs k >= n + m)."""
+    loss: str = "auto"
+    """square (the paper's) or softmax; auto = square for nat, softmax (cross-entropy) for supervised."""
+    temperature: float = 0.1
+    """Softmax temperature of the NAT softmax loss."""
+    loss_reduction: str = "mean"
+    """mean over the batch, or sum (the official code: gradient scales with the batch)."""
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    """constant (official), cosine, or step (x0.1 at 50% and 75% of training)."""
+    warmup_epochs: int = 0
+    # run
+    seed: int = 1111
+    """Seeds everything: model init, targets, assignment, batch order, augmentation."""
+    device: str = "auto"
+    """auto (cuda when present), cpu, cuda, or cuda:N."""
+    out: str = "runs/nat"
+    """Run folder: config.yaml, log.jsonl, checkpoints/."""
+    keep_last: int = 2
+    """Most recent epoch checkpoints kept."""
+    keep_every: int = 0
+    """Also keep every N-th epoch's checkpoint (0 = none), e.g. for feature-evolution plots."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return "square" if self.objective == "nat" else "softmax"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> Config:
+        """Range-check every field; raises NatlearnError naming the field and the fix."""
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise NatlearnError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise NatlearnError(f"{name}={value} is too small; it must be >= {low}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise NatlearnError(f"{name}={getattr(self, name)} must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise NatlearnError(f"momentum={self.momentum} must lie in [0, 1)")
+        if not self.widths or min(self.widths) < 1:
+            raise NatlearnError(f"widths={self.widths} must be a non-empty list of positive channel counts")
+        if self.warmup_epochs >= max(self.epochs, 1) and self.warmup_epochs:
+            raise NatlearnError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}")
+        if self.targets == "discrete" and self.num_clusters is not None and self.num_clusters > self.dim:
+            raise NatlearnError(f"num_clusters={self.num_clusters} cannot exceed dim={self.dim} (one-hot targets)")
+        return self
+
+    def check_dataset_size(self, n: int) -> int:
+        """Validate k and spare_targets against the number of images n; returns k."""
+        k = n if self.k is None else self.k
+        if k < n:
+            raise NatlearnError(f"k={k} is smaller than the number of images n={n}; NAT needs k >= n (or k=none for k=n)")
+        if self.spare_targets > k - n:
+            raise NatlearnError(f"spare_targets={self.spare_targets} needs k >= n + spare_targets = {n + self.spare_targets}, got k={k}")
+        if self.batch_size > n:
+            raise NatlearnError(f"batch_size={self.batch_size} is larger than the data set (n={n}); lower batch_size")
+        return k
+
+
+_CHOICES = {
+    "input": ("rgb", "gray", "sobel"),
+    "arch": ("small", "alexnet"),
+    "objective": ("nat", "supervised"),
+    "targets": ("sphere", "discrete"),
+    "loss": ("auto", "square", "softmax"),
+    "loss_reduction": ("mean", "sum"),
+    "lr_schedule": ("constant", "cosine", "step"),
+}
+_AT_LEAST = {
+    "image_size": 0, "crop_padding": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
+    "spare_targets": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
+    "seed": 0, "keep_last": 1, "keep_every": 0,
+}  # fmt: skip
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_TYPES = typing.get_type_hints(Config)
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError
+    return int(raw.strip()) if isinstance(raw, str) else int(raw)  # type: ignore[arg-type]
+
+
+def _parse_value(name: str, raw: object) -> object:
+    """Coerce a YAML or command-line value to the field's type, or raise a one-line NatlearnError."""
+    kind = _TYPES[name]
+    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    if optional:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
+            return None
+    try:
+        if typing.get_origin(kind) is tuple:
+            items = _yaml_scalar(raw) if isinstance(raw, str) else raw
+            items = items.split(",") if isinstance(items, str) else items
+            return tuple(_parse_int(x) for x in (items if isinstance(items, (list, tuple)) else [items]))
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(raw).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return _parse_int(raw)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        type_name = getattr(kind, "__name__", str(kind))
+        raise NatlearnError(f"{name}={raw!r} is not a valid {type_name}") from None
+
+
+def _yaml_scalar(text: str) -> object:
+    """Command-line values read as YAML, so ``widths=[32,64]``, ``k=null``, ``flip=false`` work."""
+    try:
+        return yaml.safe_load(text) if text else text
+    except yaml.YAMLError:
+        return text
+
+
+def _unknown_key(key: str) -> NatlearnError:
+    close = difflib.get_close_matches(key, _FIELDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(_FIELDS)}"
+    return NatlearnError(f"unknown config key {key!r}{hint}")
+
+
+def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) -> Config:
+    """A copy of ``config`` with fields replaced, from a dict or from ``["key=value", ...]``."""
+    if isinstance(overrides, list):
+        pairs: dict[str, object] = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
+            pairs[key.strip()] = _yaml_scalar(value.strip())
+        overrides = pairs
+    changes = {}
+    for key, raw in overrides.items():
+        if key not in _FIELDS:
+            raise _unknown_key(key)
+        changes[key] = _parse_value(key, raw)
+    return dataclasses.replace(config, **changes)
+
+
+def load_preset(name_or_path: str) -> Config:
+    """A Config from a YAML file, or from a preset shipped in natlearn/configs by name."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise NatlearnError(f"config {name_or_path!r} not found; give a YAML file or one of the presets: {shipped}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise NatlearnError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise NatlearnError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
+    return apply_overrides(Config(), values)
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> the docstring below it in this file (for ``natlearn train --help``)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Config))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[node.target.id] = following.value.value  # type: ignore[attr-defined]
+    return docs

@@ -1,0 +1,55 @@
+"""Losses of Noise As Targets: the paper's square loss and a softmax variant for its ablation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["square_loss", "softmax_loss", "LOSSES"]
+
+LOSSES = ("square", "softmax")
+
+
+def square_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """||outputs - targets||^2 per row, reduced over the batch.
+
+    For unit vectors this equals 2 - 2 cos(outputs, targets). Call it with the targets *after* the
+    batch's re-assignment (computing it on the stale targets is a known porting bug).
+
+    Args:
+        outputs: (b, d) L2-normalised network outputs.
+        targets: (b, d) the targets assigned to those rows.
+        reduction: ``"mean"`` over rows, or ``"sum"`` (the official Lua code; scales the gradient by b).
+    Returns:
+        scalar tensor.
+    """
+    per_row = (outputs - targets).pow(2).sum(dim=1)
+    if reduction == "sum":
+        return per_row.sum()
+    if reduction == "mean":
+        return per_row.mean()
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def softmax_loss(
+    outputs: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.1,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Cross-entropy of cosine logits ``outputs @ candidates.T / temperature`` against ``labels``.
+
+    With ``candidates`` the batch's assigned targets and ``labels = arange(b)``, each image must pick
+    its own target among the batch's: the softmax counterpart of :func:`square_loss`.
+
+    Args:
+        outputs: (b, d) L2-normalised outputs.
+        candidates: (c, d) unit vectors.
+        labels: (b,) int64 indices into ``candidates``.
+        temperature: softmax temperature (> 0).
+        reduction: ``"mean"`` or ``"sum"``.
+    Returns:
+        scalar tensor.
+    """
+    return F.cross_entropy(outputs @ candidates.T / temperature, labels, reduction=reduction)

@@ -1,0 +1,30 @@
+"""Models: the frozen input layer, the paper's AlexNet-BN, a small conv net, and the NAT head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from natlearn.models.input import INPUT_MODES, InputLayer
+from natlearn.models.network import ARCHITECTURES, Head, Network, alexnet_bn, small_convnet
+
+__all__ = ["ARCHITECTURES", "INPUT_MODES", "Head", "InputLayer", "Network", "alexnet_bn", "build_network", "small_convnet"]
+
+
+def build_network(
+    arch: str,
+    input_mode: str,
+    in_channels: int,
+    image_size: int,
+    out_dim: int,
+    normalize: bool = True,
+    widths: Sequence[int] = (32, 64, 128, 128),
+    mean: Sequence[float] = (0.5,),
+    std: Sequence[float] = (0.25,),
+) -> Network:
+    """A network by architecture name; ``normalize=False`` gives a plain classifier head (logits)."""
+    input_layer = InputLayer(input_mode, in_channels, mean, std)
+    if arch == "small":
+        return small_convnet(input_layer, out_dim, image_size, widths, normalize)
+    if arch == "alexnet":
+        return alexnet_bn(input_layer, out_dim, normalize)
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")

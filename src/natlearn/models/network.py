@@ -1,0 +1,123 @@
+"""Networks: frozen input layer -> named conv blocks -> neck -> head (linear, then L2 normalise)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from natlearn.models.input import InputLayer
+
+__all__ = ["Network", "Head", "small_convnet", "alexnet_bn", "ARCHITECTURES"]
+
+ARCHITECTURES = ("small", "alexnet")
+
+
+class Head(nn.Module):
+    """Linear map to the output dimension, then (for NAT) L2 normalisation.
+
+    Shapes: (b, in_features) -> (b, out_features), unit rows when ``normalize``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, normalize: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return F.normalize(y, dim=1) if self.normalize else y
+
+
+class Network(nn.Module):
+    """``head(neck(convs(input(x))))`` with conv blocks addressable by name (``conv1``, ``conv2``, ...).
+
+    ``backbone(x)`` is everything but the head: the features a user transfers.
+    """
+
+    def __init__(self, input_layer: InputLayer, convs: nn.Sequential, neck: nn.Sequential, head: Head):
+        super().__init__()
+        self.input = input_layer
+        self.convs = convs
+        self.neck = neck
+        self.head = head
+
+    @property
+    def conv_names(self) -> list[str]:
+        return list(self.convs._modules)
+
+    def backbone(self, images: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.convs(self.input(images)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def features(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Activations of the named layers: conv block names, ``"neck"`` (penultimate), ``"head"``."""
+        unknown = set(layers) - set(self.conv_names) - {"neck", "head"}
+        if unknown:
+            raise ValueError(f"unknown layers {sorted(unknown)}; this network has {self.conv_names + ['neck', 'head']}")
+        out: dict[str, torch.Tensor] = {}
+        x = self.input(images)
+        for name, block in self.convs.named_children():
+            x = block(x)
+            if name in layers:
+                out[name] = x
+        if "neck" in layers or "head" in layers:
+            x = self.neck(x)
+            out["neck"] = x
+            if "head" in layers:
+                out["head"] = self.head(x)
+        return {name: out[name] for name in layers}
+
+
+def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, pool: nn.Module | None = None) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+    if pool is not None:
+        layers.append(pool)
+    return nn.Sequential(*layers)
+
+
+def small_convnet(
+    input_layer: InputLayer, out_dim: int, image_size: int, widths: Sequence[int] = (32, 64, 128, 128), normalize: bool = True
+) -> Network:
+    """3x3 conv-BN-ReLU blocks for 8x8 to ~64x64 images; a 2x2 max-pool follows each block but the
+    last while the map is at least 4 pixels wide, then global average pooling.
+    """
+    blocks, size, cin = OrderedDict(), image_size, input_layer.out_channels
+    for i, width in enumerate(widths):
+        pool = size >= 4 and i < len(widths) - 1
+        blocks[f"conv{i + 1}"] = _conv_block(cin, width, 3, padding=1, pool=nn.MaxPool2d(2) if pool else None)
+        size, cin = (size // 2 if pool else size), width
+    neck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Network(input_layer, nn.Sequential(blocks), neck, Head(cin, out_dim, normalize))
+
+
+def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True) -> Network:
+    """The paper's AlexNet with BatchNorm for 224x224 input (conv1-5, fc6-7, fc8 -> out_dim)."""
+    cin = input_layer.out_channels
+    convs = nn.Sequential(
+        OrderedDict(
+            conv1=_conv_block(cin, 96, 11, stride=4, padding=2, pool=nn.MaxPool2d(3, 2)),
+            conv2=_conv_block(96, 256, 5, padding=2, pool=nn.MaxPool2d(3, 2)),
+            conv3=_conv_block(256, 384, 3, padding=1),
+            conv4=_conv_block(384, 384, 3, padding=1),
+            conv5=_conv_block(384, 256, 3, padding=1, pool=nn.MaxPool2d(3, 2)),
+        )
+    )
+    neck = nn.Sequential(
+        OrderedDict(
+            pool=nn.AdaptiveAvgPool2d(6),
+            flatten=nn.Flatten(),
+            fc6=nn.Sequential(nn.Linear(256 * 6 * 6, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True), nn.Dropout(0.5)),
+            fc7=nn.Sequential(nn.Linear(4096, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True)),
+        )
+    )
+    return Network(input_layer, convs, neck, Head(4096, out_dim, normalize))

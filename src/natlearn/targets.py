@@ -1,0 +1,112 @@
+"""Fixed noise targets, regenerated from their index: no k x d table is ever stored.
+
+Target ``t`` is a function of ``(seed, t)`` only, computed with a counter-based generator
+(splitmix64 on the counter ``t * d + j``, Box-Muller to a Gaussian, then L2 normalisation).
+Asking for the same ids returns the same vectors whatever the batch, device or call order,
+so the only NAT state that grows with the data set is the assignment permutation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["NoiseTargets", "TARGET_KINDS", "splitmix64"]
+
+TARGET_KINDS = ("sphere", "discrete")
+
+_MASK64 = (1 << 64) - 1
+
+
+def _as_int64(value: int) -> int:
+    """Two's-complement view of an unsigned 64-bit constant, as torch.int64 stores it."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN = _as_int64(0x9E3779B97F4A7C15)
+_MIX1 = _as_int64(0xBF58476D1CE4E5B9)
+_MIX2 = _as_int64(0x94D049BB133111EB)
+
+
+def _shift_right_logical(x: torch.Tensor, bits: int) -> torch.Tensor:
+    # torch's >> on int64 is arithmetic; masking off the sign-extended bits makes it logical.
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser (Steele et al. 2014) on int64 tensors, with wrap-around arithmetic.
+
+    Args:
+        x: int64 tensor of any shape (counters).
+    Returns:
+        int64 tensor of the same shape: 64 well-mixed bits per counter, same on CPU and GPU.
+    """
+    z = x + _GOLDEN
+    z = (z ^ _shift_right_logical(z, 30)) * _MIX1
+    z = (z ^ _shift_right_logical(z, 27)) * _MIX2
+    return z ^ _shift_right_logical(z, 31)
+
+
+def _uniform_open(bits: torch.Tensor) -> torch.Tensor:
+    """Top 53 bits -> float64 in (0, 1]: never 0, so log() in Box-Muller is finite."""
+    return (_shift_right_logical(bits, 11).to(torch.float64) + 1.0) * 2.0**-53
+
+
+class NoiseTargets:
+    """k fixed targets in R^d, looked up by index: ``targets[ids] -> (len(ids), d)``.
+
+    Kinds:
+        ``sphere`` (the paper): i.i.d. N(0, I_d) rows normalised to unit length, i.e. uniform on the
+        sphere.
+        ``discrete`` (the paper's clustering-like ablation): target ``t`` is the one-hot vector
+        ``e_(t mod num_clusters)``, so ``k / num_clusters`` targets are shared by several images.
+
+    Args:
+        k: number of targets (k >= n images).
+        d: dimension of each target.
+        seed: the targets are a pure function of (seed, index).
+        kind: ``"sphere"`` or ``"discrete"``.
+        num_clusters: distinct vectors of the discrete kind (default d; at most d).
+    """
+
+    def __init__(self, k: int, d: int, seed: int = 0, kind: str = "sphere", num_clusters: int | None = None):
+        if k < 1 or d < 1:
+            raise ValueError(f"NoiseTargets needs k >= 1 and d >= 1, got k={k}, d={d}")
+        if kind not in TARGET_KINDS:
+            raise ValueError(f"unknown target kind {kind!r}; choose one of {', '.join(TARGET_KINDS)}")
+        self.k, self.d, self.seed, self.kind = k, d, seed, kind
+        self.num_clusters = d if num_clusters is None else num_clusters
+        if kind == "discrete" and not 1 <= self.num_clusters <= d:
+            raise ValueError(f"discrete targets need 1 <= num_clusters <= d={d}, got {self.num_clusters}")
+        # Each target consumes 2*d counters; the key keeps different seeds on disjoint streams.
+        self._key = _as_int64(splitmix64(torch.tensor([seed], dtype=torch.int64)).item())
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
+        """Targets of ``ids`` (int tensor, shape (m,)) as float32 (m, d) on ``ids.device``."""
+        ids = torch.as_tensor(ids)
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"target ids must be an integer tensor, got {ids.dtype}")
+        ids = ids.to(torch.int64)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.k):
+            raise IndexError(f"target ids must lie in [0, {self.k}), got range [{int(ids.min())}, {int(ids.max())}]")
+        if self.kind == "discrete":
+            return torch.nn.functional.one_hot(ids % self.num_clusters, self.d).to(torch.float32)
+        return self._sphere(ids)
+
+    def _sphere(self, ids: torch.Tensor) -> torch.Tensor:
+        j = torch.arange(self.d, dtype=torch.int64, device=ids.device)
+        counter = 2 * (ids[:, None] * self.d + j[None, :]) + self._key
+        u1 = _uniform_open(splitmix64(counter))
+        u2 = _uniform_open(splitmix64(counter + 1))
+        # float64 keeps the CPU and GPU results equal after rounding to float32.
+        gauss = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+        return torch.nn.functional.normalize(gauss, dim=1).to(torch.float32)
+
+    def __repr__(self) -> str:
+        extra = f", num_clusters={self.num_clusters}" if self.kind == "discrete" else ""
+        return f"NoiseTargets(k={self.k}, d={self.d}, seed={self.seed}, kind={self.kind!r}{extra})"

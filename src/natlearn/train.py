@@ -1,0 +1,280 @@
+"""The training loop. Per batch, as in the paper: forward, (every few epochs) re-assign the batch's
+targets among its images, square loss to the new targets, SGD step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from natlearn.assignment import Assignment
+from natlearn.checkpoint import latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from natlearn.config import RESUME_LOCKED, Config
+from natlearn.data import ImageDataset, augment, load_dataset
+from natlearn.errors import NatlearnError
+from natlearn.loss import softmax_loss, square_loss
+from natlearn.models import Network, build_network
+from natlearn.targets import NoiseTargets
+
+__all__ = ["NoiseAsTargets", "Supervised", "TrainResult", "build_model", "train", "resolve_device"]
+
+
+class NoiseAsTargets:
+    """The NAT objective for one batch: optional re-assignment, then the loss to the new targets.
+
+    Holds the fixed targets and the image -> target assignment (the only state that grows with n).
+    """
+
+    def __init__(self, config: Config, n: int):
+        k = config.check_dataset_size(n)
+        self.targets = NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters)
+        self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
+        self.reassign_every = config.reassign_every
+        self.loss_kind, self.reduction, self.temperature = config.resolved_loss(), config.loss_reduction, config.temperature
+
+    def reassigns(self, epoch: int) -> bool:
+        return self.reassign_every > 0 and epoch % self.reassign_every == 0
+
+    def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        reassigned = 0.0
+        if self.reassigns(epoch):
+            reassigned = self.assignment.reassign(ids, outputs.detach(), self.targets).changed
+        targets = self.targets[self.assignment[ids].to(outputs.device)]
+        if self.loss_kind == "square":
+            loss = square_loss(outputs, targets, self.reduction)
+        else:
+            loss = softmax_loss(outputs, targets, torch.arange(len(ids), device=outputs.device), self.temperature, self.reduction)
+        cosine = float((outputs.detach() * targets).sum(dim=1).mean())
+        return loss, {"cosine": cosine, "reassigned": reassigned}
+
+    def state_dict(self) -> dict:
+        return {"assignment": self.assignment.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.assignment.load_state_dict(state["assignment"])
+
+    def check(self) -> None:
+        self.assignment.check()
+
+
+class Supervised:
+    """The same network trained on labels: cross-entropy on logits, or the square loss to fixed
+    per-class sphere targets (the paper's softmax-vs-square ablation)."""
+
+    def __init__(self, config: Config, dataset: ImageDataset):
+        if dataset.labels is None:
+            raise NatlearnError("objective=supervised needs labels, but this data set is unlabelled (a flat folder); use class sub-folders")
+        self.labels = dataset.labels
+        self.loss_kind, self.reduction = config.resolved_loss(), config.loss_reduction
+        self.class_targets = NoiseTargets(len(dataset.classes), config.dim, seed=config.seed)
+
+    def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        labels = self.labels[ids].to(outputs.device)
+        if self.loss_kind == "square":
+            targets = self.class_targets[labels]
+            loss = square_loss(outputs, targets, self.reduction)
+            scores = outputs.detach() @ self.class_targets[torch.arange(self.class_targets.k, device=outputs.device)].T
+        else:
+            loss = torch.nn.functional.cross_entropy(outputs, labels, reduction=self.reduction)
+            scores = outputs.detach()
+        return loss, {"train_accuracy": float((scores.argmax(dim=1) == labels).float().mean())}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """A finished (or resumed-and-finished) run."""
+
+    model: Network
+    objective: NoiseAsTargets | Supervised
+    config: Config
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NatlearnError(f"device={name} asked for, but no CUDA GPU is visible; use device=cpu or device=auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise NatlearnError(f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+
+
+def build_model(config: Config, dataset: ImageDataset) -> Network:
+    """The network for ``config`` on ``dataset``, initialised from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    logits = config.objective == "supervised" and config.resolved_loss() == "softmax"
+    return build_network(
+        config.arch,
+        config.input,
+        dataset.channels,
+        config.image_size or dataset.image_size,
+        out_dim=len(dataset.classes) if logits else config.dim,
+        normalize=not logits,
+        widths=config.widths,
+        mean=dataset.mean,
+        std=dataset.std,
+    )
+
+
+def learning_rate(config: Config, epoch: int) -> float:
+    """The lr of an epoch: linear warm-up, then constant, cosine, or step decay (stateless, so resumable)."""
+    if epoch < config.warmup_epochs:
+        return config.lr * (epoch + 1) / (config.warmup_epochs + 1)
+    progress = (epoch - config.warmup_epochs) / max(1, config.epochs - config.warmup_epochs)
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.lr_schedule == "step":
+        return config.lr * 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return config.lr
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Batch order and augmentation of an epoch depend on (seed, epoch) only: resumes replay them."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    owned = [run_dir / "checkpoints", run_dir / "log.jsonl", run_dir / "config.yaml"]
+    if overwrite:
+        for path in owned:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    elif not resume and any(path.exists() for path in owned):
+        raise NatlearnError(f"run folder {run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NatlearnError(f"cannot create run folder {run_dir}: {error.strerror}; choose another out=") from None
+
+
+def _check_resumable(config: Config, saved: dict) -> None:
+    differ = [
+        f"{key} (checkpoint {saved.get(key)!r}, now {getattr(config, key)!r})"
+        for key in RESUME_LOCKED
+        if saved.get(key) != getattr(config, key)
+    ]
+    if differ:
+        raise NatlearnError(f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}")
+
+
+def _truncate_log(log_path: Path, epochs_done: int) -> list[dict]:
+    """Keep the log lines of epochs the checkpoint covers (a crash may have logged one more)."""
+    if not log_path.exists():
+        return []
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if row["epoch"] <= epochs_done]
+    log_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train a network with Noise As Targets (or the supervised baseline) and checkpoint every epoch.
+
+    Args:
+        config: validated here; ``config.out`` is the run folder.
+        resume: continue from the newest readable checkpoint in ``config.out``.
+        overwrite: delete an earlier run in ``config.out`` first.
+    Returns:
+        The trained model, the objective (with the NAT assignment), and the per-epoch history.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.data, "train", config.data_root, config.image_size)
+    objective = NoiseAsTargets(config, len(dataset)) if config.objective == "nat" else Supervised(config, dataset)
+    model = build_model(config, dataset).to(device)
+    run_dir = Path(config.out)
+    _prepare_run_dir(run_dir, resume, overwrite)  # only once every input has been checked: no stray files
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    start_epoch, history, last_path = 0, [], None
+    if resume:
+        found = latest_checkpoint(run_dir)
+        if found is None:
+            raise NatlearnError(f"nothing to resume: no readable checkpoint in {run_dir / 'checkpoints'}; drop --resume to start a new run")
+        last_path, state = found
+        _check_resumable(config, state["config"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        objective.load_state_dict(state["objective"])
+        set_rng_state(state["rng"])
+        start_epoch = state["epoch"]
+        history = _truncate_log(run_dir / "log.jsonl", start_epoch)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False))
+
+    images = dataset.images.to(device)
+    size = config.image_size or dataset.image_size
+    num_batches = math.ceil(len(dataset) / config.batch_size)
+    for epoch in range(start_epoch, config.epochs):
+        lr = learning_rate(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        generator = _epoch_generator(config.seed, epoch)
+        order = torch.randperm(len(dataset), generator=generator)
+        model.train()
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        reassigns = isinstance(objective, NoiseAsTargets) and objective.reassigns(epoch)
+        desc = f"epoch {epoch + 1}/{config.epochs}" + (" (re-assign)" if reassigns else "")
+        # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
+        batches = tqdm(torch.tensor_split(order, num_batches), desc=desc, leave=False, disable=not config.progress)
+        for step, ids in enumerate(batches):
+            inputs = augment(images[ids.to(device)], size, config.crop_padding, config.flip, generator)
+            outputs = model(inputs)
+            loss, stats = objective(ids, outputs, epoch)
+            if not torch.isfinite(loss):
+                where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
+                raise NatlearnError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; {where}; lower lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            stats["loss"] = loss.item() / (len(ids) if config.loss_reduction == "sum" else 1)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            batches.set_postfix({key: f"{sums[key] / (step + 1):.4f}" for key in ("loss", "cosine", "train_accuracy") if key in sums})
+        objective.check()
+        seconds = time.perf_counter() - started
+        row = {
+            "epoch": epoch + 1,
+            **{key: value / num_batches for key, value in sums.items()},
+            "lr": lr,
+            "seconds": seconds,
+            "images_per_s": len(dataset) / seconds,
+        }
+        history.append(row)
+        with open(run_dir / "log.jsonl", "a") as log:
+            log.write(json.dumps(row) + "\n")
+        last_path = run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt"
+        save_checkpoint(
+            last_path,
+            {
+                "epoch": epoch + 1,
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "objective": objective.state_dict(),
+                "rng": rng_state(),
+            },
+        )
+        prune_checkpoints(run_dir, config.keep_last, config.keep_every)
+        if config.progress:
+            tqdm.write(f"{desc}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
+    return TrainResult(model, objective, config, run_dir, history)
