@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
+from natlearn.models import Network, network_for
 
 __all__ = [
     "FORMAT", "atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
-    "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state",
+    "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state", "load_model", "export_backbone",
 ]  # fmt: skip
 
 FORMAT = "natlearn-checkpoint-v1"
@@ -65,8 +67,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NatlearnError(f"checkpoint {path} cannot be read ({reason[:120]}); it is damaged or not a natlearn checkpoint") from None
+        reason = type(error).__name__
+        raise NatlearnError(f"checkpoint {path} cannot be read ({reason}); it is damaged or not a natlearn checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise NatlearnError(f"{path} is not a natlearn checkpoint (no '{FORMAT}' tag); give a file written by natlearn train")
     return state
@@ -85,7 +87,7 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
         try:
             return path, load_checkpoint(path)
         except NatlearnError as error:
-            warnings.warn(f"skipping damaged checkpoint {path}: {error}", stacklevel=2)
+            warnings.warn(f"{error}; using the previous one", stacklevel=2)
     return None
 
 
@@ -124,3 +126,25 @@ def set_rng_state(state: dict) -> None:
     random.setstate((state["python"]["version"], tuple(state["python"]["state"]), state["python"]["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model(path: str | Path) -> Network:
+    """The trained network of a checkpoint, in eval mode on the CPU."""
+    state = load_checkpoint(path)
+    config = apply_overrides(Config(), state["config"])
+    model = network_for(config, **state["network"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the backbone (input layer, conv blocks, neck; no NAT head) as a plain state_dict file.
+
+    It loads with ``torch.load(out, weights_only=True)`` in code that does not import natlearn; keys
+    are the module paths of :class:`natlearn.models.Network` (``convs.conv1.0.weight``, ...).
+    """
+    model = load_model(checkpoint)
+    backbone = {key: value for key, value in model.state_dict().items() if not key.startswith("head.")}
+    out = Path(out)
+    atomic_write(out, lambda tmp: torch.save(backbone, tmp))
+    return out

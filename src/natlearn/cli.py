@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in out= from its newest readable checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an earlier run in out= and start over")
     train.add_argument("--supervised", action="store_true", help="train on labels instead (objective=supervised)")
+
+    export = commands.add_parser(
+        "export", help="write a checkpoint's backbone as a plain PyTorch state_dict (no natlearn needed to load it)"
+    )
+    export.add_argument("checkpoint", help="a .pt file from natlearn train (runs/NAME/checkpoints/epoch_NNNN.pt)")
+    export.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
 
     demo = commands.add_parser("demo", help="NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -97,10 +104,20 @@ def _run(argv: Sequence[str] | None) -> int:
         )
         print(f"wrote {Path(args.out) / 'results.json'}, results.md, loss_curve.png, neighbours.png ({results['setup']['seconds']} s)")
         return 0
+    if args.command == "export":
+        from natlearn.checkpoint import export_backbone
+
+        print(f"wrote {export_backbone(args.checkpoint, args.out)}")
+        return 0
     raise AssertionError(args.command)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"natlearn: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _run(argv)
     except NatlearnError as error:
@@ -109,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("natlearn: interrupted; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -73,20 +73,27 @@ def _digits(split: str) -> ImageDataset:
     return _with_stats(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), classes)
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
+def _open_rgb(path: Path):
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                scale = size / min(image.size)
-                image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BILINEAR)
-                left, top = (image.width - size) // 2, (image.height - size) // 2
-                image = image.crop((left, top, left + size, top + size))
-            return np.asarray(image, dtype=np.uint8)
+            return image.convert("RGB")
     except OSError as error:
         raise NatlearnError(f"cannot read image {path}: {error}; remove or replace the file") from None
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    """An RGB uint8 (size, size, 3) array: short side resized to ``size``, then centre-cropped."""
+    from PIL import Image
+
+    image = _open_rgb(path)
+    if image.size != (size, size):
+        scale = size / min(image.size)
+        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BILINEAR)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _folder(root: Path, image_size: int) -> ImageDataset:
@@ -102,10 +109,7 @@ def _folder(root: Path, image_size: int) -> ImageDataset:
     if not files:
         raise NatlearnError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found in {root}")
     if image_size == 0:
-        from PIL import Image
-
-        with Image.open(files[0][0]) as first:
-            image_size = min(first.size)
+        image_size = min(_open_rgb(files[0][0]).size)
     images = np.stack([_decode(f, image_size) for f, _ in files]).transpose(0, 3, 1, 2)
     labels = torch.tensor([label for _, label in files]) if classes else None
     return _with_stats(torch.from_numpy(np.ascontiguousarray(images)), labels, classes)

@@ -93,13 +93,13 @@ def _write_figures(out: Path, nat_run, supervised_run, features: dict, train_set
             images = [test_set.images[query]] + [train_set.images[j] for j in neighbours[row]]
             for col, image in enumerate(images):
                 axis = axes[row, column_offset + col]
-                axis.imshow(image[0], cmap="gray_r")
+                axis.imshow(image[0].numpy(), cmap="gray_r")
                 axis.set_xticks([])
                 axis.set_yticks([])
                 if col == 0:
                     axis.spines[:].set_color("red")
         axes[0, column_offset].set_title(f"{name}: query | nearest train images", loc="left", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, wspace=0.1, hspace=0.1)
     _save_figure(fig, out / "neighbours.png")
 
 

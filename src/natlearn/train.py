@@ -22,7 +22,7 @@ from natlearn.config import RESUME_LOCKED, Config
 from natlearn.data import ImageDataset, augment, load_dataset
 from natlearn.errors import NatlearnError
 from natlearn.loss import softmax_loss, square_loss
-from natlearn.models import Network, build_network
+from natlearn.models import Network, network_for
 from natlearn.targets import NoiseTargets
 
 __all__ = ["NoiseAsTargets", "Supervised", "TrainResult", "build_model", "train", "resolve_device"]
@@ -123,18 +123,18 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: Config, dataset: ImageDataset) -> Network:
     """The network for ``config`` on ``dataset``, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    logits = config.objective == "supervised" and config.resolved_loss() == "softmax"
-    return build_network(
-        config.arch,
-        config.input,
-        dataset.channels,
-        config.image_size or dataset.image_size,
-        out_dim=len(dataset.classes) if logits else config.dim,
-        normalize=not logits,
-        widths=config.widths,
-        mean=dataset.mean,
-        std=dataset.std,
-    )
+    return network_for(config, **network_spec(dataset))
+
+
+def network_spec(dataset: ImageDataset) -> dict:
+    """What, besides the config, fixes the network's shape; stored in checkpoints to rebuild it."""
+    return {
+        "channels": dataset.channels,
+        "image_size": dataset.image_size,
+        "num_classes": len(dataset.classes),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+    }
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -187,6 +187,12 @@ def _truncate_log(log_path: Path, epochs_done: int) -> list[dict]:
     return rows
 
 
+def _stop_unless_finite(what: str, value: torch.Tensor, epoch: int, step: int, last_path: Path | None) -> None:
+    if not bool(torch.isfinite(value).all()):
+        where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
+        raise NatlearnError(f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}; {where}; lower lr or check the data")
+
+
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train a network with Noise As Targets (or the supervised baseline) and checkpoint every epoch.
 
@@ -235,14 +241,13 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         reassigns = isinstance(objective, NoiseAsTargets) and objective.reassigns(epoch)
         desc = f"epoch {epoch + 1}/{config.epochs}" + (" (re-assign)" if reassigns else "")
         # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
-        batches = tqdm(torch.tensor_split(order, num_batches), desc=desc, leave=False, disable=not config.progress)
+        batches = tqdm(torch.tensor_split(order, num_batches), desc=desc, leave=False, disable=None if config.progress else True)
         for step, ids in enumerate(batches):
             inputs = augment(images[ids.to(device)], size, config.crop_padding, config.flip, generator)
             outputs = model(inputs)
+            _stop_unless_finite("outputs", outputs, epoch, step, last_path)
             loss, stats = objective(ids, outputs, epoch)
-            if not torch.isfinite(loss):
-                where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
-                raise NatlearnError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; {where}; lower lr or check the data")
+            _stop_unless_finite("loss", loss, epoch, step, last_path)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -268,6 +273,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             {
                 "epoch": epoch + 1,
                 "config": config.to_dict(),
+                "network": network_spec(dataset),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "objective": objective.state_dict(),

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from natlearn.models.input import INPUT_MODES, InputLayer
 from natlearn.models.network import ARCHITECTURES, Head, Network, alexnet_bn, small_convnet
 
-__all__ = ["ARCHITECTURES", "INPUT_MODES", "Head", "InputLayer", "Network", "alexnet_bn", "build_network", "small_convnet"]
+if TYPE_CHECKING:
+    from natlearn.config import Config
+
+__all__ = [
+    "ARCHITECTURES", "INPUT_MODES", "Head", "InputLayer", "Network", "alexnet_bn", "build_network", "network_for", "small_convnet",
+]  # fmt: skip
 
 
 def build_network(
@@ -28,3 +34,22 @@ def build_network(
     if arch == "alexnet":
         return alexnet_bn(input_layer, out_dim, normalize)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+def network_for(
+    config: Config, channels: int, image_size: int, num_classes: int, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,)
+) -> Network:
+    """The network a config trains: a unit-norm ``dim`` output, or class logits for the supervised
+    cross-entropy baseline. Parameters are drawn from the global torch RNG."""
+    logits = config.objective == "supervised" and config.resolved_loss() == "softmax"
+    return build_network(
+        config.arch,
+        config.input,
+        channels,
+        config.image_size or image_size,
+        out_dim=num_classes if logits else config.dim,
+        normalize=not logits,
+        widths=config.widths,
+        mean=mean,
+        std=std,
+    )

@@ -1,0 +1,73 @@
+import pytest
+
+from natlearn.config import PRESETS_DIR, Config, apply_overrides, load_preset
+from natlearn.errors import NatlearnError
+
+
+def test_overrides_are_typed():
+    config = apply_overrides(Config(), ["epochs=7", "lr=1e-3", "flip=false", "widths=[8,16]", "k=null", "data=digits"])
+    assert (config.epochs, config.lr, config.flip, config.widths, config.k) == (7, 1e-3, False, (8, 16), None)
+    assert apply_overrides(Config(), ["widths=8,16,32"]).widths == (8, 16, 32)
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(NatlearnError, match="did you mean 'epochs'"):
+        apply_overrides(Config(), ["epoch=3"])
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("epochs=ten", "not a valid int"),
+        ("epochs=2.5", "not a valid int"),
+        ("lr=fast", "not a valid float"),
+        ("flip=maybe", "not a valid bool"),
+        ("epochs", "expected key=value"),
+    ],
+)
+def test_bad_values_are_rejected(item, message):
+    with pytest.raises(NatlearnError, match=message):
+        apply_overrides(Config(), [item])
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"dim": 0}, "dim=0"),
+        ({"batch_size": 1}, "batch_size=1"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"input": "hsv"}, "rgb, gray, sobel"),
+        ({"targets": "cube"}, "sphere, discrete"),
+        ({"reassign_every": -1}, "reassign_every"),
+        ({"targets": "discrete", "num_clusters": 500, "dim": 32}, "num_clusters"),
+    ],
+)
+def test_validation_names_the_field(changes, message):
+    with pytest.raises(NatlearnError, match=message):
+        apply_overrides(Config(), changes).validate()
+
+
+def test_k_is_checked_against_the_data_size():
+    with pytest.raises(NatlearnError, match="k >= n"):
+        Config(k=5).check_dataset_size(10)
+    with pytest.raises(NatlearnError, match="spare_targets"):
+        Config(k=12, spare_targets=3).check_dataset_size(10)
+    assert Config().check_dataset_size(300) == 300
+
+
+@pytest.mark.parametrize("path", sorted(PRESETS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_presets_load_and_validate(path):
+    load_preset(path.stem).validate()
+
+
+def test_missing_preset_lists_the_shipped_ones():
+    with pytest.raises(NatlearnError, match="digits"):
+        load_preset("nope")
+
+
+def test_preset_with_a_typo_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(NatlearnError, match="learning_rate"):
+        load_preset(str(bad))

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+
+from natlearn.models import InputLayer, build_network
+
+
+def test_sobel_equals_scipy_on_the_gray_image():
+    rng = np.random.default_rng(0)
+    gray = rng.random((12, 15))
+    rgb = torch.tensor(np.stack([gray] * 3), dtype=torch.float32)[None]
+    layer = InputLayer("sobel", in_channels=3, mean=(0.0,), std=(1.0,))
+    out = layer(rgb)[0].double().numpy()
+    # Official kernels are scipy's with the opposite sign (gradient from right to left / bottom to top).
+    assert np.allclose(out[0], -scipy.ndimage.sobel(gray, axis=1, mode="constant"), atol=1e-5)
+    assert np.allclose(out[1], -scipy.ndimage.sobel(gray, axis=0, mode="constant"), atol=1e-5)
+
+
+def test_gray_is_the_channel_mean_after_normalisation():
+    images = torch.rand(2, 3, 5, 5)
+    layer = InputLayer("gray", in_channels=3, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5))
+    expected = ((images - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / 0.5).mean(dim=1, keepdim=True)
+    assert torch.allclose(layer(images), expected)
+
+
+@pytest.mark.parametrize("mode,channels", [("rgb", 3), ("gray", 1), ("sobel", 2)])
+def test_input_layer_has_nothing_to_train(mode, channels):
+    layer = InputLayer(mode, in_channels=3)
+    assert list(layer.parameters()) == []
+    assert layer.out_channels == channels
+    network = build_network("small", mode, 3, 16, out_dim=8)
+    trainable = {name for name, p in network.named_parameters() if p.requires_grad}
+    assert not any(name.startswith("input.") for name in trainable)
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_small_convnet_shapes_and_unit_outputs(size):
+    network = build_network("small", "sobel", 3, size, out_dim=16, widths=(8, 16, 32)).eval()
+    images = torch.rand(4, 3, size, size)
+    assert network.conv_names == ["conv1", "conv2", "conv3"]
+    feats = network.features(images, ["conv1", "conv3", "neck", "head"])
+    assert feats["conv1"].shape == (4, 8, size // 2, size // 2)
+    assert feats["neck"].shape == (4, 32)
+    assert torch.allclose(network(images).norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(feats["head"], network(images))
+
+
+def test_alexnet_bn_matches_the_paper_shapes():
+    network = build_network("alexnet", "sobel", 3, 224, out_dim=2048).eval()
+    images = torch.rand(2, 3, 224, 224)
+    feats = network.features(images, ["conv1", "conv2", "conv5", "neck"])
+    assert feats["conv1"].shape == (2, 96, 27, 27)
+    assert feats["conv2"].shape == (2, 256, 13, 13)
+    assert feats["conv5"].shape == (2, 256, 6, 6)
+    assert feats["neck"].shape == (2, 4096)
+    assert network(images).shape == (2, 2048)
+    assert network.convs.conv1[0].weight.shape == (96, 2, 11, 11)
+
+
+def test_unknown_layer_name_is_rejected():
+    network = build_network("small", "rgb", 3, 8, out_dim=4, widths=(4,))
+    with pytest.raises(ValueError, match="conv1"):
+        network.features(torch.rand(1, 3, 8, 8), ["conv9"])
