@@ -122,3 +122,11 @@ def test_invalid_sizes_are_rejected():
 
 def test_state_is_eight_bytes_per_target():
     assert Assignment(1000, 1200).nbytes() == 8 * 1200
+
+
+def test_reassign_returns_the_new_target_vectors():
+    targets = NoiseTargets(k=40, d=8, seed=4)
+    assignment = Assignment(30, 40, seed=4, spare_per_batch=5)
+    ids = torch.arange(10, 22)
+    result = assignment.reassign(ids, _unit(torch.randn(12, 8, generator=torch.Generator().manual_seed(4))), targets)
+    assert torch.equal(result.targets, targets[assignment[ids]])

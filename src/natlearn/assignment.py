@@ -25,11 +25,13 @@ class ReassignResult:
     """What one batch re-assignment did.
 
     Attributes:
+        targets: (b, d) the batch's new target vectors, row a for image ``image_ids[a]``.
         changed: fraction of the batch's images whose target changed, in [0, 1].
         cosine_before: mean cosine between outputs and their targets before the re-assignment.
         cosine_after: the same after it (never lower: the solver maximises the total cosine).
     """
 
+    targets: torch.Tensor
     changed: float
     cosine_before: float
     cosine_after: float
@@ -77,7 +79,8 @@ class Assignment:
             outputs: (b, d) L2-normalised network outputs of those images (no gradient needed).
             targets: the fixed targets the ids refer to.
         Returns:
-            A :class:`ReassignResult` with the fraction of the batch whose target changed.
+            A :class:`ReassignResult`: the new target vectors (so the loss needs no second lookup) and the
+            fraction of the batch whose target changed.
         """
         ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
         current = self.image_to_target[ids]
@@ -97,7 +100,12 @@ class Assignment:
             unchosen[chosen] = False
             self.spare[spare_slots] = candidates[unchosen]
         self._check_batch(current, new, candidates)
-        return ReassignResult(changed=float((new != current).double().mean()), cosine_before=before, cosine_after=after)
+        return ReassignResult(
+            targets=candidate_vectors[chosen.to(candidate_vectors.device)],
+            changed=float((new != current).double().mean()),
+            cosine_before=before,
+            cosine_after=after,
+        )
 
     def _check_batch(self, old: torch.Tensor, new: torch.Tensor, candidates: torch.Tensor) -> None:
         """Cheap per-step invariant: the batch took distinct targets from its candidates only."""

@@ -1,7 +1,7 @@
 """Fixed noise targets, regenerated from their index: no k x d table is ever stored.
 
 Target ``t`` is a function of ``(seed, t)`` only, computed with a counter-based generator
-(splitmix64 on the counter ``t * d + j``, Box-Muller to a Gaussian, then L2 normalisation).
+(splitmix64 on a per-target counter, Box-Muller to Gaussians, then L2 normalisation).
 Asking for the same ids returns the same vectors whatever the batch, device or call order,
 so the only NAT state that grows with the data set is the assignment permutation.
 """
@@ -80,7 +80,7 @@ class NoiseTargets:
         self.num_clusters = d if num_clusters is None else num_clusters
         if kind == "discrete" and not 1 <= self.num_clusters <= d:
             raise ValueError(f"discrete targets need 1 <= num_clusters <= d={d}, got {self.num_clusters}")
-        # Each target consumes 2*d counters; the key keeps different seeds on disjoint streams.
+        # The seed's hash offsets every counter, so different seeds read unrelated streams.
         self._key = _as_int64(splitmix64(torch.tensor([seed], dtype=torch.int64)).item())
 
     def __len__(self) -> int:
@@ -99,12 +99,14 @@ class NoiseTargets:
         return self._sphere(ids)
 
     def _sphere(self, ids: torch.Tensor) -> torch.Tensor:
-        j = torch.arange(self.d, dtype=torch.int64, device=ids.device)
-        counter = 2 * (ids[:, None] * self.d + j[None, :]) + self._key
-        u1 = _uniform_open(splitmix64(counter))
-        u2 = _uniform_open(splitmix64(counter + 1))
+        # Box-Muller turns each pair of uniforms into two Gaussians (cos and sin branches).
+        pairs = (self.d + 1) // 2
+        j = torch.arange(pairs, dtype=torch.int64, device=ids.device)
+        counter = 2 * (ids[:, None] * pairs + j[None, :]) + self._key
+        radius = torch.sqrt(-2.0 * torch.log(_uniform_open(splitmix64(counter))))
+        angle = (2.0 * math.pi) * _uniform_open(splitmix64(counter + 1))
         # float64 keeps the CPU and GPU results equal after rounding to float32.
-        gauss = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+        gauss = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, : self.d]
         return torch.nn.functional.normalize(gauss, dim=1).to(torch.float32)
 
     def __repr__(self) -> str:

@@ -45,10 +45,11 @@ class NoiseAsTargets:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0
 
     def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        reassigned = 0.0
         if self.reassigns(epoch):
-            reassigned = self.assignment.reassign(ids, outputs.detach(), self.targets).changed
-        targets = self.targets[self.assignment[ids].to(outputs.device)]
+            result = self.assignment.reassign(ids, outputs.detach(), self.targets)
+            targets, reassigned = result.targets, result.changed
+        else:
+            targets, reassigned = self.targets[self.assignment[ids].to(outputs.device)], 0.0
         if self.loss_kind == "square":
             loss = square_loss(outputs, targets, self.reduction)
         else:
