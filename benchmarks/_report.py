@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import atomic_write
+from natlearn.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 

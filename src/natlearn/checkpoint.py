@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,40 +12,16 @@ import torch
 
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
+from natlearn.files import atomic_write
 from natlearn.models import Network, network_for
 
 __all__ = [
-    "FORMAT", "atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+    "FORMAT", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
     "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state", "load_model", "export_backbone",
 ]  # fmt: skip
 
 FORMAT = "natlearn-checkpoint-v1"
 _NAME = re.compile(r"epoch_(\d+)\.pt$")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it onto ``path``.
-
-    A crash at any point leaves either the old file or the complete new one, never a partial one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    demo.add_argument("--epochs", type=int, default=None, help="NAT epochs (default: the digits preset's)")
+    demo.add_argument("settings", nargs="*", help="key=value changes to the digits preset, e.g. seed=3 epochs=100")
     return parser
 
 
@@ -92,10 +92,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.command == "demo":
         from natlearn.demo import format_table, run_demo
 
-        config = load_preset("digits")
-        if args.epochs is not None:
-            config = apply_overrides(config, {"epochs": args.epochs})
-        results = run_demo(args.out, config)
+        results = run_demo(args.out, apply_overrides(load_preset("digits"), args.settings))
         print(format_table(results))
         print(
             f"NAT recovers {results['gap_recovered']:.0%} of the random-init -> supervised gap"

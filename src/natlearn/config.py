@@ -22,24 +22,45 @@ __all__ = ["Config", "load_preset", "apply_overrides", "PRESETS_DIR", "RESUME_LO
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 # A resumed run must agree with its checkpoint on these, or its weights/targets mean something else.
-RESUME_LOCKED = ("data", "data_root", "arch", "widths", "input", "dim", "k", "targets", "num_clusters", "seed", "objective", "batch_size")
+RESUME_LOCKED = (
+    "data", "data_root", "train_split", "image_size", "crop_size", "arch", "widths", "input", "dim", "k", "targets",
+    "num_clusters", "seed", "objective", "batch_size",
+)  # fmt: skip
 
 
 @dataclass
 class Config:
     # data
     data: str = "digits"
-    """Data set: digits (bundled) or the path of an image folder (class sub-folders, optionally under train/ and test/)."""
+    """Data set: digits (bundled), cifar10, cifar100, mnist, fashion-mnist, svhn, stl10 (torchvision), or an image folder."""
     data_root: str = ""
-    """Where the dataset's files live (unused for digits)."""
+    """Folder holding a named data set in torchvision's layout (default ./data); unused for digits and folders."""
+    download: bool = False
+    """Let torchvision download a named data set missing from data_root (needs internet)."""
+    train_split: str = "auto"
+    """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus train)."""
     image_size: int = 0
-    """Side of the training crop; 0 = the dataset's image size."""
+    """Folders: side images are resized to (short side; smaller ones upscaled), then centre-cropped; 0 = first image's."""
+    crop_size: int = 0
+    """Side of the random training crop and of the evaluation centre crop; 0 = the image size."""
+    crop: str = "pad"
+    """pad (zero-pad by crop_padding, then random crop), resized (random box of crop_scale..1 of the area), none (centre)."""
     crop_padding: int = 1
-    """Random crop after zero-padding each side by this many pixels (0 = no crop)."""
+    """Pixels of zero padding on each side for crop=pad (0 = random crops inside the image)."""
+    crop_scale: float = 0.25
+    """Smallest area fraction of a crop=resized box."""
     flip: bool = True
     """Random horizontal flip."""
     input: str = "sobel"
     """Input layer: rgb, gray or sobel (the paper's)."""
+    on_bad_image: str = "error"
+    """A folder file that is not a readable image: error (name it and stop) or skip (one warning listing them)."""
+    data_mode: str = "auto"
+    """Folders: memory (decode once, cached), stream (DataLoader workers read from disk), auto (stream above 4 GiB)."""
+    workers: int = 2
+    """DataLoader worker processes for data_mode=stream."""
+    cache: bool = True
+    """Cache decoded folder images ($NATLEARN_CACHE or ~/.cache/natlearn), keyed by the folder's content."""
     # network
     arch: str = "small"
     """small (conv net for 8x8..64x64 images) or alexnet (the paper's AlexNet-BN, 224x224)."""
@@ -89,6 +110,18 @@ class Config:
     progress: bool = True
     """Show a progress bar."""
 
+    def resolved_train_split(self) -> str:
+        if self.train_split != "auto":
+            return self.train_split
+        return "train+unlabeled" if self.data == "stl10" else "train"
+
+    def load_data(self, split: str):
+        """The data set this config names, for ``split`` (``"pretrain"`` = resolved_train_split())."""
+        from natlearn.data import load_dataset
+
+        split = self.resolved_train_split() if split == "pretrain" else split
+        return load_dataset(self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode)
+
     def resolved_loss(self) -> str:
         if self.loss != "auto":
             return self.loss
@@ -110,6 +143,8 @@ class Config:
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise NatlearnError(f"{name}={getattr(self, name)} must be > 0")
+        if not 0 < self.crop_scale <= 1:
+            raise NatlearnError(f"crop_scale={self.crop_scale} must lie in (0, 1]")
         if not 0 <= self.momentum < 1:
             raise NatlearnError(f"momentum={self.momentum} must lie in [0, 1)")
         if not self.widths or min(self.widths) < 1:
@@ -133,6 +168,10 @@ class Config:
 
 
 _CHOICES = {
+    "train_split": ("auto", "train", "test", "all", "extra", "unlabeled", "train+unlabeled"),
+    "crop": ("pad", "resized", "none"),
+    "on_bad_image": ("error", "skip"),
+    "data_mode": ("auto", "memory", "stream"),
     "input": ("rgb", "gray", "sobel"),
     "arch": ("small", "alexnet"),
     "objective": ("nat", "supervised"),
@@ -142,7 +181,7 @@ _CHOICES = {
     "lr_schedule": ("constant", "cosine", "step"),
 }
 _AT_LEAST = {
-    "image_size": 0, "crop_padding": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
+    "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
     "spare_targets": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
     "seed": 0, "keep_last": 1, "keep_every": 0,
 }  # fmt: skip

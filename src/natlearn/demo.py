@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import atomic_write
 from natlearn.config import Config, load_preset
-from natlearn.data import ImageDataset, load_dataset
+from natlearn.data import ImageDataset
+from natlearn.files import atomic_write
 from natlearn.models import Network
 from natlearn.probe import extract_features, knn_accuracy, linear_probe
 from natlearn.train import build_model, train
@@ -126,8 +126,8 @@ def run_demo(out: str | Path = "runs/demo", config: Config | None = None, superv
     supervised_config = dataclasses.replace(
         config, objective="supervised", out=str(out / "supervised"), epochs=supervised_epochs or max(1, config.epochs // 2)
     )
-    train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
-    size = config.image_size or train_set.image_size
+    train_set, test_set = config.load_data("train"), config.load_data("test")
+    size = config.crop_size or train_set.image_size
 
     nat_run = train(config, overwrite=True)
     supervised_run = train(supervised_config, overwrite=True)

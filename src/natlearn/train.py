@@ -19,7 +19,7 @@ from tqdm import tqdm
 from natlearn.assignment import Assignment
 from natlearn.checkpoint import latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
 from natlearn.config import RESUME_LOCKED, Config
-from natlearn.data import ImageDataset, augment, load_dataset
+from natlearn.data import ImageDataset, StreamingFolder, augment
 from natlearn.errors import NatlearnError
 from natlearn.loss import softmax_loss, square_loss
 from natlearn.models import Network, network_for
@@ -71,7 +71,7 @@ class Supervised:
     """The same network trained on labels: cross-entropy on logits, or the square loss to fixed
     per-class sphere targets (the paper's softmax-vs-square ablation)."""
 
-    def __init__(self, config: Config, dataset: ImageDataset):
+    def __init__(self, config: Config, dataset: ImageDataset | StreamingFolder):
         if dataset.labels is None:
             raise NatlearnError("objective=supervised needs labels, but this data set is unlabelled (a flat folder); use class sub-folders")
         self.labels = dataset.labels
@@ -121,17 +121,17 @@ def resolve_device(name: str) -> torch.device:
         raise NatlearnError(f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
 
 
-def build_model(config: Config, dataset: ImageDataset) -> Network:
+def build_model(config: Config, dataset: ImageDataset | StreamingFolder) -> Network:
     """The network for ``config`` on ``dataset``, initialised from ``config.seed``."""
     torch.manual_seed(config.seed)
-    return network_for(config, **network_spec(dataset))
+    return network_for(config, **network_spec(config, dataset))
 
 
-def network_spec(dataset: ImageDataset) -> dict:
+def network_spec(config: Config, dataset: ImageDataset | StreamingFolder) -> dict:
     """What, besides the config, fixes the network's shape; stored in checkpoints to rebuild it."""
     return {
         "channels": dataset.channels,
-        "image_size": dataset.image_size,
+        "image_size": config.crop_size or dataset.image_size,
         "num_classes": len(dataset.classes),
         "mean": list(dataset.mean),
         "std": list(dataset.std),
@@ -206,7 +206,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     """
     config.validate()
     device = resolve_device(config.device)
-    dataset = load_dataset(config.data, "train", config.data_root, config.image_size)
+    dataset = config.load_data("pretrain")
     objective = NoiseAsTargets(config, len(dataset)) if config.objective == "nat" else Supervised(config, dataset)
     model = build_model(config, dataset).to(device)
     run_dir = Path(config.out)
@@ -227,8 +227,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         history = _truncate_log(run_dir / "log.jsonl", start_epoch)
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False))
 
-    images = dataset.images.to(device)
-    size = config.image_size or dataset.image_size
+    size = config.crop_size or dataset.image_size
     num_batches = math.ceil(len(dataset) / config.batch_size)
     for epoch in range(start_epoch, config.epochs):
         lr = learning_rate(config, epoch)
@@ -242,9 +241,16 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         reassigns = isinstance(objective, NoiseAsTargets) and objective.reassigns(epoch)
         desc = f"epoch {epoch + 1}/{config.epochs}" + (" (re-assign)" if reassigns else "")
         # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
-        batches = tqdm(torch.tensor_split(order, num_batches), desc=desc, leave=False, disable=None if config.progress else True)
-        for step, ids in enumerate(batches):
-            inputs = augment(images[ids.to(device)], size, config.crop_padding, config.flip, generator)
+        batch_ids = torch.tensor_split(order, num_batches)
+        batches = tqdm(
+            dataset.batches(batch_ids, device, config.workers),
+            total=num_batches,
+            desc=desc,
+            leave=False,
+            disable=None if config.progress else True,
+        )
+        for step, (ids, images) in enumerate(batches):
+            inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip)
             outputs = model(inputs)
             _stop_unless_finite("outputs", outputs, epoch, step, last_path)
             loss, stats = objective(ids, outputs, epoch)
@@ -274,7 +280,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             {
                 "epoch": epoch + 1,
                 "config": config.to_dict(),
-                "network": network_spec(dataset),
+                "network": network_spec(config, dataset),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "objective": objective.state_dict(),

@@ -39,14 +39,14 @@ def build_network(
 def network_for(
     config: Config, channels: int, image_size: int, num_classes: int, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,)
 ) -> Network:
-    """The network a config trains: a unit-norm ``dim`` output, or class logits for the supervised
-    cross-entropy baseline. Parameters are drawn from the global torch RNG."""
+    """The network a config trains on ``image_size`` inputs: a unit-norm ``dim`` output, or class logits
+    for the supervised cross-entropy baseline. Parameters are drawn from the global torch RNG."""
     logits = config.objective == "supervised" and config.resolved_loss() == "softmax"
     return build_network(
         config.arch,
         config.input,
         channels,
-        config.image_size or image_size,
+        image_size,
         out_dim=num_classes if logits else config.dim,
         normalize=not logits,
         widths=config.widths,

@@ -1,0 +1,93 @@
+"""The paper's augmentation (random crop + horizontal flip) applied to whole batches of uint8 tensors.
+
+Working on a batch at once, on whatever device holds it, keeps augmentation far cheaper than the
+training step; no per-image Python and no DataLoader workers are involved.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from natlearn.errors import NatlearnError
+
+__all__ = ["CROPS", "augment", "center_crop"]
+
+CROPS = ("pad", "resized", "none")
+
+
+def augment(
+    images: torch.Tensor,
+    size: int,
+    generator: torch.Generator,
+    crop: str = "pad",
+    padding: int = 4,
+    scale: float = 0.25,
+    flip: bool = True,
+) -> torch.Tensor:
+    """Random crop and horizontal flip of a batch.
+
+    Crops: ``pad`` zero-pads each side by ``padding`` then takes a random ``size`` crop (exact pixels,
+    the usual CIFAR recipe); ``resized`` takes a random box of ``scale``..1 of the area with aspect ratio
+    3/4..4/3 and resizes it to ``size`` (bilinear; the 224-pixel ImageNet recipe scaled down); ``none``
+    takes the centre ``size`` crop.
+
+    Args:
+        images: (b, C, H, W) uint8 on any device.
+        size: side of the output.
+        generator: CPU generator; the same seed gives the same batch on any device.
+    Returns:
+        (b, C, size, size) float32 in [0, 1] on the images' device.
+    """
+    if crop not in CROPS:
+        raise NatlearnError(f"crop={crop!r} is not valid; choose one of: {', '.join(CROPS)}")
+    b = images.shape[0]
+    flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    if crop == "resized":
+        return _resized_crop(images, size, scale, flips, generator)
+    x = F.pad(images, (padding,) * 4) if crop == "pad" and padding else images
+    height, width = x.shape[-2:]
+    if size > min(height, width):
+        raise NatlearnError(f"crop size {size} is larger than the images ({height}x{width} after padding); lower image_size")
+    if crop == "pad":
+        top = torch.randint(0, height - size + 1, (b, 1), generator=generator)
+        left = torch.randint(0, width - size + 1, (b, 1), generator=generator)
+    else:
+        top = torch.full((b, 1), (height - size) // 2)
+        left = torch.full((b, 1), (width - size) // 2)
+    span = torch.arange(size)
+    rows, cols = top + span, left + span
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    device = images.device
+    batch = torch.arange(b, device=device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=device)[None, :, None, None]
+    out = x[batch, channel, rows.to(device)[:, None, :, None], cols.to(device)[:, None, None, :]]
+    return out.float().div_(255)
+
+
+def _resized_crop(images: torch.Tensor, size: int, scale: float, flips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    b, _, height, width = images.shape
+    area = scale + (1 - scale) * torch.rand(b, generator=generator, dtype=torch.float64)
+    log_ratio = math.log(3 / 4) + math.log(16 / 9) * torch.rand(b, generator=generator, dtype=torch.float64)
+    ratio = log_ratio.exp()
+    # Box sides as fractions of the image, clipped to fit; then a random position inside.
+    box_w = (area * ratio).sqrt().clamp(max=1.0)
+    box_h = (area / ratio).sqrt().clamp(max=1.0)
+    center_x = (1 - box_w) * (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1)
+    center_y = (1 - box_h) * (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1)
+    sign = 1.0 - 2.0 * flips.double()
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 2] = box_w * sign, center_x
+    theta[:, 1, 1], theta[:, 1, 2] = box_h, center_y
+    grid = F.affine_grid(theta.float().to(images.device), [b, images.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.div_(255).clamp_(0, 1)
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The evaluation transform: a deterministic centre crop, as float32 in [0, 1]."""
+    height, width = images.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return images[..., top : top + size, left : left + size].float().div_(255)

@@ -1,0 +1,193 @@
+"""Data sets by name or folder, as uint8 tensors in memory; training yields ``(image, index)``.
+
+Named data sets go through torchvision's own classes (``download=True`` is the path a user with
+internet takes; an existing torchvision root is read as is). Labels are kept beside the images, for
+evaluation and supervised baselines only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from natlearn.data.folder import decode_folder, default_cache_dir, first_image_size, scan_folder
+from natlearn.data.stream import StreamingFolder
+from natlearn.errors import NatlearnError
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (ids (b,) int64, images (b, C, H, W) uint8)
+
+__all__ = ["ImageDataset", "DATASETS", "SPLITS", "DATA_MODES", "load_dataset"]
+
+DATA_MODES = ("auto", "memory", "stream")
+# Folders whose decoded images would exceed this stream from disk instead (data_mode=auto).
+MEMORY_LIMIT_BYTES = 4 * 2**30
+
+# name -> (torchvision class name, splits it offers)
+_TORCHVISION = {
+    "cifar10": ("CIFAR10", ("train", "test")),
+    "cifar100": ("CIFAR100", ("train", "test")),
+    "mnist": ("MNIST", ("train", "test")),
+    "fashion-mnist": ("FashionMNIST", ("train", "test")),
+    "svhn": ("SVHN", ("train", "test", "extra")),
+    "stl10": ("STL10", ("train", "test", "unlabeled", "train+unlabeled")),
+}
+DATASETS = ("digits", *_TORCHVISION)
+SPLITS = ("train", "test", "all", "extra", "unlabeled", "train+unlabeled")
+
+
+@dataclass
+class ImageDataset:
+    """Images decoded once into memory.
+
+    Attributes:
+        images: (n, C, H, W) uint8.
+        labels: (n,) int64 class ids (-1 for unlabelled images), or None for an unlabelled data set.
+        classes: class names (index = label).
+        mean, std: per-channel statistics of the images in [0, 1], for the input layer.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    _on_device: torch.Tensor | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], index
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def batches(
+        self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(ids, uint8 images on device)`` for each batch of ids; the images are moved to the
+        device once, then batches are gathered there (``workers`` is unused: nothing to decode)."""
+        if self._on_device is None or self._on_device.device != device:
+            self._on_device = self.images.to(device)
+        for ids in batch_ids:
+            yield ids, self._on_device[ids.to(device)]
+
+
+def _channel_stats(images: torch.Tensor, sample: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std in [0, 1], on an evenly spaced sample (exact for small data sets)."""
+    step = max(1, len(images) // sample)
+    as_float = images[::step].double().div_(255)
+    mean = tuple(as_float.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(max(s, 1e-3) for s in as_float.std(dim=(0, 2, 3)).tolist())
+    return mean, std
+
+
+def _dataset(images: torch.Tensor, labels: torch.Tensor | None, classes: list[str]) -> ImageDataset:
+    return ImageDataset(images.contiguous(), labels, classes, *_channel_stats(images))
+
+
+def _digits(split: str) -> ImageDataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    # One fixed stratified split (1/3 test) so every run and baseline scores the same images.
+    train_idx, test_idx = train_test_split(np.arange(len(images)), test_size=1 / 3, random_state=0, stratify=digits.target)
+    idx = {"train": train_idx, "test": test_idx, "all": np.arange(len(images))}[split]
+    return _dataset(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), [str(c) for c in range(10)])
+
+
+def _torchvision(name: str, split: str, root: str, download: bool) -> ImageDataset:
+    import torchvision.datasets as tv
+
+    class_name, splits = _TORCHVISION[name]
+    if split not in splits:
+        raise NatlearnError(f"{name} has no split {split!r}; choose one of: {', '.join(splits)}")
+    cls = getattr(tv, class_name)
+    kwargs = {"split": split} if name in ("svhn", "stl10") else {"train": split == "train"}
+    try:
+        raw = cls(root, download=download, **kwargs)
+    except RuntimeError as error:
+        if "download=True" not in str(error) and "not found" not in str(error).lower():
+            raise
+        raise NatlearnError(
+            f"{name} not found under data_root={root!r}; add download=true to fetch it (needs internet), "
+            "or set data_root to the folder that already holds it"
+        ) from None
+    data = raw.data if isinstance(raw.data, torch.Tensor) else torch.from_numpy(np.asarray(raw.data))
+    if data.dim() == 3:  # MNIST family: (n, H, W)
+        data = data[:, None]
+    elif data.shape[-1] == 3:  # CIFAR: (n, H, W, 3)
+        data = data.permute(0, 3, 1, 2)
+    labels = getattr(raw, "targets", None)
+    if labels is None:
+        labels = raw.labels
+    classes = list(getattr(raw, "classes", None) or [str(c) for c in range(10)])
+    return _dataset(data, torch.as_tensor(np.asarray(labels), dtype=torch.int64), classes)
+
+
+def _folder(path: Path, split: str, image_size: int, on_bad_image: str, cache: bool, mode: str) -> ImageDataset | StreamingFolder:
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        if split not in ("train", "test"):
+            raise NatlearnError(f"{path} has train/ and test/ folders; split={split!r} must be train or test")
+        path = path / split
+    listing = scan_folder(path)
+    size = image_size or first_image_size(listing)
+    if mode == "stream" or (mode == "auto" and len(listing.files) * 3 * size * size > MEMORY_LIMIT_BYTES):
+        return StreamingFolder(listing, size, on_bad_image)
+    decoded = decode_folder(listing, size, on_bad_image, default_cache_dir() if cache else None)
+    labels = decoded["labels"] if listing.classes else None
+    return _dataset(decoded["images"], labels, listing.classes)
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    root: str = "",
+    image_size: int = 0,
+    download: bool = False,
+    on_bad_image: str = "error",
+    cache: bool = True,
+    mode: str = "auto",
+) -> ImageDataset | StreamingFolder:
+    """A data set by name or folder path.
+
+    Args:
+        name: ``digits`` (scikit-learn's bundled 8x8 digits, fixed 2/3 train, 1/3 test split), a
+            torchvision name (cifar10, cifar100, mnist, fashion-mnist, svhn, stl10), or a folder of
+            images: class sub-folders give labels, a flat folder is unlabelled; a folder with ``train/``
+            and ``test/`` sub-folders (like ../shared/data/cifar10) picks ``split``.
+        split: train, test, all (digits), extra (svhn), unlabeled or train+unlabeled (stl10).
+        root: torchvision root of a named data set (default ``./data``).
+        image_size: side that folder images are resized (short side) and centre-cropped to; 0 = the
+            first image's short side. Smaller images are upscaled.
+        download: let torchvision download a named data set that is not under ``root``.
+        on_bad_image: ``error`` (stop at the first unreadable file) or ``skip`` (warn once, listing them).
+        cache: keep decoded folder images in a cache file ($NATLEARN_CACHE or ~/.cache/natlearn).
+        mode: folders only: ``memory`` decodes every image once, ``stream`` reads them from disk each
+            epoch with DataLoader workers, ``auto`` streams when the decoded images would pass 4 GiB.
+    """
+    if split not in SPLITS:
+        raise NatlearnError(f"split={split!r} is not valid; choose one of: {', '.join(SPLITS)}")
+    if name == "digits":
+        if split not in ("train", "test", "all"):
+            raise NatlearnError(f"digits has no split {split!r}; choose train, test or all")
+        return _digits(split)
+    if name in _TORCHVISION:
+        return _torchvision(name, split, root or "data", download)
+    path = Path(name)
+    if not path.exists():
+        raise NatlearnError(f"unknown data set {name!r}: not a folder and not one of: {', '.join(DATASETS)}")
+    if mode not in DATA_MODES:
+        raise NatlearnError(f"data_mode={mode!r} is not valid; choose one of: {', '.join(DATA_MODES)}")
+    return _folder(path, split, image_size, on_bad_image, cache, mode)

@@ -1,0 +1,164 @@
+"""Folders of images: scanning, robust decoding (odd modes, bad files), and a decode-once cache.
+
+Small images are decoded once into one uint8 tensor, saved in a cache file outside the data folder and
+keyed by the folder's content (paths, sizes, modification times) and the decode settings, so the second
+run starts at once and any change to the folder makes a new cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from natlearn.errors import NatlearnError
+from natlearn.files import atomic_write
+
+__all__ = ["FolderListing", "scan_folder", "decode_image", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES"]
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+_CACHE_FORMAT = "natlearn-folder-cache-v1"
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """The candidate image files of a folder and their labels (-1 everywhere for a flat folder)."""
+
+    root: Path
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+
+def scan_folder(root: Path) -> FolderListing:
+    """Class sub-folders give labels (files at any depth below them); a folder without sub-folders is
+    unlabelled. Hidden files are ignored; every other file is a candidate image."""
+    if not root.is_dir():
+        raise NatlearnError(f"data folder {root} does not exist; give an existing folder of images")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs:
+        pairs = [(f, label) for label, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if _visible_file(f, d)]
+        classes = [d.name for d in subdirs]
+    else:
+        pairs = [(f, -1) for f in sorted(root.iterdir()) if _visible_file(f, root)]
+        classes = []
+    if not pairs:
+        raise NatlearnError(f"no files found in {root}; put images in it (or in one sub-folder per class)")
+    return FolderListing(root, [f for f, _ in pairs], [label for _, label in pairs], classes)
+
+
+def _visible_file(path: Path, base: Path) -> bool:
+    return path.is_file() and not any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """An RGB uint8 (size, size, 3) array: the short side resized to ``size`` (smaller images are
+    upscaled), then centre-cropped. Grayscale, palette, RGBA (alpha dropped) and 16-bit images are
+    converted. Raises OSError/ValueError for files that are not readable images."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # PIL's own conversion saturates 16-bit values at 255; keep the high byte instead.
+            array = np.asarray(image, dtype=np.uint32) >> (8 if image.mode.startswith("I;16") else 24)
+            image = Image.fromarray(array.astype(np.uint8), "L")
+        rgb = image.convert("RGB")
+    if rgb.size != (size, size):
+        scale = size / min(rgb.size)
+        rgb = rgb.resize((max(size, round(rgb.width * scale)), max(size, round(rgb.height * scale))), Image.BILINEAR)
+        left, top = (rgb.width - size) // 2, (rgb.height - size) // 2
+        rgb = rgb.crop((left, top, left + size, top + size))
+    return np.array(rgb, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
+
+
+def _try_decode(path: Path, size: int) -> np.ndarray | None:
+    try:
+        return decode_image(path, size)
+    except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, corrupt or non-image files
+        return None
+
+
+def first_image_size(listing: FolderListing) -> int:
+    """Short side of the first readable image: the default size of a folder's images."""
+    from PIL import Image
+
+    for path in listing.files:
+        try:
+            with Image.open(path) as image:
+                return min(image.size)
+        except (OSError, ValueError, SyntaxError):
+            continue
+    raise NatlearnError(f"no readable image in {listing.root}")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("NATLEARN_CACHE") or Path.home() / ".cache" / "natlearn")
+
+
+def _cache_key(listing: FolderListing, size: int, on_bad_image: str) -> str:
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}\n{listing.root.resolve()}\n{size}\n{on_bad_image}\n".encode())
+    for path in listing.files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(listing.root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error", cache_dir: Path | None = None) -> dict:
+    """Decode every image of ``listing`` to ``size`` x ``size``, through the cache when ``cache_dir`` is set.
+
+    Bad files (unreadable or not images) stop with an error naming the first one, or with
+    ``on_bad_image="skip"`` are left out with one warning listing them.
+
+    Returns:
+        {"images": (n, 3, size, size) uint8, "labels": (n,) int64, "files": [relative paths]}.
+    """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise NatlearnError(f"on_bad_image={on_bad_image!r} is not valid; choose one of: {', '.join(BAD_IMAGE_POLICIES)}")
+    cache = cache_dir / f"folder-{_cache_key(listing, size, on_bad_image)}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        try:
+            stored = torch.load(cache, map_location="cpu", weights_only=True)
+            if stored.get("format") == _CACHE_FORMAT:
+                _warn_skipped(listing.root, stored["skipped"])
+                return stored
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            warnings.warn(f"rebuilding damaged cache file {cache}", stacklevel=2)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+        arrays = list(pool.map(lambda path: _try_decode(path, size), listing.files))
+    bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
+    if bad and on_bad_image == "error":
+        raise NatlearnError(
+            f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip"
+        )
+    keep = [i for i, array in enumerate(arrays) if array is not None]
+    if not keep:
+        raise NatlearnError(f"no readable image in {listing.root}")
+    stored = {
+        "format": _CACHE_FORMAT,
+        "images": torch.from_numpy(np.stack([arrays[i] for i in keep]).transpose(0, 3, 1, 2).copy()),
+        "labels": torch.tensor([listing.labels[i] for i in keep], dtype=torch.int64),
+        "files": [str(listing.files[i].relative_to(listing.root)) for i in keep],
+        "skipped": [str(path.relative_to(listing.root)) for path in bad],
+    }
+    _warn_skipped(listing.root, stored["skipped"])
+    if cache is not None:
+        try:
+            atomic_write(cache, lambda tmp: torch.save(stored, tmp))
+        except OSError as error:
+            warnings.warn(
+                f"cannot write the decode cache in {cache_dir} ({error.strerror}); set NATLEARN_CACHE to a writable folder", stacklevel=2
+            )
+    return stored
+
+
+def _warn_skipped(root: Path, skipped: list[str]) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {root}: {shown}", stacklevel=3)
