@@ -30,16 +30,16 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
-def write_json(name: str, payload: dict) -> Path:
-    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+def write_json(name: str, payload: dict, folder: str = "benchmarks") -> Path:
+    path = ROOT / folder / "results" / f"{name}.json"
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
     return path
 
 
-def write_section(name: str, markdown: str) -> Path:
-    """Replace this benchmark's section of docs/benchmarks.md (between its markers), or append it."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the script it names; rerun it to refresh.\n"
+def write_section(name: str, markdown: str, doc: str = "benchmarks.md", title: str = "# Benchmarks") -> Path:
+    """Replace this script's section of docs/<doc> (between its markers), or append it."""
+    path = ROOT / "docs" / doc
+    text = path.read_text() if path.exists() else f"{title}\n\nEach section is written by the script it names; rerun it to refresh.\n"
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{markdown.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)

@@ -36,6 +36,18 @@ BAD_COMMAND_LINES = [
     (["train", "--bogus"], "unrecognized arguments"),
     (["export", "/no/such/checkpoint.pt", "--out", "x.pt"], "does not exist"),
     (["frobnicate"], "invalid choice"),
+    (["train", "momentum=1.5"], "momentum=1.5 must lie in [0, 1)"),
+    (["train", "crop=square"], "crop='square' is not valid"),
+    (["train", "crop_scale=0"], "crop_scale=0.0 must lie in (0, 1]"),
+    (["train", "on_nonfinite=ignore"], "stop, skip"),
+    (["train", "targets=discrete", "num_clusters=999"], "cannot exceed dim"),
+    (["train", "workers=-1"], "workers=-1 is too small"),
+    (["train", "batch_size=5000"], "larger than the data set"),
+    (["train", "loss=hinge"], "auto, square, softmax"),
+    (["train", "device=tpu"], "device="),
+    (["train", "widths=[]"], "non-empty list"),
+    (["train", "data=mnist", "data_root=/no/such/root"], "download=true"),
+    (["demo", "epochs=0"], "epochs=0 is too small"),
 ]
 
 
@@ -43,7 +55,10 @@ BAD_COMMAND_LINES = [
 def test_bad_command_lines_fail_with_one_line_and_write_nothing(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    argv = [*argv, f"out={out}"] if argv[0] == "train" and "--bogus" not in argv else argv
+    if argv[0] == "train" and "--bogus" not in argv:
+        argv = [*argv, f"out={out}"]
+    elif argv[0] == "demo":
+        argv = [*argv, "--out", str(out)]
     code, stdout, stderr = _run(capsys, argv)
     assert code == 2
     assert stderr.startswith("natlearn: error: ") and stderr.count("\n") == 1, stderr
@@ -84,9 +99,10 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning(capsys, tmp_path):
     common = ["widths=[8]", "dim=8", "batch_size=256", f"out={out}", "progress=false", "keep_last=3"]
     assert _run(capsys, ["train", "epochs=2", *common])[0] == 0
     (out / "checkpoints" / "epoch_0002.pt").write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="epoch_0002.pt cannot be read.*using the previous one"):
+    with pytest.warns(UserWarning, match="epoch_0002.pt fails its checksum.*using the previous one") as caught:
         code, stdout, _ = _run(capsys, ["train", "epochs=3", *common, "--resume"])
     assert code == 0 and "3 epochs" in stdout
+    assert len(caught) == 1  # said once, not once per lookup
     assert len(checkpoint_paths(out)) == 3
 
 

@@ -165,7 +165,7 @@ def test_streaming_folder_handles_a_bad_file(tmp_path):
         list(stream.batches(everything, torch.device("cpu"), workers=0))
     stream.on_bad_image = "skip"
     with pytest.warns(UserWarning, match="zz-broken.png"):
-        (ids, images), = list(stream.batches(everything, torch.device("cpu"), workers=0))
+        ((ids, images),) = list(stream.batches(everything, torch.device("cpu"), workers=0))
     assert len(ids) == len(stream) - 1 and images.shape[0] == len(ids)
 
 

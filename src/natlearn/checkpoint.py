@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import random
 import re
 import warnings
@@ -12,6 +14,7 @@ import torch
 
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
+from natlearn.faults import fault_point
 from natlearn.files import atomic_write
 from natlearn.models import Network, network_for
 
@@ -22,23 +25,46 @@ __all__ = [
 
 FORMAT = "natlearn-checkpoint-v1"
 _NAME = re.compile(r"epoch_(\d+)\.pt$")
+PARTIAL_NAME = "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts only) atomically, tagged with FORMAT."""
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+    """Write ``state`` (tensors, numbers, strings, lists, dicts only) atomically, tagged with FORMAT.
+
+    A ``.sha256`` file beside it, written first, lets :func:`load_checkpoint` detect a checkpoint whose
+    bytes changed after writing (a damaged disk or a partial copy), not only one torch cannot parse.
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    payload = buffer.getvalue()
+    try:
+        atomic_write(_digest_path(path), lambda tmp: tmp.write_text(hashlib.sha256(payload).hexdigest() + "\n"))
+        atomic_write(path, lambda tmp: (tmp.write_bytes(payload), fault_point(f"in-checkpoint:{path.name}")))
+    except OSError as error:
+        raise NatlearnError(
+            f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume"
+        ) from None
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load a natlearn checkpoint on the CPU with ``torch.load(weights_only=True)``.
 
-    Raises NatlearnError when the file is missing, unreadable, or not a natlearn checkpoint.
+    Raises NatlearnError when the file is missing, unreadable, fails its checksum, or is not a natlearn
+    checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise NatlearnError(f"checkpoint {path} does not exist; give the path of a .pt file written by natlearn train")
+    payload = path.read_bytes()
+    digest = _digest_path(path)
+    if digest.is_file() and digest.read_text().strip() != hashlib.sha256(payload).hexdigest():
+        raise NatlearnError(f"checkpoint {path} fails its checksum ({digest.name}); it was damaged after writing")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
         reason = type(error).__name__
         raise NatlearnError(f"checkpoint {path} cannot be read ({reason}); it is damaged or not a natlearn checkpoint") from None
@@ -55,13 +81,25 @@ def checkpoint_paths(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads; damaged newer ones are skipped with a warning naming them."""
-    for path in reversed(checkpoint_paths(run_dir)):
+    """The newest checkpoint that loads, a mid-epoch one included when it is ahead of the last epoch's;
+    damaged ones are skipped with a warning naming them."""
+    candidates = checkpoint_paths(run_dir)
+    partial = Path(run_dir) / "checkpoints" / PARTIAL_NAME
+    loaded: list[tuple[Path, dict]] = []
+    if partial.is_file():
+        candidates.append(partial)
+    for path in reversed(candidates):
         try:
-            return path, load_checkpoint(path)
+            loaded.append((path, load_checkpoint(path)))
         except NatlearnError as error:
             warnings.warn(f"{error}; using the previous one", stacklevel=2)
-    return None
+            continue
+        if path != partial:
+            break
+    if not loaded:
+        return None
+    # A partial checkpoint continues epoch E mid-way; it is ahead only of checkpoints of <= E epochs.
+    return max(loaded, key=lambda item: (item[1]["epoch"], item[1].get("progress", {}).get("step", 0)))
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
@@ -71,6 +109,7 @@ def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
         epoch = int(_NAME.search(path.name).group(1))  # type: ignore[union-attr]
         if not (keep_every and epoch % keep_every == 0):
             path.unlink(missing_ok=True)
+            _digest_path(path).unlink(missing_ok=True)
 
 
 def rng_state() -> dict:
@@ -111,13 +150,20 @@ def load_model(path: str | Path) -> Network:
 
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the backbone (input layer, conv blocks, neck; no NAT head) as a plain state_dict file.
+    """Write the backbone (input layer, conv blocks, neck; no NAT head) as a plain state_dict file:
+    safetensors when ``out`` ends in ``.safetensors``, else a ``torch.save`` file.
 
-    It loads with ``torch.load(out, weights_only=True)`` in code that does not import natlearn; keys
-    are the module paths of :class:`natlearn.models.Network` (``convs.conv1.0.weight``, ...).
+    Either loads in code that does not import natlearn (``torch.load(out, weights_only=True)`` or
+    ``safetensors.torch.load_file(out)``); keys are the module paths of :class:`natlearn.models.Network`
+    (``input.sobel``, ``convs.conv1.0.weight``, ...).
     """
     model = load_model(checkpoint)
-    backbone = {key: value for key, value in model.state_dict().items() if not key.startswith("head.")}
+    backbone = {key: value.contiguous() for key, value in model.state_dict().items() if not key.startswith("head.")}
     out = Path(out)
-    atomic_write(out, lambda tmp: torch.save(backbone, tmp))
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(out, lambda tmp: save_file(backbone, str(tmp), metadata={"format": "natlearn-backbone"}))
+    else:
+        atomic_write(out, lambda tmp: torch.save(backbone, tmp))
     return out

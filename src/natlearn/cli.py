@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="write a checkpoint's backbone as a plain PyTorch state_dict (no natlearn needed to load it)"
     )
     export.add_argument("checkpoint", help="a .pt file from natlearn train (runs/NAME/checkpoints/epoch_NNNN.pt)")
-    export.add_argument("--out", required=True, help="output file, e.g. backbone.pt")
+    export.add_argument("--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors")
 
     demo = commands.add_parser("demo", help="NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -71,7 +71,9 @@ def _train_config(args: argparse.Namespace) -> Config:
     if preset:
         raise NatlearnError(f"--resume takes the config from the checkpoint; drop {preset!r} and pass only key=value changes")
     out = Path(apply_overrides(Config(), settings).out)
-    found = latest_checkpoint(out)
+    with warnings.catch_warnings():  # train() looks again and warns about damaged checkpoints once
+        warnings.simplefilter("ignore")
+        found = latest_checkpoint(out)
     if found is None:
         raise NatlearnError(
             f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; drop --resume to start a new run"

@@ -105,6 +105,10 @@ class Config:
     """Run folder: config.yaml, log.jsonl, checkpoints/."""
     keep_last: int = 2
     """Most recent epoch checkpoints kept."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint every N steps inside an epoch (0 = only at epoch ends), so a crash loses fewer steps."""
+    on_nonfinite: str = "stop"
+    """A NaN/inf output or loss: stop (one-line error naming epoch, step, last good checkpoint) or skip the batch."""
     keep_every: int = 0
     """Also keep every N-th epoch's checkpoint (0 = none), e.g. for feature-evolution plots."""
     progress: bool = True
@@ -172,6 +176,7 @@ _CHOICES = {
     "crop": ("pad", "resized", "none"),
     "on_bad_image": ("error", "skip"),
     "data_mode": ("auto", "memory", "stream"),
+    "on_nonfinite": ("stop", "skip"),
     "input": ("rgb", "gray", "sobel"),
     "arch": ("small", "alexnet"),
     "objective": ("nat", "supervised"),
@@ -183,7 +188,7 @@ _CHOICES = {
 _AT_LEAST = {
     "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
     "spare_targets": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
-    "seed": 0, "keep_last": 1, "keep_every": 0,
+    "seed": 0, "keep_last": 1, "keep_every": 0, "checkpoint_every_steps": 0,
 }  # fmt: skip
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -4,10 +4,12 @@ targets among its images, square loss to the new targets, SGD step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +19,12 @@ import yaml
 from tqdm import tqdm
 
 from natlearn.assignment import Assignment
-from natlearn.checkpoint import latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from natlearn.checkpoint import PARTIAL_NAME, latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
 from natlearn.config import RESUME_LOCKED, Config
 from natlearn.data import ImageDataset, StreamingFolder, augment
 from natlearn.errors import NatlearnError
+from natlearn.faults import fault_point
+from natlearn.files import atomic_write
 from natlearn.loss import softmax_loss, square_loss
 from natlearn.models import Network, network_for
 from natlearn.targets import NoiseTargets
@@ -166,6 +170,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise NatlearnError(f"cannot create run folder {run_dir}: {error.strerror}; choose another out=") from None
+    for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a run killed while writing
+        stale.unlink()
 
 
 def _check_resumable(config: Config, saved: dict) -> None:
@@ -188,10 +194,30 @@ def _truncate_log(log_path: Path, epochs_done: int) -> list[dict]:
     return rows
 
 
-def _stop_unless_finite(what: str, value: torch.Tensor, epoch: int, step: int, last_path: Path | None) -> None:
-    if not bool(torch.isfinite(value).all()):
+@dataclass
+class _EpochProgress:
+    """How far an epoch got: what a mid-epoch checkpoint needs to continue it exactly."""
+
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0
+    seconds: float = 0.0
+    generator: torch.Tensor | None = None
+
+
+def _all_finite(value: torch.Tensor) -> bool:
+    return bool(torch.isfinite(value).all())
+
+
+def _nonfinite(config: Config, what: str, epoch: int, step: int, last_path: Path | None) -> None:
+    """Stop the run with a one-line error, unless ``on_nonfinite=skip`` (then the batch is skipped)."""
+    if config.on_nonfinite == "stop":
         where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
-        raise NatlearnError(f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}; {where}; lower lr or check the data")
+        raise NatlearnError(
+            f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}; {where}; lower lr, check the data, "
+            "or set on_nonfinite=skip"
+        )
+    warnings.warn(f"skipping batch {step + 1} of epoch {epoch + 1}: non-finite {what}", stacklevel=3)
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -199,7 +225,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
 
     Args:
         config: validated here; ``config.out`` is the run folder.
-        resume: continue from the newest readable checkpoint in ``config.out``.
+        resume: continue from the newest readable checkpoint in ``config.out`` (mid-epoch ones too).
         overwrite: delete an earlier run in ``config.out`` first.
     Returns:
         The trained model, the objective (with the NAT assignment), and the per-epoch history.
@@ -212,7 +238,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     run_dir = Path(config.out)
     _prepare_run_dir(run_dir, resume, overwrite)  # only once every input has been checked: no stray files
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    start_epoch, history, last_path = 0, [], None
+    start_epoch, history, last_path, progress = 0, [], None, None
     if resume:
         found = latest_checkpoint(run_dir)
         if found is None:
@@ -224,49 +250,75 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         objective.load_state_dict(state["objective"])
         set_rng_state(state["rng"])
         start_epoch = state["epoch"]
+        progress = _EpochProgress(**state["progress"]) if "progress" in state else None
         history = _truncate_log(run_dir / "log.jsonl", start_epoch)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False))
+    config_text = yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
+
+    def snapshot(epochs_done: int) -> dict:
+        return {
+            "epoch": epochs_done,
+            "config": config.to_dict(),
+            "network": network_spec(config, dataset),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "objective": objective.state_dict(),
+            "rng": rng_state(),
+        }
 
     size = config.crop_size or dataset.image_size
     num_batches = math.ceil(len(dataset) / config.batch_size)
+    partial_path = run_dir / "checkpoints" / PARTIAL_NAME
     for epoch in range(start_epoch, config.epochs):
         lr = learning_rate(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         generator = _epoch_generator(config.seed, epoch)
-        order = torch.randperm(len(dataset), generator=generator)
+        # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
+        batch_ids = torch.tensor_split(torch.randperm(len(dataset), generator=generator), num_batches)
+        progress = progress or _EpochProgress()
+        if progress.generator is not None:  # continuing this epoch mid-way
+            generator.set_state(progress.generator)
         model.train()
-        sums: dict[str, float] = {}
-        started = time.perf_counter()
         reassigns = isinstance(objective, NoiseAsTargets) and objective.reassigns(epoch)
         desc = f"epoch {epoch + 1}/{config.epochs}" + (" (re-assign)" if reassigns else "")
-        # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
-        batch_ids = torch.tensor_split(order, num_batches)
         batches = tqdm(
-            dataset.batches(batch_ids, device, config.workers),
-            total=num_batches,
-            desc=desc,
-            leave=False,
-            disable=None if config.progress else True,
-        )
-        for step, (ids, images) in enumerate(batches):
+            dataset.batches(batch_ids[progress.step :], device, config.workers),
+            total=num_batches, initial=progress.step, desc=desc, leave=False, disable=None if config.progress else True,
+        )  # fmt: skip
+        started = time.perf_counter() - progress.seconds
+        for step, (ids, images) in enumerate(batches, start=progress.step):
             inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip)
             outputs = model(inputs)
-            _stop_unless_finite("outputs", outputs, epoch, step, last_path)
-            loss, stats = objective(ids, outputs, epoch)
-            _stop_unless_finite("loss", loss, epoch, step, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stats["loss"] = loss.item() / (len(ids) if config.loss_reduction == "sum" else 1)
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            batches.set_postfix({key: f"{sums[key] / (step + 1):.4f}" for key in ("loss", "cosine", "train_accuracy") if key in sums})
+            loss, stats = objective(ids, outputs, epoch) if _all_finite(outputs) else (None, {})
+            if loss is None or not _all_finite(loss):
+                _nonfinite(config, "outputs" if loss is None else "loss", epoch, step, last_path)
+                progress.skipped += 1
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                stats["loss"] = loss.item() / (len(ids) if config.loss_reduction == "sum" else 1)
+                for key, value in stats.items():
+                    progress.sums[key] = progress.sums.get(key, 0.0) + value
+                trained = step + 1 - progress.skipped
+                batches.set_postfix(
+                    {k: f"{progress.sums[k] / trained:.4f}" for k in ("loss", "cosine", "train_accuracy") if k in progress.sums}
+                )
+            progress.step = step + 1
+            fault_point(f"after-step:{epoch + 1}:{step + 1}")
+            if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0 and progress.step < num_batches:
+                progress.seconds, progress.generator = time.perf_counter() - started, generator.get_state()
+                save_checkpoint(partial_path, {**snapshot(epoch), "progress": dataclasses.asdict(progress)})
         objective.check()
+        if not all(_all_finite(p) for p in model.parameters()):
+            _nonfinite(dataclasses.replace(config, on_nonfinite="stop"), "weights", epoch, num_batches - 1, last_path)
         seconds = time.perf_counter() - started
+        trained = max(1, num_batches - progress.skipped)
         row = {
             "epoch": epoch + 1,
-            **{key: value / num_batches for key, value in sums.items()},
+            **{key: value / trained for key, value in progress.sums.items()},
+            "skipped_batches": progress.skipped,
             "lr": lr,
             "seconds": seconds,
             "images_per_s": len(dataset) / seconds,
@@ -275,19 +327,10 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         with open(run_dir / "log.jsonl", "a") as log:
             log.write(json.dumps(row) + "\n")
         last_path = run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt"
-        save_checkpoint(
-            last_path,
-            {
-                "epoch": epoch + 1,
-                "config": config.to_dict(),
-                "network": network_spec(config, dataset),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "objective": objective.state_dict(),
-                "rng": rng_state(),
-            },
-        )
+        save_checkpoint(last_path, snapshot(epoch + 1))
+        partial_path.unlink(missing_ok=True)
         prune_checkpoints(run_dir, config.keep_last, config.keep_every)
+        progress = None
         if config.progress:
             tqdm.write(f"{desc}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
     return TrainResult(model, objective, config, run_dir, history)
