@@ -40,7 +40,8 @@ def test_small_convnet_shapes_and_unit_outputs(size):
     images = torch.rand(4, 3, size, size)
     assert network.conv_names == ["conv1", "conv2", "conv3"]
     feats = network.features(images, ["conv1", "conv3", "neck", "head"])
-    assert feats["conv1"].shape == (4, 8, size // 2, size // 2)
+    assert feats["conv1"].shape == (4, 8, size, size)  # before its max-pool (DeepCluster convention)
+    assert feats["conv3"].shape[-1] == (2 if size == 8 else 8)
     assert feats["neck"].shape == (4, 32)
     assert torch.allclose(network(images).norm(dim=1), torch.ones(4), atol=1e-5)
     assert torch.allclose(feats["head"], network(images))
@@ -50,9 +51,9 @@ def test_alexnet_bn_matches_the_paper_shapes():
     network = build_network("alexnet", "sobel", 3, 224, out_dim=2048).eval()
     images = torch.rand(2, 3, 224, 224)
     feats = network.features(images, ["conv1", "conv2", "conv5", "neck"])
-    assert feats["conv1"].shape == (2, 96, 27, 27)
-    assert feats["conv2"].shape == (2, 256, 13, 13)
-    assert feats["conv5"].shape == (2, 256, 6, 6)
+    assert feats["conv1"].shape == (2, 96, 55, 55)  # before pooling, as DeepCluster's probes take them
+    assert feats["conv2"].shape == (2, 256, 27, 27)
+    assert feats["conv5"].shape == (2, 256, 13, 13)
     assert feats["neck"].shape == (2, 4096)
     assert network(images).shape == (2, 2048)
     assert network.convs.conv1[0].weight.shape == (96, 2, 11, 11)

@@ -33,21 +33,23 @@ class Head(nn.Module):
 
 
 class Network(nn.Module):
-    """``head(neck(convs(input(x))))`` with conv blocks addressable by name (``conv1``, ``conv2``, ...).
-
-    ``backbone(x)`` is everything but the head: the features a user transfers.
+    """``head(neck(convs(input(x))))``. ``convs`` holds named blocks ``conv1``, ``conv2``, ... (conv, BN,
+    ReLU) with the max-pools between them as ``pool1``, ...; a conv layer's features are its block's output
+    before pooling (the DeepCluster convention). ``backbone(x)`` is everything but the head: what a user
+    transfers.
     """
 
-    def __init__(self, input_layer: InputLayer, convs: nn.Sequential, neck: nn.Sequential, head: Head):
+    def __init__(self, input_layer: InputLayer, convs: nn.Sequential, neck: nn.Sequential, head: Head, arch: str = "small"):
         super().__init__()
         self.input = input_layer
         self.convs = convs
         self.neck = neck
         self.head = head
+        self.arch = arch
 
     @property
     def conv_names(self) -> list[str]:
-        return list(self.convs._modules)
+        return [name for name in self.convs._modules if name.startswith("conv")]
 
     def backbone(self, images: torch.Tensor) -> torch.Tensor:
         return self.neck(self.convs(self.input(images)))
@@ -56,33 +58,32 @@ class Network(nn.Module):
         return self.head(self.backbone(images))
 
     def features(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Activations of the named layers: conv block names, ``"neck"`` (penultimate), ``"head"``."""
+        """Activations of the named layers: conv block names, ``"neck"`` (penultimate), ``"head"``.
+
+        Shapes: conv layers (b, C, H, W); neck (b, F); head (b, d). Stops after the last layer asked for.
+        """
         unknown = set(layers) - set(self.conv_names) - {"neck", "head"}
         if unknown:
             raise ValueError(f"unknown layers {sorted(unknown)}; this network has {self.conv_names + ['neck', 'head']}")
         out: dict[str, torch.Tensor] = {}
+        wanted = set(layers)
         x = self.input(images)
         for name, block in self.convs.named_children():
             x = block(x)
-            if name in layers:
+            if name in wanted:
                 out[name] = x
-        if "neck" in layers or "head" in layers:
-            x = self.neck(x)
-            out["neck"] = x
-            if "head" in layers:
-                out["head"] = self.head(x)
-        return {name: out[name] for name in layers}
+                if wanted <= out.keys():  # nothing deeper was asked for
+                    return {layer: out[layer] for layer in layers}
+        out["neck"] = self.neck(x)
+        if "head" in wanted:
+            out["head"] = self.head(out["neck"])
+        return {layer: out[layer] for layer in layers}
 
 
-def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, pool: nn.Module | None = None) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    ]
-    if pool is not None:
-        layers.append(pool)
-    return nn.Sequential(*layers)
+def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 def small_convnet(
@@ -92,12 +93,14 @@ def small_convnet(
     last while the map is at least 4 pixels wide, then global average pooling.
     """
     blocks, size, cin = OrderedDict(), image_size, input_layer.out_channels
-    for i, width in enumerate(widths):
-        pool = size >= 4 and i < len(widths) - 1
-        blocks[f"conv{i + 1}"] = _conv_block(cin, width, 3, padding=1, pool=nn.MaxPool2d(2) if pool else None)
-        size, cin = (size // 2 if pool else size), width
+    for i, width in enumerate(widths, start=1):
+        blocks[f"conv{i}"] = _conv_block(cin, width, 3, padding=1)
+        if size >= 4 and i < len(widths):
+            blocks[f"pool{i}"] = nn.MaxPool2d(2)
+            size //= 2
+        cin = width
     neck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Network(input_layer, nn.Sequential(blocks), neck, Head(cin, out_dim, normalize))
+    return Network(input_layer, nn.Sequential(blocks), neck, Head(cin, out_dim, normalize), arch="small")
 
 
 def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True) -> Network:
@@ -105,11 +108,14 @@ def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True) ->
     cin = input_layer.out_channels
     convs = nn.Sequential(
         OrderedDict(
-            conv1=_conv_block(cin, 96, 11, stride=4, padding=2, pool=nn.MaxPool2d(3, 2)),
-            conv2=_conv_block(96, 256, 5, padding=2, pool=nn.MaxPool2d(3, 2)),
+            conv1=_conv_block(cin, 96, 11, stride=4, padding=2),
+            pool1=nn.MaxPool2d(3, 2),
+            conv2=_conv_block(96, 256, 5, padding=2),
+            pool2=nn.MaxPool2d(3, 2),
             conv3=_conv_block(256, 384, 3, padding=1),
             conv4=_conv_block(384, 384, 3, padding=1),
-            conv5=_conv_block(384, 256, 3, padding=1, pool=nn.MaxPool2d(3, 2)),
+            conv5=_conv_block(384, 256, 3, padding=1),
+            pool5=nn.MaxPool2d(3, 2),
         )
     )
     neck = nn.Sequential(
@@ -120,4 +126,4 @@ def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True) ->
             fc7=nn.Sequential(nn.Linear(4096, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True)),
         )
     )
-    return Network(input_layer, convs, neck, Head(4096, out_dim, normalize))
+    return Network(input_layer, convs, neck, Head(4096, out_dim, normalize), arch="alexnet")
