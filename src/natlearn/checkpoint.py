@@ -20,7 +20,7 @@ from natlearn.models import Network, network_for
 
 __all__ = [
     "FORMAT", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
-    "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state", "load_model", "export_backbone",
+    "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state", "load_model", "network_from_state", "export_backbone",
 ]  # fmt: skip
 
 FORMAT = "natlearn-checkpoint-v1"
@@ -41,9 +41,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         atomic_write(_digest_path(path), lambda tmp: tmp.write_text(hashlib.sha256(payload).hexdigest() + "\n"))
         atomic_write(path, lambda tmp: (tmp.write_bytes(payload), fault_point(f"in-checkpoint:{path.name}")))
     except OSError as error:
-        raise NatlearnError(
-            f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume"
-        ) from None
+        raise NatlearnError(f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume") from None
 
 
 def _digest_path(path: Path) -> Path:
@@ -140,13 +138,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model(path: str | Path) -> Network:
-    """The trained network of a checkpoint, in eval mode on the CPU."""
-    state = load_checkpoint(path)
+def network_from_state(state: dict) -> Network:
+    """The network of a loaded checkpoint, with its weights, in eval mode on the CPU."""
     config = apply_overrides(Config(), state["config"])
     model = network_for(config, **state["network"])
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def load_model(path: str | Path) -> Network:
+    """The trained network of a checkpoint file, in eval mode on the CPU."""
+    return network_from_state(load_checkpoint(path))
 
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from natlearn import __version__
-from natlearn.checkpoint import latest_checkpoint
+from natlearn.checkpoint import latest_checkpoint, load_checkpoint, load_model, network_from_state
 from natlearn.config import Config, apply_overrides, field_help, load_preset
 from natlearn.errors import NatlearnError
 
@@ -49,11 +49,53 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="delete an earlier run in out= and start over")
     train.add_argument("--supervised", action="store_true", help="train on labels instead (objective=supervised)")
 
-    export = commands.add_parser(
-        "export", help="write a checkpoint's backbone as a plain PyTorch state_dict (no natlearn needed to load it)"
-    )
+    export = commands.add_parser("export", help="write a checkpoint's backbone as a plain PyTorch state_dict (no natlearn needed to load it)")
     export.add_argument("checkpoint", help="a .pt file from natlearn train (runs/NAME/checkpoints/epoch_NNNN.pt)")
     export.add_argument("--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors")
+
+    def eval_flags(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--layers", default="", help="comma-separated layers (default: every conv layer and neck)")
+        command.add_argument("--knn", default="20,200", help="k values of the weighted k-NN ('' for none)")
+        command.add_argument("--probe-epochs", type=int, default=30, help="epochs of the linear and MLP probes")
+        command.add_argument("--no-linear", action="store_true", help="skip the linear probes")
+        command.add_argument("--no-mlp", action="store_true", help="skip the paper's fc6-8 MLP on the last conv layer")
+        command.add_argument("--finetune", type=int, default=0, metavar="EPOCHS", help="also fine-tune every layer (0 = no)")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN",
+        description="natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR",
+    )
+    evaluate.add_argument("source", help="a checkpoint .pt, random-init (same network untrained) or raw-pixels")
+    evaluate.add_argument("settings", nargs="*", help="random-init/raw-pixels: an optional preset first; then key=value data settings")
+    evaluate.add_argument("--out", default=None, help="output folder (default: RUN/eval for a run's checkpoint, else eval)")
+    eval_flags(evaluate)
+
+    compare = commands.add_parser("compare", help="several checkpoints and baselines side by side, with the gap NAT recovers")
+    compare.add_argument("sources", nargs="+", help="checkpoints, random-init, raw-pixels, then key=value data settings")
+    compare.add_argument("--out", required=True, help="output folder: one eval per source plus compare.md/json")
+    eval_flags(compare)
+
+    neighbours = commands.add_parser("neighbors", help="test queries and their nearest training images in a layer's feature space")
+    neighbours.add_argument("checkpoint")
+    neighbours.add_argument("settings", nargs="*", help="key=value data settings")
+    neighbours.add_argument("--layer", default="neck", help="feature layer (default neck: the penultimate features)")
+    neighbours.add_argument("--queries", type=int, default=8)
+    neighbours.add_argument("--k", type=int, default=6)
+    neighbours.add_argument("--out", required=True, help="PNG file")
+
+    filters = commands.add_parser("filters", help="the conv1 filters of a checkpoint as a PNG grid")
+    filters.add_argument("checkpoint")
+    filters.add_argument("--out", required=True, help="PNG file")
+
+    evolution = commands.add_parser("evolution", help="transfer accuracy of the checkpoints kept along a run (train with keep_every=N)")
+    evolution.add_argument("run_dir")
+    evolution.add_argument("settings", nargs="*", help="key=value data settings")
+    evolution.add_argument("--out", default=None, help="output folder (default RUN_DIR/evolution)")
+    eval_flags(evolution)
+
+    report = commands.add_parser("report", help="one markdown page of a run: config, curves, evaluations, figures")
+    report.add_argument("run_dir")
 
     demo = commands.add_parser("demo", help="NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -75,10 +117,35 @@ def _train_config(args: argparse.Namespace) -> Config:
         warnings.simplefilter("ignore")
         found = latest_checkpoint(out)
     if found is None:
-        raise NatlearnError(
-            f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; drop --resume to start a new run"
-        )
+        raise NatlearnError(f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; drop --resume to start a new run")
     return apply_overrides(apply_overrides(Config(), found[1]["config"]), settings)
+
+
+def _eval_settings(args: argparse.Namespace, knn: bool = True):
+    from natlearn.evaluate import EvalSettings
+
+    try:
+        ks = tuple(int(k) for k in args.knn.split(",") if k.strip()) if knn else ()
+    except ValueError:
+        raise NatlearnError(f"--knn {args.knn!r} must be comma-separated integers, e.g. 20,200") from None
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()] or None
+    return EvalSettings(layers, not args.no_linear, ks, not args.no_mlp, probe_epochs=args.probe_epochs, finetune_epochs=args.finetune)
+
+
+def _preset_and_overrides(settings: list[str]) -> tuple[Config, list[str]]:
+    if settings and "=" not in settings[0]:
+        return load_preset(settings[0]), settings[1:]
+    return Config(), settings
+
+
+def _default_eval_dir(source: str) -> Path:
+    path = Path(source)
+    return path.parent.parent / "eval" if path.parent.name == "checkpoints" else Path("eval")
+
+
+def _data_overrides(items: list[str]) -> list[str]:
+    apply_overrides(Config(), items)  # reject unknown keys before any work
+    return items
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -96,12 +163,59 @@ def _run(argv: Sequence[str] | None) -> int:
 
         results = run_demo(args.out, apply_overrides(load_preset("digits"), args.settings))
         print(format_table(results))
-        print(
-            f"NAT recovers {results['gap_recovered']:.0%} of the random-init -> supervised gap"
-            if results["gap_recovered"] is not None
-            else ""
-        )
+        print(f"NAT recovers {results['gap_recovered']:.0%} of the random-init -> supervised gap" if results["gap_recovered"] is not None else "")
         print(f"wrote {Path(args.out) / 'results.json'}, results.md, loss_curve.png, neighbours.png ({results['setup']['seconds']} s)")
+        return 0
+    if args.command == "eval":
+        from natlearn.evaluate import evaluate, format_eval
+
+        base, overrides = _preset_and_overrides(args.settings) if args.source in ("random-init", "raw-pixels") else (None, args.settings)
+        out = Path(args.out) if args.out else _default_eval_dir(args.source)
+        results = evaluate(args.source, _data_overrides(overrides), _eval_settings(args), out, base)
+        print(format_eval(results))
+        print(f"wrote {out / 'eval.json'} and eval.md ({results['seconds']:.0f} s)")
+        return 0
+    if args.command == "compare":
+        from natlearn.evaluate import evaluate
+        from natlearn.evaluate.compare import compare_table
+
+        sources = [item for item in args.sources if "=" not in item]
+        overrides = _data_overrides([item for item in args.sources if "=" in item])
+        checkpoints = [s for s in sources if s not in ("random-init", "raw-pixels")]
+        base = apply_overrides(apply_overrides(Config(), load_checkpoint(checkpoints[0])["config"]), overrides) if checkpoints else None
+        settings, out = _eval_settings(args), Path(args.out)
+        results = {}
+        for index, source in enumerate(sources):
+            name = f"{index}-{Path(source).parent.parent.name if source.endswith('.pt') else source}"
+            results[name] = evaluate(source, overrides, settings, out / name, base)
+        print(compare_table(results, out))
+        return 0
+    if args.command == "neighbors":
+        from natlearn.evaluate import extract_features, labelled_splits
+        from natlearn.evaluate.figures import neighbours_figure
+
+        state = load_checkpoint(args.checkpoint)
+        config = apply_overrides(apply_overrides(Config(), state["config"]), _data_overrides(args.settings))
+        model, (train_set, test_set) = network_from_state(state), labelled_splits(config)
+        size = config.crop_size or train_set.image_size
+        panels = {args.layer: tuple(extract_features(model, data.images, [args.layer], size)[args.layer] for data in (train_set, test_set))}
+        print(f"wrote {neighbours_figure(panels, train_set.images, test_set.images, Path(args.out), args.queries, args.k)}")
+        return 0
+    if args.command == "filters":
+        from natlearn.evaluate.figures import filters_figure
+
+        print(f"wrote {filters_figure(load_model(args.checkpoint), Path(args.out))}")
+        return 0
+    if args.command == "evolution":
+        from natlearn.evaluate.evolution import evolution
+
+        rows = evolution(args.run_dir, _eval_settings(args), _data_overrides(args.settings), args.out)
+        print(f"evaluated epochs {[row['epoch'] for row in rows]}; wrote {Path(args.out or Path(args.run_dir) / 'evolution')}")
+        return 0
+    if args.command == "report":
+        from natlearn.evaluate.report import write_report
+
+        print(f"wrote {write_report(args.run_dir)}")
         return 0
     if args.command == "export":
         from natlearn.checkpoint import export_backbone

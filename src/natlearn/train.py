@@ -176,9 +176,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def _check_resumable(config: Config, saved: dict) -> None:
     differ = [
-        f"{key} (checkpoint {saved.get(key)!r}, now {getattr(config, key)!r})"
-        for key in RESUME_LOCKED
-        if saved.get(key) != getattr(config, key)
+        f"{key} (checkpoint {saved.get(key)!r}, now {getattr(config, key)!r})" for key in RESUME_LOCKED if saved.get(key) != getattr(config, key)
     ]
     if differ:
         raise NatlearnError(f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}")
@@ -214,8 +212,7 @@ def _nonfinite(config: Config, what: str, epoch: int, step: int, last_path: Path
     if config.on_nonfinite == "stop":
         where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
         raise NatlearnError(
-            f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}; {where}; lower lr, check the data, "
-            "or set on_nonfinite=skip"
+            f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}; {where}; lower lr, check the data, or set on_nonfinite=skip"
         )
     warnings.warn(f"skipping batch {step + 1} of epoch {epoch + 1}: non-finite {what}", stacklevel=3)
 
@@ -302,9 +299,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                 for key, value in stats.items():
                     progress.sums[key] = progress.sums.get(key, 0.0) + value
                 trained = step + 1 - progress.skipped
-                batches.set_postfix(
-                    {k: f"{progress.sums[k] / trained:.4f}" for k in ("loss", "cosine", "train_accuracy") if k in progress.sums}
-                )
+                batches.set_postfix({k: f"{progress.sums[k] / trained:.4f}" for k in ("loss", "cosine", "train_accuracy") if k in progress.sums})
             progress.step = step + 1
             fault_point(f"after-step:{epoch + 1}:{step + 1}")
             if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0 and progress.step < num_batches:

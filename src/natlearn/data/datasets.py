@@ -71,9 +71,7 @@ class ImageDataset:
     def image_size(self) -> int:
         return self.images.shape[-1]
 
-    def batches(
-        self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(ids, uint8 images on device)`` for each batch of ids; the images are moved to the
         device once, then batches are gathered there (``workers`` is unused: nothing to decode)."""
         if self._on_device is None or self._on_device.device != device:

@@ -134,9 +134,7 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
         arrays = list(pool.map(lambda path: _try_decode(path, size), listing.files))
     bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
     if bad and on_bad_image == "error":
-        raise NatlearnError(
-            f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip"
-        )
+        raise NatlearnError(f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip")
     keep = [i for i, array in enumerate(arrays) if array is not None]
     if not keep:
         raise NatlearnError(f"no readable image in {listing.root}")
@@ -152,9 +150,7 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
         try:
             atomic_write(cache, lambda tmp: torch.save(stored, tmp))
         except OSError as error:
-            warnings.warn(
-                f"cannot write the decode cache in {cache_dir} ({error.strerror}); set NATLEARN_CACHE to a writable folder", stacklevel=2
-            )
+            warnings.warn(f"cannot write the decode cache in {cache_dir} ({error.strerror}); set NATLEARN_CACHE to a writable folder", stacklevel=2)
     return stored
 
 

@@ -59,9 +59,7 @@ class StreamingFolder(Dataset):
     def image_size(self) -> int:
         return self.size
 
-    def batches(
-        self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 2
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(ids, uint8 images on device)`` for each batch of ids, decoded by ``workers`` processes."""
         loader = DataLoader(
             self,

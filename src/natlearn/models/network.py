@@ -81,9 +81,7 @@ class Network(nn.Module):
 
 
 def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 def small_convnet(

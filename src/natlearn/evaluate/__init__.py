@@ -1,0 +1,82 @@
+"""Evaluation: how well frozen features transfer, by the standard protocols, with the same code for NAT,
+its baselines (random init, supervised, raw pixels), and checkpoints along a run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from natlearn.checkpoint import load_checkpoint, network_from_state
+from natlearn.config import Config, apply_overrides
+from natlearn.errors import NatlearnError
+from natlearn.evaluate.features import extract_features, pool_conv_map
+from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
+from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
+from natlearn.models import Network
+
+__all__ = [
+    "EvalSettings", "ProbeResult", "evaluate", "evaluate_network", "evaluate_pixels", "extract_features", "finetune",
+    "format_eval", "knn_classify", "labelled_splits", "linear_probe", "mlp_probe", "pool_conv_map", "source_model", "write_eval",
+]  # fmt: skip
+
+RANDOM_INIT, RAW_PIXELS = "random-init", "raw-pixels"
+
+
+def labelled_splits(config: Config):
+    """(train, test) labelled splits of the config's data set for fitting and scoring probes."""
+    train, test = config.load_data("train"), config.load_data("test")
+    for split, data in (("train", train), ("test", test)):
+        if data.labels is None or int(data.labels.min()) < 0:
+            raise NatlearnError(f"evaluation needs labels, but the {split} split of {config.data} has unlabelled images; use class sub-folders")
+    return train, test
+
+
+def source_model(source: str, config: Config, train_set) -> tuple[Network | None, Config]:
+    """The network a source names (a checkpoint path, or ``random-init`` built from ``config``; None for
+    ``raw-pixels``) and the config its data settings come from."""
+    from natlearn.train import build_model
+
+    if source == RAW_PIXELS:
+        return None, config
+    if source == RANDOM_INIT:
+        return build_model(config, train_set).eval(), config
+    state = load_checkpoint(source)
+    saved = apply_overrides(Config(), state["config"])
+    return network_from_state(state), saved
+
+
+def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str | Path | None = None, base: Config | None = None) -> dict:
+    """Evaluate a checkpoint, ``random-init`` or ``raw-pixels`` and write ``out/eval.json`` + ``eval.md``.
+
+    Args:
+        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` (their network and data come from ``base``).
+        overrides: ``key=value`` changes to the data settings (e.g. ``data=...``, ``data_root=...``).
+        base: the config of random-init / raw-pixels (default: natlearn's defaults).
+    """
+    config = base or Config()
+    if source not in (RANDOM_INIT, RAW_PIXELS):
+        config = apply_overrides(Config(), load_checkpoint(source)["config"])
+    config = dataclasses.replace(apply_overrides(config, overrides), progress=settings.progress)
+    train_set, test_set = labelled_splits(config)
+    crop_size = config.crop_size or train_set.image_size
+    model, _ = source_model(source, config, train_set)
+    if model is None:
+        results = evaluate_pixels(train_set, test_set, crop_size, settings)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
+    results = {
+        "model": source,
+        "objective": "none" if source == RAW_PIXELS else config.objective,
+        "data": config.data,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "setup": f"{config.data}: probes fit on {len(train_set):,} train images, scored on {len(test_set):,} test images "
+        f"(centre {crop_size}x{crop_size} crops, no augmentation).",
+        **results,
+    }
+    if out is not None:
+        write_eval(Path(out), results)
+    return results

@@ -1,0 +1,57 @@
+"""Transfer accuracy of the checkpoints kept along a run, against the epoch (the paper's Figure 4 idea)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from natlearn.checkpoint import checkpoint_paths, load_checkpoint, network_from_state
+from natlearn.config import Config, apply_overrides
+from natlearn.errors import NatlearnError
+from natlearn.evaluate.figures import line_plot
+from natlearn.evaluate.transfer import EvalSettings, evaluate_network
+from natlearn.files import atomic_write
+
+__all__ = ["evolution"]
+
+
+def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] | None = None, out: str | Path | None = None) -> list[dict]:
+    """Evaluate the random initialisation (epoch 0) and every kept checkpoint of ``run_dir``.
+
+    Keep checkpoints along a run with ``keep_every=N`` at training time. Writes ``out/evolution.json``,
+    ``evolution.md`` and ``evolution.png`` (default ``out = run_dir/evolution``).
+
+    Returns:
+        one row per epoch: {"epoch": E, "protocols": {protocol: {layer: {"top1": ...}}}}.
+    """
+    from natlearn.evaluate import labelled_splits
+    from natlearn.train import build_model
+
+    run_dir = Path(run_dir)
+    paths = checkpoint_paths(run_dir)
+    if not paths:
+        raise NatlearnError(f"no checkpoints in {run_dir / 'checkpoints'}; train with keep_every=N to keep some along the run")
+    first = load_checkpoint(paths[0])
+    config = apply_overrides(apply_overrides(Config(), first["config"]), overrides or [])
+    train_set, test_set = labelled_splits(config)
+    crop_size = config.crop_size or train_set.image_size
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = [{"epoch": 0, **evaluate_network(build_model(config, train_set).to(device), train_set, test_set, crop_size, settings)}]
+    for path in paths:
+        state = load_checkpoint(path)
+        model = network_from_state(state).to(device)
+        rows.append({"epoch": state["epoch"], **evaluate_network(model, train_set, test_set, crop_size, settings)})
+    out = Path(out) if out else run_dir / "evolution"
+    atomic_write(out / "evolution.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2) + "\n"))
+    protocol = "linear" if settings.linear else next(iter(rows[0]["protocols"]))
+    layers = list(rows[0]["protocols"][protocol])
+    series = {layer: [row["protocols"][protocol][layer]["top1"] for row in rows] for layer in layers}
+    epochs = [row["epoch"] for row in rows]
+    line_plot(epochs, series, "epoch (0 = random init)", f"{protocol} top-1", f"{run_dir.name}: transfer along training", out / "evolution.png")
+    lines = [f"| epoch | {' | '.join(layers)} |", "|---" * (len(layers) + 1) + "|"]
+    lines += [f"| {e} | " + " | ".join(f"{series[layer][i]:.4f}" for layer in layers) + " |" for i, e in enumerate(epochs)]
+    text = f"# Feature evolution of {run_dir}\n\n{protocol} probe top-1 per layer ({config.data}).\n\n" + "\n".join(lines) + "\n"
+    atomic_write(out / "evolution.md", lambda tmp: tmp.write_text(text))
+    return rows

@@ -1,0 +1,130 @@
+"""Evaluate frozen features with the standard protocols: per-layer linear probes (DeepCluster), the paper's
+fc6-8 MLP on the last conv layer, weighted k-NN, and optional full fine-tuning.
+
+One function scores one representation (a network, or raw pixels); features are extracted once and
+shared by every probe. Baselines (random init, supervised, raw pixels) go through the same code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from natlearn.data import ImageDataset, augment, center_crop
+from natlearn.evaluate.features import extract_features
+from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe, topk_accuracy
+from natlearn.files import atomic_write
+from natlearn.models import Head, Network
+
+__all__ = ["EvalSettings", "evaluate_network", "evaluate_pixels", "finetune", "write_eval", "format_eval"]
+
+
+@dataclass
+class EvalSettings:
+    """What to run. ``layers=None``: every conv layer and the penultimate features (``neck``)."""
+
+    layers: list[str] | None = None
+    linear: bool = True
+    knn: tuple[int, ...] = (20, 200)
+    mlp: bool = True
+    mlp_hidden: int = 0  # 0: 4096 for AlexNet (the paper's fc6-7), 512 for small networks
+    probe_epochs: int = 30
+    finetune_epochs: int = 0
+    progress: bool = True
+
+
+def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Tensor, settings: EvalSettings) -> dict:
+    results: dict[str, dict[str, dict]] = {}
+    for layer in train:
+        if settings.linear:
+            result = linear_probe(train[layer], train_y, test[layer], test_y, epochs=settings.probe_epochs, progress=settings.progress)
+            results.setdefault("linear", {})[layer] = result.as_dict()
+        for k in settings.knn:
+            results.setdefault(f"knn{k}", {})[layer] = knn_classify(train[layer], train_y, test[layer], test_y, k=k).as_dict()
+    return results
+
+
+def evaluate_network(model: Network, train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings) -> dict:
+    """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split scores)."""
+    started = time.perf_counter()
+    layers = settings.layers or [*model.conv_names, "neck"]
+    wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
+    train = extract_features(model, train_set.images, wanted, crop_size, progress=settings.progress)
+    test = extract_features(model, test_set.images, wanted, crop_size, progress=settings.progress)
+    results = _probe_all({k: train[k] for k in layers}, {k: test[k] for k in layers}, train_set.labels, test_set.labels, settings)
+    if settings.mlp:
+        last = model.conv_names[-1]
+        hidden = settings.mlp_hidden or (4096 if model.arch == "alexnet" else 512)
+        result = mlp_probe(train[last], train_set.labels, test[last], test_set.labels, hidden, settings.probe_epochs, progress=settings.progress)
+        results["mlp"] = {last: result.as_dict()}
+    if settings.finetune_epochs:
+        results["finetune"] = {"all": finetune(model, train_set, test_set, crop_size, settings.finetune_epochs, settings.progress).as_dict()}
+    return {"protocols": results, "seconds": time.perf_counter() - started}
+
+
+def evaluate_pixels(train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings) -> dict:
+    """Raw pixels of the centre crop as features: the floor any representation should clear."""
+    started = time.perf_counter()
+    train = {"pixels": center_crop(train_set.images, crop_size).flatten(1)}
+    test = {"pixels": center_crop(test_set.images, crop_size).flatten(1)}
+    results = _probe_all(train, test, train_set.labels, test_set.labels, settings)
+    return {"protocols": results, "seconds": time.perf_counter() - started}
+
+
+def finetune(
+    model: Network, train_set: ImageDataset, test_set: ImageDataset, crop_size: int, epochs: int, progress: bool = False, lr: float = 0.01
+) -> ProbeResult:
+    """Full fine-tuning: a copy of the network with a fresh linear classifier, every layer trained on the
+    labels with random crops and flips (SGD, momentum 0.9, cosine), scored on centre crops."""
+    device = next(model.parameters()).device
+    tuned = copy.deepcopy(model).train()
+    classes = len(train_set.classes)
+    tuned.head = Head(tuned.head.linear.in_features, classes, normalize=False).to(device)
+    optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    batch_size = 128
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        order = torch.randperm(len(train_set), generator=generator)
+        for ids in torch.tensor_split(order, steps_per_epoch):
+            inputs = augment(train_set.images[ids].to(device), crop_size, generator, "pad", max(1, crop_size // 8))
+            loss = torch.nn.functional.cross_entropy(tuned(inputs), train_set.labels[ids].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    tuned.eval()
+    with torch.inference_mode():
+        scores = torch.cat([tuned(center_crop(chunk.to(device), crop_size)).cpu() for chunk in test_set.images.split(512)])
+    top1, top5 = topk_accuracy(scores, test_set.labels)
+    return ProbeResult(top1, top5)
+
+
+def format_eval(results: dict) -> str:
+    """Markdown: one row per layer, one column per protocol (top-1, and top-5 where measured)."""
+    protocols = results["protocols"]
+    layers = list(dict.fromkeys(layer for table in protocols.values() for layer in table))
+    header = "| layer | " + " | ".join(protocols) + " |"
+    lines = [header, "|---" * (len(protocols) + 1) + "|"]
+    for layer in layers:
+        cells = []
+        for name in protocols:
+            row = protocols[name].get(layer)
+            cells.append("" if row is None else f"{row['top1']:.4f}" + (f" / {row['top5']:.4f}" if "top5" in row else ""))
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_eval(out: Path, results: dict) -> None:
+    """``out/eval.json`` and ``out/eval.md``, written atomically."""
+    out = Path(out)
+    atomic_write(out / "eval.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
+    title = f"# Evaluation of {results.get('model', 'a model')}\n\n{results.get('setup', '')}\n\n"
+    atomic_write(out / "eval.md", lambda tmp: tmp.write_text(title + format_eval(results) + "\n"))
