@@ -102,10 +102,7 @@ def main() -> None:
         "",
         "| what | images/s | / training step |",
         "|---|---|---|",
-        *(
-            f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | {loader[crop]:,.0f} | {ratios[crop]:.0f}x |"
-            for crop in loader
-        ),
+        *(f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | {loader[crop]:,.0f} | {ratios[crop]:.0f}x |" for crop in loader),
         f"| training step | {step:,.0f} | 1x |",
         "",
         f"Decoding the 50,000 JPEGs into memory: {cold:.1f} s the first time (2 threads), {warm:.2f} s from the cache "

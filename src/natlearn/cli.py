@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     def eval_flags(command: argparse.ArgumentParser) -> None:
         command.add_argument("--layers", default="", help="comma-separated layers (default: every conv layer and neck)")
         command.add_argument("--knn", default="20,200", help="k values of the weighted k-NN ('' for none)")
+        command.add_argument("--knn-layers", default="neck", help="layers the k-NN runs on (comma-separated)")
         command.add_argument("--probe-epochs", type=int, default=30, help="epochs of the linear and MLP probes")
         command.add_argument("--no-linear", action="store_true", help="skip the linear probes")
         command.add_argument("--no-mlp", action="store_true", help="skip the paper's fc6-8 MLP on the last conv layer")
@@ -129,7 +130,8 @@ def _eval_settings(args: argparse.Namespace, knn: bool = True):
     except ValueError:
         raise NatlearnError(f"--knn {args.knn!r} must be comma-separated integers, e.g. 20,200") from None
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] or None
-    return EvalSettings(layers, not args.no_linear, ks, not args.no_mlp, probe_epochs=args.probe_epochs, finetune_epochs=args.finetune)
+    knn_layers = tuple(name.strip() for name in args.knn_layers.split(",") if name.strip())
+    return EvalSettings(layers, not args.no_linear, ks, knn_layers, not args.no_mlp, probe_epochs=args.probe_epochs, finetune_epochs=args.finetune)
 
 
 def _preset_and_overrides(settings: list[str]) -> tuple[Config, list[str]]:

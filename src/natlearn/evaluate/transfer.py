@@ -27,11 +27,14 @@ __all__ = ["EvalSettings", "evaluate_network", "evaluate_pixels", "finetune", "w
 
 @dataclass
 class EvalSettings:
-    """What to run. ``layers=None``: every conv layer and the penultimate features (``neck``)."""
+    """What to run. ``layers=None``: every conv layer and the penultimate features (``neck``) for the linear
+    probe; k-NN runs on ``knn_layers`` only (default the penultimate features, as DINO's k-NN does: on 9k-dim
+    conv features it would cost minutes per layer on a CPU)."""
 
     layers: list[str] | None = None
     linear: bool = True
     knn: tuple[int, ...] = (20, 200)
+    knn_layers: tuple[str, ...] = ("neck",)
     mlp: bool = True
     mlp_hidden: int = 0  # 0: 4096 for AlexNet (the paper's fc6-7), 512 for small networks
     probe_epochs: int = 30
@@ -45,7 +48,7 @@ def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Ten
         if settings.linear:
             result = linear_probe(train[layer], train_y, test[layer], test_y, epochs=settings.probe_epochs, progress=settings.progress)
             results.setdefault("linear", {})[layer] = result.as_dict()
-        for k in settings.knn:
+        for k in settings.knn if layer in settings.knn_layers or layer == "pixels" else ():
             results.setdefault(f"knn{k}", {})[layer] = knn_classify(train[layer], train_y, test[layer], test_y, k=k).as_dict()
     return results
 
