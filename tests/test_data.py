@@ -119,7 +119,7 @@ def test_cache_is_reused_and_invalidated_when_the_folder_changes(tmp_path, monke
         raise AssertionError("decoded again although the cache is valid")
 
     with monkeypatch.context() as patch:
-        patch.setattr(folder_module, "_try_decode", no_decoding)
+        patch.setattr(folder_module, "try_decode", no_decoding)
         again = load_dataset(str(tmp_path / "images"), image_size=12)
     assert torch.equal(again.images, first.images)
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "images" / "dog" / "new.png")

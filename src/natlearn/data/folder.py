@@ -20,7 +20,7 @@ import torch
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 
-__all__ = ["FolderListing", "scan_folder", "decode_image", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES"]
+__all__ = ["FolderListing", "scan_folder", "decode_image", "try_decode", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES"]
 
 BAD_IMAGE_POLICIES = ("error", "skip")
 _CACHE_FORMAT = "natlearn-folder-cache-v1"
@@ -78,7 +78,8 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     return np.array(rgb, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
 
 
-def _try_decode(path: Path, size: int) -> np.ndarray | None:
+def try_decode(path: Path, size: int) -> np.ndarray | None:
+    """:func:`decode_image`, or None for a file that is not a readable image."""
     try:
         return decode_image(path, size)
     except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, corrupt or non-image files
@@ -131,7 +132,7 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
         except Exception:  # a damaged cache is rebuilt, never trusted
             warnings.warn(f"rebuilding damaged cache file {cache}", stacklevel=2)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
-        arrays = list(pool.map(lambda path: _try_decode(path, size), listing.files))
+        arrays = list(pool.map(lambda path: try_decode(path, size), listing.files))
     bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
     if bad and on_bad_image == "error":
         raise NatlearnError(f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from natlearn.data.folder import FolderListing, _try_decode
+from natlearn.data.folder import FolderListing, try_decode
 from natlearn.errors import NatlearnError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (ids (b,) int64, images (b, C, H, W) uint8)
@@ -35,7 +35,7 @@ class StreamingFolder(Dataset):
         self.classes = listing.classes
         self._reported: set[int] = set()
         picks = np.linspace(0, len(listing.files) - 1, min(stats_sample, len(listing.files))).astype(int)
-        sample = [a for a in (_try_decode(listing.files[i], size) for i in picks) if a is not None]
+        sample = [a for a in (try_decode(listing.files[i], size) for i in picks) if a is not None]
         if not sample:
             raise NatlearnError(f"no readable image among the first files of {listing.root}")
         pixels = np.stack(sample).reshape(-1, 3) / 255.0
@@ -46,7 +46,7 @@ class StreamingFolder(Dataset):
         return len(self.listing.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        array = _try_decode(self.listing.files[index], self.size)
+        array = try_decode(self.listing.files[index], self.size)
         if array is None:
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1 - index
         return torch.from_numpy(array).permute(2, 0, 1).contiguous(), index

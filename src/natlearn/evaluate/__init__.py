@@ -14,11 +14,10 @@ from natlearn.errors import NatlearnError
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
-from natlearn.models import Network
 
 __all__ = [
     "EvalSettings", "ProbeResult", "evaluate", "evaluate_network", "evaluate_pixels", "extract_features", "finetune",
-    "format_eval", "knn_classify", "labelled_splits", "linear_probe", "mlp_probe", "pool_conv_map", "source_model", "write_eval",
+    "format_eval", "knn_classify", "labelled_splits", "linear_probe", "mlp_probe", "pool_conv_map", "write_eval",
 ]  # fmt: skip
 
 RANDOM_INIT, RAW_PIXELS = "random-init", "raw-pixels"
@@ -33,20 +32,6 @@ def labelled_splits(config: Config):
     return train, test
 
 
-def source_model(source: str, config: Config, train_set) -> tuple[Network | None, Config]:
-    """The network a source names (a checkpoint path, or ``random-init`` built from ``config``; None for
-    ``raw-pixels``) and the config its data settings come from."""
-    from natlearn.train import build_model
-
-    if source == RAW_PIXELS:
-        return None, config
-    if source == RANDOM_INIT:
-        return build_model(config, train_set).eval(), config
-    state = load_checkpoint(source)
-    saved = apply_overrides(Config(), state["config"])
-    return network_from_state(state), saved
-
-
 def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str | Path | None = None, base: Config | None = None) -> dict:
     """Evaluate a checkpoint, ``random-init`` or ``raw-pixels`` and write ``out/eval.json`` + ``eval.md``.
 
@@ -55,16 +40,17 @@ def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str
         overrides: ``key=value`` changes to the data settings (e.g. ``data=...``, ``data_root=...``).
         base: the config of random-init / raw-pixels (default: natlearn's defaults).
     """
-    config = base or Config()
-    if source not in (RANDOM_INIT, RAW_PIXELS):
-        config = apply_overrides(Config(), load_checkpoint(source)["config"])
+    from natlearn.train import build_model
+
+    state = None if source in (RANDOM_INIT, RAW_PIXELS) else load_checkpoint(source)
+    config = apply_overrides(Config(), state["config"]) if state else base or Config()
     config = dataclasses.replace(apply_overrides(config, overrides), progress=settings.progress)
     train_set, test_set = labelled_splits(config)
     crop_size = config.crop_size or train_set.image_size
-    model, _ = source_model(source, config, train_set)
-    if model is None:
+    if source == RAW_PIXELS:
         results = evaluate_pixels(train_set, test_set, crop_size, settings)
     else:
+        model = network_from_state(state) if state else build_model(config, train_set).eval()
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
     results = {
