@@ -14,6 +14,17 @@ import torch
 from natlearn.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
+CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"  # the offline copy beside the repository
+
+
+def cifar10_folder(path: str, quick: bool) -> Path | None:
+    """The CIFAR-10 folder a full benchmark run needs (None for --quick runs, which use digits)."""
+    if quick:
+        return None
+    folder = Path(path)
+    if not (folder / "train").is_dir():
+        raise SystemExit(f"error: no CIFAR-10 folder at {folder}; pass --cifar10 DIR (train/ and test/ inside) or use --quick")
+    return folder
 
 
 def hardware() -> str:

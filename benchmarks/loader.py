@@ -20,12 +20,10 @@ import time
 
 import torch
 
-from _report import ROOT, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.config import Config
 from natlearn.data import augment
 from natlearn.train import NoiseAsTargets, build_model
-
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 
 
 def timed_load(config: Config, cache_dir: str) -> tuple[object, float]:
@@ -69,11 +67,13 @@ def step_images_per_s(dataset, config: Config, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="digits, a few steps; writes nothing")
+    parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)")
     args = parser.parse_args()
-    if args.quick or not (CIFAR / "train").is_dir():
+    cifar = cifar10_folder(args.cifar10, args.quick)
+    if cifar is None:
         config, steps, name = Config(data="digits", batch_size=128, widths=(16, 32, 64), dim=32), 5, "digits"
     else:
-        config = Config(data=str(CIFAR), crop_padding=4, widths=(32, 64, 128, 128), dim=128, batch_size=256)
+        config = Config(data=str(cifar), crop_padding=4, widths=(32, 64, 128, 128), dim=128, batch_size=256)
         steps, name = 20, "CIFAR-10 (JPEG q75 copy) train, 50,000 images"
     config = dataclasses.replace(config, progress=False)
     with tempfile.TemporaryDirectory() as cache:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from _report import ROOT, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.data import augment
@@ -28,7 +28,6 @@ from natlearn.targets import NoiseTargets
 from natlearn.train import NoiseAsTargets, Supervised, build_model, train
 
 OFFICIAL = "nat, official schedule (1 re-assignment epoch in 3)"
-CIFAR_TEST = ROOT.parent / "shared" / "data" / "cifar10" / "test"
 
 
 def epoch_seconds(config: Config) -> float:
@@ -86,12 +85,13 @@ def reassign_ms(n: int, b: int, d: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on digits; writes nothing")
+    parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)")
     args = parser.parse_args()
-
-    if args.quick or not CIFAR_TEST.is_dir():
+    cifar = cifar10_folder(args.cifar10, args.quick)
+    if cifar is None:
         data, rounds, steps, batch, images = "digits", 1, 5, 128, 1198
     else:
-        data, rounds, steps, batch, images = str(CIFAR_TEST), 3, 60, 256, 10_000
+        data, rounds, steps, batch, images = str(cifar / "test"), 3, 60, 256, 10_000
     base = Config(data=data, widths=(32, 64, 128, 128), dim=128, batch_size=batch, progress=False, lr_schedule="constant")
 
     step_ms = interleaved_step_ms(base, steps)

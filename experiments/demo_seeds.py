@@ -45,9 +45,7 @@ def main() -> None:
     wins = sum(r["nat"]["linear_probe_top1"] > r["random_init"]["linear_probe_top1"] for r in runs)
     gap = [r["gap_recovered"] for r in runs if r["gap_recovered"] is not None]
     minutes = (time.perf_counter() - started) / 60
-    write_json(
-        "demo_seeds", {"date": today(), "hardware": hardware(), "seeds": args.seeds, "summary": summary, "runs": runs}, "experiments"
-    )
+    write_json("demo_seeds", {"date": today(), "hardware": hardware(), "seeds": args.seeds, "summary": summary, "runs": runs}, "experiments")
 
     def cell(row: str, metric: str) -> str:
         return f"{summary[row][metric]['mean']:.4f} ± {summary[row][metric]['std']:.4f}"
