@@ -55,7 +55,7 @@ def main() -> None:
         "",
         f"{today()}, {hardware()}, {minutes:.1f} minutes. scikit-learn's 8x8 digits, fixed stratified split "
         "(1,198 train / 599 test); the `digits` preset (small conv net 16-32-64, Sobel input, d = 32, 60 epochs, "
-        "re-assignment every epoch); supervised: same network, 30 epochs, cross-entropy. Mean ± std over seeds "
+        "re-assignment every 3rd epoch); supervised: same network, 30 epochs, cross-entropy. Mean ± std over seeds "
         f"0-{args.seeds - 1}. JSON: `experiments/results/demo_seeds.json`.",
         "",
         "| features | linear probe, penultimate | weighted 20-NN, penultimate | best single layer, linear probe |",
@@ -63,8 +63,8 @@ def main() -> None:
         *(f"| {row} | {cell(row, 'linear_probe_top1')} | {cell(row, 'knn_top1')} | {cell(row, 'best_layer_top1')} |" for row in ROWS),
         "",
         f"NAT beats random init on the penultimate features in {wins} of {args.seeds} seeds and recovers "
-        f"{statistics.mean(gap):.0%} (mean) of the random-init -> supervised gap there. On the best single layer "
-        "(conv1, 512 dims) even random features are near the ceiling on digits, so the layers differ little.",
+        f"{statistics.mean(gap):.0%} (mean) of the random-init -> supervised gap there. On the best single conv layer "
+        "even random features are near the ceiling on digits, so the layers differ little.",
     ]
     write_section("demo-seeds", "\n".join(lines), doc="results.md", title="# Results")
 

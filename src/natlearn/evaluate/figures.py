@@ -76,7 +76,8 @@ def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
     count, channels = weight.shape[:2]
     rows = -(-count // columns)
     per_filter = channels if channels == 2 else 1
-    fig, axes = plt.subplots(rows, columns * per_filter, figsize=(columns * per_filter * 0.45, rows * 0.5), squeeze=False)
+    height = rows * 0.5 + 0.4  # room for the title above the grid
+    fig, axes = plt.subplots(rows, columns * per_filter, figsize=(columns * per_filter * 0.45, height), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for index in range(count):
@@ -91,7 +92,7 @@ def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
             axes[row, col * per_filter + c].imshow(w[c].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
     kind = {2: "Sobel input: d/dx | d/dy per filter", 1: "gray input", 3: "RGB input"}[channels]
     fig.suptitle(f"conv1: {count} filters {weight.shape[2]}x{weight.shape[3]} ({kind})", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.01, wspace=0.05, hspace=0.1)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.4 / height, bottom=0.01, wspace=0.05, hspace=0.1)
     return _save(fig, out)
 
 
