@@ -24,7 +24,7 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 # A resumed run must agree with its checkpoint on these, or its weights/targets mean something else.
 RESUME_LOCKED = (
     "data", "data_root", "train_split", "image_size", "crop_size", "arch", "widths", "input", "dim", "k", "targets",
-    "num_clusters", "seed", "objective", "batch_size",
+    "num_clusters", "seed", "objective", "batch_size", "subset",
 )  # fmt: skip
 
 
@@ -61,6 +61,8 @@ class Config:
     """DataLoader worker processes for data_mode=stream."""
     cache: bool = True
     """Cache decoded folder images ($NATLEARN_CACHE or ~/.cache/natlearn), keyed by the folder's content."""
+    subset: int = 0
+    """Pre-train on a random subset of this many images (fixed by seed; 0 = all): quick experiments, ablations."""
     # network
     arch: str = "small"
     """small (conv net for 8x8..64x64 images) or alexnet (the paper's AlexNet-BN, 224x224)."""
@@ -81,6 +83,9 @@ class Config:
     """Re-assign targets in epochs where epoch % reassign_every == 0 (official 3); 0 = never."""
     spare_targets: int = 0
     """m unassigned targets added to each batch problem (needs k >= n + m)."""
+    assign_block: int = 0
+    """Solve a batch's re-assignment in near-equal blocks of at most this many images (0 = the whole batch, official).
+    The Hungarian method is O(b^3): blocks bound its cost for large (multi-GPU) batches."""
     loss: str = "auto"
     """square (the paper's) or softmax; auto = square for nat, softmax (cross-entropy) for supervised."""
     temperature: float = 0.1
@@ -187,7 +192,7 @@ _CHOICES = {
 }
 _AT_LEAST = {
     "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
-    "spare_targets": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
+    "spare_targets": 0, "assign_block": 0, "subset": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
     "seed": 0, "keep_last": 1, "keep_every": 0, "checkpoint_every_steps": 0,
 }  # fmt: skip
 

@@ -29,7 +29,7 @@ from natlearn.loss import softmax_loss, square_loss
 from natlearn.models import Network, network_for
 from natlearn.targets import NoiseTargets
 
-__all__ = ["NoiseAsTargets", "Supervised", "TrainResult", "build_model", "train", "resolve_device"]
+__all__ = ["NoiseAsTargets", "Supervised", "TrainResult", "build_model", "pretraining_data", "train", "resolve_device"]
 
 
 class NoiseAsTargets:
@@ -42,7 +42,7 @@ class NoiseAsTargets:
         k = config.check_dataset_size(n)
         self.targets = NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters)
         self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
-        self.reassign_every = config.reassign_every
+        self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
         self.loss_kind, self.reduction, self.temperature = config.resolved_loss(), config.loss_reduction, config.temperature
 
     def reassigns(self, epoch: int) -> bool:
@@ -50,8 +50,7 @@ class NoiseAsTargets:
 
     def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         if self.reassigns(epoch):
-            result = self.assignment.reassign(ids, outputs.detach(), self.targets)
-            targets, reassigned = result.targets, result.changed
+            targets, reassigned = self.reassign(ids, outputs.detach())
         else:
             targets, reassigned = self.targets[self.assignment[ids].to(outputs.device)], 0.0
         if self.loss_kind == "square":
@@ -60,6 +59,14 @@ class NoiseAsTargets:
             loss = softmax_loss(outputs, targets, torch.arange(len(ids), device=outputs.device), self.temperature, self.reduction)
         cosine = float((outputs.detach() * targets).sum(dim=1).mean())
         return loss, {"cosine": cosine, "reassigned": reassigned}
+
+    def reassign(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Re-assign a batch in blocks of at most ``assign_block`` images; returns the (b, d) new targets
+        and the fraction of the batch whose target changed."""
+        blocks = math.ceil(len(ids) / self.assign_block) if self.assign_block else 1
+        results = [self.assignment.reassign(i, o, self.targets) for i, o in zip(ids.tensor_split(blocks), outputs.tensor_split(blocks), strict=True)]
+        changed = sum(r.changed * len(r.targets) for r in results) / len(ids)
+        return torch.cat([r.targets for r in results]), changed
 
     def state_dict(self) -> dict:
         return {"assignment": self.assignment.state_dict()}
@@ -112,6 +119,17 @@ class TrainResult:
     config: Config
     run_dir: Path
     history: list[dict] = field(default_factory=list)
+
+
+def pretraining_data(config: Config) -> ImageDataset | StreamingFolder:
+    """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of it."""
+    dataset = config.load_data("pretrain")
+    if not config.subset:
+        return dataset
+    if config.subset > len(dataset):
+        raise NatlearnError(f"subset={config.subset} is larger than the data set (n={len(dataset)}); lower subset or set subset=0 (all)")
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, len(dataset)]).generate_state(1)[0]))
+    return dataset.subset(torch.randperm(len(dataset), generator=generator)[: config.subset].sort().values)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,7 +247,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     """
     config.validate()
     device = resolve_device(config.device)
-    dataset = config.load_data("pretrain")
+    dataset = pretraining_data(config)
     objective = NoiseAsTargets(config, len(dataset)) if config.objective == "nat" else Supervised(config, dataset)
     model = build_model(config, dataset).to(device)
     run_dir = Path(config.out)

@@ -71,6 +71,11 @@ class ImageDataset:
     def image_size(self) -> int:
         return self.images.shape[-1]
 
+    def subset(self, indices: torch.Tensor) -> ImageDataset:
+        """The images at ``indices`` (keeps the full set's mean/std, so the input layer is unchanged)."""
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageDataset(self.images[indices].contiguous(), labels, self.classes, self.mean, self.std)
+
     def batches(self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(ids, uint8 images on device)`` for each batch of ids; the images are moved to the
         device once, then batches are gathered there (``workers`` is unused: nothing to decode)."""

@@ -7,6 +7,8 @@ the same code as for in-memory data sets.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -54,6 +56,16 @@ class StreamingFolder(Dataset):
     @property
     def channels(self) -> int:
         return 3
+
+    def subset(self, indices: torch.Tensor) -> StreamingFolder:
+        """The files at ``indices`` (keeps the full folder's mean/std)."""
+        picked = copy.copy(self)
+        chosen = indices.tolist()
+        files, labels = [self.listing.files[i] for i in chosen], [self.listing.labels[i] for i in chosen]
+        picked.listing = dataclasses.replace(self.listing, files=files, labels=labels)
+        picked.labels = None if self.labels is None else self.labels[indices]
+        picked._reported = set()
+        return picked
 
     @property
     def image_size(self) -> int:
