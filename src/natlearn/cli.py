@@ -6,6 +6,7 @@ User mistakes (NatlearnError) print one line and exit 2; anything else is a bug 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -153,10 +154,16 @@ def _data_overrides(items: list[str]) -> list[str]:
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
+        import torch
+
         from natlearn.train import train
 
         config = _train_config(args)
         result = train(config, resume=args.resume, overwrite=args.overwrite)
+        if torch.distributed.is_initialized():  # under torchrun: rank 0 reports
+            torch.distributed.destroy_process_group()
+            if os.environ.get("RANK") != "0":
+                return 0
         last = result.history[-1] if result.history else {}
         print(f"done: {len(result.history)} epochs in {result.run_dir}; last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
         return 0

@@ -95,6 +95,7 @@ class Config:
     # optimisation
     epochs: int = 30
     batch_size: int = 256
+    """Images per step, over all ranks: under torchrun with N processes each rank trains on batch_size / N."""
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -105,7 +106,13 @@ class Config:
     seed: int = 1111
     """Seeds everything: model init, targets, assignment, batch order, augmentation."""
     device: str = "auto"
-    """auto (cuda when present), cpu, cuda, or cuda:N."""
+    """auto (cuda when present), cpu, cuda, or cuda:N (under torchrun each rank takes cuda:LOCAL_RANK)."""
+    precision: str = "auto"
+    """Forward/backward arithmetic: fp32, bf16 (autocast; the loss and the assignment stay fp32), auto = bf16 on GPUs, fp32 on CPUs."""
+    channels_last: bool = True
+    """On GPUs, keep activations in channels-last layout (faster convolutions with bf16); ignored on CPUs."""
+    compile: bool = False
+    """torch.compile the network (GPUs; the first steps compile for a minute or more)."""
     out: str = "runs/nat"
     """Run folder: config.yaml, log.jsonl, checkpoints/."""
     keep_last: int = 2
@@ -189,6 +196,7 @@ _CHOICES = {
     "loss": ("auto", "square", "softmax"),
     "loss_reduction": ("mean", "sum"),
     "lr_schedule": ("constant", "cosine", "step"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 _AT_LEAST = {
     "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,

@@ -4,6 +4,7 @@ targets among its images, square loss to the new targets, SGD step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -16,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from natlearn.assignment import Assignment
 from natlearn.checkpoint import PARTIAL_NAME, latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
 from natlearn.config import RESUME_LOCKED, Config
 from natlearn.data import ImageDataset, StreamingFolder, augment
+from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
 from natlearn.files import atomic_write
@@ -38,8 +41,9 @@ class NoiseAsTargets:
     Holds the fixed targets and the image -> target assignment (the only state that grows with n).
     """
 
-    def __init__(self, config: Config, n: int):
+    def __init__(self, config: Config, n: int, ranks: Ranks | None = None):
         k = config.check_dataset_size(n)
+        self.ranks = ranks or Ranks()
         self.targets = NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters)
         self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
         self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
@@ -53,6 +57,7 @@ class NoiseAsTargets:
             targets, reassigned = self.reassign(ids, outputs.detach())
         else:
             targets, reassigned = self.targets[self.assignment[ids].to(outputs.device)], 0.0
+        outputs = outputs.float()
         if self.loss_kind == "square":
             loss = square_loss(outputs, targets, self.reduction)
         else:
@@ -61,12 +66,16 @@ class NoiseAsTargets:
         return loss, {"cosine": cosine, "reassigned": reassigned}
 
     def reassign(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Re-assign a batch in blocks of at most ``assign_block`` images; returns the (b, d) new targets
-        and the fraction of the batch whose target changed."""
-        blocks = math.ceil(len(ids) / self.assign_block) if self.assign_block else 1
-        results = [self.assignment.reassign(i, o, self.targets) for i, o in zip(ids.tensor_split(blocks), outputs.tensor_split(blocks), strict=True)]
-        changed = sum(r.changed * len(r.targets) for r in results) / len(ids)
-        return torch.cat([r.targets for r in results]), changed
+        """Re-assign the global batch in blocks of at most ``assign_block`` images; returns this rank's (b, d)
+        new targets and the fraction of the global batch whose target changed. Under torchrun every rank
+        gathers the whole batch and solves the same problems, so the assignment stays identical everywhere."""
+        sizes = self.ranks.gather(torch.tensor([len(ids)], device=outputs.device)).cpu()
+        all_ids, all_outputs = self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
+        blocks = math.ceil(len(all_ids) / self.assign_block) if self.assign_block else 1
+        parts = zip(all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks), strict=True)
+        results = [self.assignment.reassign(i, o, self.targets) for i, o in parts]
+        changed = sum(r.changed * len(r.targets) for r in results) / len(all_ids)
+        return self.ranks.my_rows(torch.cat([r.targets for r in results]), sizes), changed
 
     def state_dict(self) -> dict:
         return {"assignment": self.assignment.state_dict()}
@@ -76,6 +85,7 @@ class NoiseAsTargets:
 
     def check(self) -> None:
         self.assignment.check()
+        self.ranks.check_identical(torch.cat([self.assignment.image_to_target, self.assignment.spare]), "image -> target assignment")
 
 
 class Supervised:
@@ -91,6 +101,7 @@ class Supervised:
 
     def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         labels = self.labels[ids].to(outputs.device)
+        outputs = outputs.float()
         if self.loss_kind == "square":
             targets = self.class_targets[labels]
             loss = square_loss(outputs, targets, self.reduction)
@@ -177,13 +188,18 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    owned = [run_dir / "checkpoints", run_dir / "log.jsonl", run_dir / "config.yaml"]
-    if overwrite:
-        for path in owned:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    elif not resume and any(path.exists() for path in owned):
+_RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml")
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if not (resume or overwrite) and any((run_dir / name).exists() for name in _RUN_FILES):
         raise NatlearnError(f"run folder {run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if overwrite:
+        for path in (run_dir / name for name in _RUN_FILES):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -200,13 +216,15 @@ def _check_resumable(config: Config, saved: dict) -> None:
         raise NatlearnError(f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}")
 
 
-def _truncate_log(log_path: Path, epochs_done: int) -> list[dict]:
-    """Keep the log lines of epochs the checkpoint covers (a crash may have logged one more)."""
+def _read_log(log_path: Path, epochs_done: int, truncate: bool) -> list[dict]:
+    """The log lines of epochs the checkpoint covers; ``truncate`` drops the rest from the file (a crash may
+    have logged one more)."""
     if not log_path.exists():
         return []
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     rows = [row for row in rows if row["epoch"] <= epochs_done]
-    log_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if truncate:
+        log_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return rows
 
 
@@ -238,6 +256,9 @@ def _nonfinite(config: Config, what: str, epoch: int, step: int, last_path: Path
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train a network with Noise As Targets (or the supervised baseline) and checkpoint every epoch.
 
+    Under ``torchrun`` each process trains on its share of every global batch (see :mod:`natlearn.distributed`);
+    rank 0 alone writes the run folder.
+
     Args:
         config: validated here; ``config.out`` is the run folder.
         resume: continue from the newest readable checkpoint in ``config.out`` (mid-epoch ones too).
@@ -246,12 +267,21 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         The trained model, the objective (with the NAT assignment), and the per-epoch history.
     """
     config.validate()
+    ranks = init_ranks(config.device)
     device = resolve_device(config.device)
+    if device.type == "cuda" and ranks.world_size > 1:
+        device = torch.device("cuda", ranks.local_rank)
+    if config.batch_size < 2 * ranks.world_size:
+        raise NatlearnError(f"batch_size={config.batch_size} is the global batch: it needs at least 2 images per rank ({ranks.world_size} ranks)")
     dataset = pretraining_data(config)
-    objective = NoiseAsTargets(config, len(dataset)) if config.objective == "nat" else Supervised(config, dataset)
-    model = build_model(config, dataset).to(device)
+    objective = NoiseAsTargets(config, len(dataset), ranks) if config.objective == "nat" else Supervised(config, dataset)
+    model = sync_batchnorm(build_model(config, dataset).to(device), ranks, device)
     run_dir = Path(config.out)
-    _prepare_run_dir(run_dir, resume, overwrite)  # only once every input has been checked: no stray files
+    _check_run_dir(run_dir, resume, overwrite)
+    ranks.barrier()  # every rank has looked before rank 0 changes anything
+    if ranks.main:
+        _prepare_run_dir(run_dir, overwrite)  # only once every input has been checked: no stray files
+    ranks.barrier()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     start_epoch, history, last_path, progress = 0, [], None, None
     if resume:
@@ -266,9 +296,11 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         set_rng_state(state["rng"])
         start_epoch = state["epoch"]
         progress = _EpochProgress(**state["progress"]) if "progress" in state else None
-        history = _truncate_log(run_dir / "log.jsonl", start_epoch)
-    config_text = yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False)
-    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
+        history = _read_log(run_dir / "log.jsonl", start_epoch, truncate=ranks.main)
+    if ranks.main:
+        config_text = yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False)
+        atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
+    step_model = _fast_model(model, config, ranks, device)
 
     def snapshot(epochs_done: int) -> dict:
         return {
@@ -284,6 +316,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     size = config.crop_size or dataset.image_size
     num_batches = math.ceil(len(dataset) / config.batch_size)
     partial_path = run_dir / "checkpoints" / PARTIAL_NAME
+    autocast = _autocast(config, device)
+    layout = torch.channels_last if config.channels_last and device.type == "cuda" else torch.contiguous_format
     for epoch in range(start_epoch, config.epochs):
         lr = learning_rate(config, epoch)
         for group in optimizer.param_groups:
@@ -294,27 +328,33 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         progress = progress or _EpochProgress()
         if progress.generator is not None:  # continuing this epoch mid-way
             generator.set_state(progress.generator)
-        model.train()
+        step_model.train()
         reassigns = isinstance(objective, NoiseAsTargets) and objective.reassigns(epoch)
         desc = f"epoch {epoch + 1}/{config.epochs}" + (" (re-assign)" if reassigns else "")
         batches = tqdm(
-            dataset.batches(batch_ids[progress.step :], device, config.workers),
-            total=num_batches, initial=progress.step, desc=desc, leave=False, disable=None if config.progress else True,
+            dataset.batches([ranks.shard(ids) for ids in batch_ids[progress.step :]], device, config.workers),
+            total=num_batches, initial=progress.step, desc=desc, leave=False, disable=None if config.progress and ranks.main else True,
         )  # fmt: skip
         started = time.perf_counter() - progress.seconds
         for step, (ids, images) in enumerate(batches, start=progress.step):
-            inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip)
-            outputs = model(inputs)
-            loss, stats = objective(ids, outputs, epoch) if _all_finite(outputs) else (None, {})
-            if loss is None or not _all_finite(loss):
+            first = sum(len(part) for part in batch_ids[step].tensor_split(ranks.world_size)[: ranks.rank])
+            inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip, (first, len(batch_ids[step])))
+            with autocast:
+                outputs = step_model(inputs.contiguous(memory_format=layout))
+            bad = ranks.any(not _all_finite(outputs))
+            loss, stats = (None, {}) if bad else objective(ids, outputs, epoch)
+            bad = bad or ranks.any(not _all_finite(loss))
+            if bad:
                 _nonfinite(config, "outputs" if loss is None else "loss", epoch, step, last_path)
                 progress.skipped += 1
             else:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                stats["loss"] = loss.item() / (len(ids) if config.loss_reduction == "sum" else 1)
-                for key, value in stats.items():
+                stats["loss"] = loss.detach() / (len(ids) if config.loss_reduction == "sum" else 1)
+                names = sorted(stats)
+                means = ranks.sum(torch.tensor([float(stats[k]) for k in names])) / ranks.world_size
+                for key, value in zip(names, means.tolist(), strict=True):
                     progress.sums[key] = progress.sums.get(key, 0.0) + value
                 trained = step + 1 - progress.skipped
                 batches.set_postfix({k: f"{progress.sums[k] / trained:.4f}" for k in ("loss", "cosine", "train_accuracy") if k in progress.sums})
@@ -322,7 +362,9 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             fault_point(f"after-step:{epoch + 1}:{step + 1}")
             if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0 and progress.step < num_batches:
                 progress.seconds, progress.generator = time.perf_counter() - started, generator.get_state()
-                save_checkpoint(partial_path, {**snapshot(epoch), "progress": dataclasses.asdict(progress)})
+                if ranks.main:
+                    save_checkpoint(partial_path, {**snapshot(epoch), "progress": dataclasses.asdict(progress)})
+                ranks.barrier()
         objective.check()
         if not all(_all_finite(p) for p in model.parameters()):
             _nonfinite(dataclasses.replace(config, on_nonfinite="stop"), "weights", epoch, num_batches - 1, last_path)
@@ -337,13 +379,33 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             "images_per_s": len(dataset) / seconds,
         }
         history.append(row)
-        with open(run_dir / "log.jsonl", "a") as log:
-            log.write(json.dumps(row) + "\n")
         last_path = run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt"
-        save_checkpoint(last_path, snapshot(epoch + 1))
-        partial_path.unlink(missing_ok=True)
-        prune_checkpoints(run_dir, config.keep_last, config.keep_every)
+        if ranks.main:
+            with open(run_dir / "log.jsonl", "a") as log:
+                log.write(json.dumps(row) + "\n")
+            save_checkpoint(last_path, snapshot(epoch + 1))
+            partial_path.unlink(missing_ok=True)
+            prune_checkpoints(run_dir, config.keep_last, config.keep_every)
+            if config.progress:
+                tqdm.write(f"{desc}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
+        ranks.barrier()
         progress = None
-        if config.progress:
-            tqdm.write(f"{desc}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
     return TrainResult(model, objective, config, run_dir, history)
+
+
+def _autocast(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the network (precision=bf16, or auto on a GPU); the loss and assignment run in fp32."""
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _fast_model(model: Network, config: Config, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """What the training step calls: the network in channels-last layout (GPUs), compiled, and wrapped in DDP
+    when several ranks train. ``model`` itself stays the plain network that checkpoints save."""
+    if config.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    step_model: torch.nn.Module = model
+    if ranks.world_size > 1:
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(step_model) if config.compile else step_model

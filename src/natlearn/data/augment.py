@@ -26,6 +26,7 @@ def augment(
     padding: int = 4,
     scale: float = 0.25,
     flip: bool = True,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Random crop and horizontal flip of a batch.
 
@@ -38,22 +39,27 @@ def augment(
         images: (b, C, H, W) uint8 on any device.
         size: side of the output.
         generator: CPU generator; the same seed gives the same batch on any device.
+        rows: ``(first, total)``: the images are rows first..first+b of a global batch of ``total``; the
+            random crops of the whole global batch are drawn and these rows kept, so the ranks of a
+            torchrun job together crop exactly as one process would.
     Returns:
         (b, C, size, size) float32 in [0, 1] on the images' device.
     """
     if crop not in CROPS:
         raise NatlearnError(f"crop={crop!r} is not valid; choose one of: {', '.join(CROPS)}")
     b = images.shape[0]
-    flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    first, total = rows or (0, b)
+    mine = slice(first, first + b)
+    flips = (torch.rand(total, generator=generator) < 0.5 if flip else torch.zeros(total, dtype=torch.bool))[mine]
     if crop == "resized":
-        return _resized_crop(images, size, scale, flips, generator)
+        return _resized_crop(images, size, scale, flips, generator, total, mine)
     x = F.pad(images, (padding,) * 4) if crop == "pad" and padding else images
     height, width = x.shape[-2:]
     if size > min(height, width):
         raise NatlearnError(f"crop size {size} is larger than the images ({height}x{width} after padding); lower image_size")
     if crop == "pad":
-        top = torch.randint(0, height - size + 1, (b, 1), generator=generator)
-        left = torch.randint(0, width - size + 1, (b, 1), generator=generator)
+        top = torch.randint(0, height - size + 1, (total, 1), generator=generator)[mine]
+        left = torch.randint(0, width - size + 1, (total, 1), generator=generator)[mine]
     else:
         top = torch.full((b, 1), (height - size) // 2)
         left = torch.full((b, 1), (width - size) // 2)
@@ -67,16 +73,22 @@ def augment(
     return out.float().div_(255)
 
 
-def _resized_crop(images: torch.Tensor, size: int, scale: float, flips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    b, _, height, width = images.shape
-    area = scale + (1 - scale) * torch.rand(b, generator=generator, dtype=torch.float64)
-    log_ratio = math.log(3 / 4) + math.log(16 / 9) * torch.rand(b, generator=generator, dtype=torch.float64)
+def _resized_crop(
+    images: torch.Tensor, size: int, scale: float, flips: torch.Tensor, generator: torch.Generator, total: int, mine: slice
+) -> torch.Tensor:
+    b = images.shape[0]
+
+    def uniform() -> torch.Tensor:
+        return torch.rand(total, generator=generator, dtype=torch.float64)[mine]
+
+    area = scale + (1 - scale) * uniform()
+    log_ratio = math.log(3 / 4) + math.log(16 / 9) * uniform()
     ratio = log_ratio.exp()
     # Box sides as fractions of the image, clipped to fit; then a random position inside.
     box_w = (area * ratio).sqrt().clamp(max=1.0)
     box_h = (area / ratio).sqrt().clamp(max=1.0)
-    center_x = (1 - box_w) * (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1)
-    center_y = (1 - box_h) * (2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1)
+    center_x = (1 - box_w) * (2 * uniform() - 1)
+    center_y = (1 - box_h) * (2 * uniform() - 1)
     sign = 1.0 - 2.0 * flips.double()
     theta = torch.zeros(b, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 2] = box_w * sign, center_x

@@ -1,0 +1,87 @@
+"""torchrun with 2 CPU processes (gloo): the global assignment, equivalence with one process, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from natlearn.checkpoint import load_checkpoint
+
+TESTS = Path(__file__).parent
+# A global batch of 128 = 2 shares of 64; k > n with spares and blocks, so every part of the global problem is used.
+RUN = ["data=digits", "widths=[8,16]", "dim=16", "subset=1024", "batch_size=128", "epochs=3", "reassign_every=1",
+       "k=1100", "spare_targets=16", "assign_block=64", "progress=false", "keep_last=5"]  # fmt: skip
+
+
+def torchrun(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def natlearn_train(out: Path, *extra: str, ranks: int = 2, env: dict | None = None) -> subprocess.CompletedProcess:
+    args = ["-m", "natlearn", "train", *RUN, f"out={out}", *extra]
+    if ranks == 1:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    return torchrun(*args, env=env)
+
+
+def log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "two"
+    done = natlearn_train(out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("done: 3 epochs") == 1, "only rank 0 reports"
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["global_reassignment", "ranks_disagree", "gathers_uneven_shards"])
+def test_two_rank_scenarios(scenario):
+    done = torchrun(str(TESTS / "two_ranks.py"), scenario)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_ranks_train_like_one_process_with_the_global_batch(two_rank_run, tmp_path):
+    one = tmp_path / "one"
+    done = natlearn_train(one, ranks=1)
+    assert done.returncode == 0, done.stderr
+    for a, b in zip(log(one), log(two_rank_run), strict=True):
+        for key in ("loss", "cosine", "reassigned"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    single, double = load_checkpoint(one / "checkpoints" / "epoch_0003.pt"), load_checkpoint(two_rank_run / "checkpoints" / "epoch_0003.pt")
+    assignment = double["objective"]["assignment"]
+    assert torch.equal(single["objective"]["assignment"]["image_to_target"], assignment["image_to_target"])
+    assert torch.equal(single["objective"]["assignment"]["spare"], assignment["spare"])
+    everything = torch.cat([assignment["image_to_target"], assignment["spare"]])
+    assert torch.equal(everything.sort().values, torch.arange(1100)), "still a one-to-one map onto the k targets"
+    for name, value in single["model"].items():
+        assert torch.allclose(value.double(), double["model"][name].double(), atol=1e-4), name
+
+
+def test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends(two_rank_run, tmp_path):
+    out = tmp_path / "killed"
+    killed = natlearn_train(out, "checkpoint_every_steps=3", env={"NATLEARN_FAULT": "after-step:2:5"})
+    assert killed.returncode != 0
+    assert not (out / "checkpoints" / "epoch_0002.pt").exists()
+    resumed = torchrun("-m", "natlearn", "train", f"out={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finished, reference = load_checkpoint(out / "checkpoints" / "epoch_0003.pt"), load_checkpoint(two_rank_run / "checkpoints" / "epoch_0003.pt")
+    for name, value in reference["model"].items():
+        assert torch.equal(value, finished["model"][name]), name
+    assert torch.equal(reference["objective"]["assignment"]["image_to_target"], finished["objective"]["assignment"]["image_to_target"])
+    assert [row["loss"] for row in log(out)] == [row["loss"] for row in log(two_rank_run)]
+
+
+def test_rank_zero_alone_writes_the_run_folder(two_rank_run):
+    names = sorted(path.name for path in (two_rank_run / "checkpoints").iterdir())
+    assert names == [f"epoch_{e:04d}.pt{suffix}" for e in (1, 2, 3) for suffix in ("", ".sha256")]
+    assert len(log(two_rank_run)) == 3

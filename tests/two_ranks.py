@@ -1,0 +1,59 @@
+"""Scenarios run under ``torchrun --nproc-per-node 2`` (gloo) by tests/test_distributed.py; exit 0 = passed."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from natlearn.assignment import Assignment
+from natlearn.config import Config
+from natlearn.distributed import init_ranks
+from natlearn.errors import NatlearnError
+from natlearn.train import NoiseAsTargets
+
+
+def global_reassignment() -> None:
+    """Each rank passes its shard of a global batch; both must end with the assignment one process computes
+    on the whole batch, and get back their own rows of its targets."""
+    ranks = init_ranks("cpu")
+    config = Config(dim=8, k=80, spare_targets=6, assign_block=16, seed=3, batch_size=36)
+    n, batch = 64, 36
+    ids = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:batch]
+    outputs = torch.nn.functional.normalize(torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    reference = NoiseAsTargets(config, n)  # one process, whole batch
+    expected, expected_changed = reference.reassign(ids, outputs)
+    distributed = NoiseAsTargets(config, n, ranks)
+    mine = ranks.shard(torch.arange(batch))  # shares of 18 rows
+    targets, changed = distributed.reassign(ids[mine], outputs[mine])
+    assert torch.equal(targets, expected[mine]), "a rank got other targets than one process computes"
+    assert changed == expected_changed
+    assert torch.equal(distributed.assignment.image_to_target, reference.assignment.image_to_target)
+    assert torch.equal(distributed.assignment.spare, reference.assignment.spare)
+    distributed.check()  # the hash comparison passes when the ranks agree
+
+
+def ranks_disagree() -> None:
+    """A rank whose assignment differs must make every rank stop with the error naming it."""
+    ranks = init_ranks("cpu")
+    objective = NoiseAsTargets(Config(dim=4, batch_size=4), 10, ranks)
+    if ranks.rank == 1:
+        objective.assignment = Assignment(10, seed=99)
+    try:
+        objective.check()
+    except NatlearnError as error:
+        assert "ranks disagree on the image -> target assignment (ranks [1] differ from rank 0)" in str(error), str(error)
+        return
+    raise AssertionError("no error although the ranks' assignments differ")
+
+
+def gathers_uneven_shards() -> None:
+    ranks = init_ranks("cpu")
+    rows = torch.arange(5 + ranks.rank, dtype=torch.float64)[:, None].expand(-1, 3) + 100 * ranks.rank
+    gathered = ranks.gather(rows)
+    assert gathered.shape == (11, 3) and gathered[5, 0] == 100 and gathered[-1, 0] == 105
+    assert torch.equal(ranks.my_rows(gathered, torch.tensor([5, 6])), rows)
+
+
+if __name__ == "__main__":
+    {"global_reassignment": global_reassignment, "ranks_disagree": ranks_disagree, "gathers_uneven_shards": gathers_uneven_shards}[sys.argv[1]]()
