@@ -32,7 +32,8 @@ RESUME_LOCKED = (
 class Config:
     # data
     data: str = "digits"
-    """Data set: digits (bundled), cifar10, cifar100, mnist, fashion-mnist, svhn, stl10 (torchvision), or an image folder."""
+    """Data set: digits (bundled), synthetic (random images: speed tests), cifar10, cifar100, mnist, fashion-mnist,
+    svhn, stl10 (torchvision), or an image folder."""
     data_root: str = ""
     """Folder holding a named data set in torchvision's layout (default ./data); unused for digits and folders."""
     download: bool = False

@@ -35,7 +35,8 @@ _TORCHVISION = {
     "svhn": ("SVHN", ("train", "test", "extra")),
     "stl10": ("STL10", ("train", "test", "unlabeled", "train+unlabeled")),
 }
-DATASETS = ("digits", *_TORCHVISION)
+DATASETS = ("digits", "synthetic", *_TORCHVISION)
+SYNTHETIC_IMAGES = 10_000
 SPLITS = ("train", "test", "all", "extra", "unlabeled", "train+unlabeled")
 
 
@@ -110,6 +111,15 @@ def _digits(split: str) -> ImageDataset:
     return _dataset(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), [str(c) for c in range(10)])
 
 
+def _synthetic(image_size: int) -> ImageDataset:
+    """Random RGB images with random labels over 1,000 classes: throughput benchmarks, no download, no disk."""
+    size = image_size or 256
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (SYNTHETIC_IMAGES, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 1000, (SYNTHETIC_IMAGES,), generator=generator)
+    return ImageDataset(images, labels, [str(c) for c in range(1000)], (0.5,) * 3, (0.29,) * 3)
+
+
 def _torchvision(name: str, split: str, root: str, download: bool) -> ImageDataset:
     import torchvision.datasets as tv
 
@@ -166,7 +176,8 @@ def load_dataset(
     """A data set by name or folder path.
 
     Args:
-        name: ``digits`` (scikit-learn's bundled 8x8 digits, fixed 2/3 train, 1/3 test split), a
+        name: ``digits`` (scikit-learn's bundled 8x8 digits, fixed 2/3 train, 1/3 test split), ``synthetic``
+            (10,000 random image_size images, default 256, random labels: for speed benchmarks), a
             torchvision name (cifar10, cifar100, mnist, fashion-mnist, svhn, stl10), or a folder of
             images: class sub-folders give labels, a flat folder is unlabelled; a folder with ``train/``
             and ``test/`` sub-folders (like ../shared/data/cifar10) picks ``split``.
@@ -186,6 +197,8 @@ def load_dataset(
         if split not in ("train", "test", "all"):
             raise NatlearnError(f"digits has no split {split!r}; choose train, test or all")
         return _digits(split)
+    if name == "synthetic":
+        return _synthetic(image_size)
     if name in _TORCHVISION:
         return _torchvision(name, split, root or "data", download)
     path = Path(name)
