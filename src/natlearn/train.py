@@ -11,6 +11,7 @@ import math
 import shutil
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,9 @@ class NoiseAsTargets:
         self.targets = NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters)
         self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
         self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
+        self.overlap = config.assign_overlap
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
         self.loss_kind, self.reduction, self.temperature = config.resolved_loss(), config.loss_reduction, config.temperature
 
     def reassigns(self, epoch: int) -> bool:
@@ -58,7 +62,12 @@ class NoiseAsTargets:
             if outputs.is_cuda:  # time the assignment, not the forward pass still queued on the GPU
                 torch.cuda.synchronize(outputs.device)
             started = time.perf_counter()
-            targets, reassigned = self.reassign(ids, outputs.detach())
+            if self.overlap:
+                reassigned = self._finish_pending()  # the previous batch's solve, done by now
+                targets = self.targets[self.assignment[ids].to(outputs.device)]
+                self._pending = self._worker().submit(self._solve, *self._gather(ids, outputs.detach())[1:])
+            else:
+                targets, reassigned = self.reassign(ids, outputs.detach())
             seconds = time.perf_counter() - started
         else:
             targets, reassigned = self.targets[self.assignment[ids].to(outputs.device)], 0.0
@@ -74,21 +83,40 @@ class NoiseAsTargets:
         """Re-assign the global batch in blocks of at most ``assign_block`` images; returns this rank's (b, d)
         new targets and the fraction of the global batch whose target changed. Under torchrun every rank
         gathers the whole batch and solves the same problems, so the assignment stays identical everywhere."""
+        sizes, all_ids, all_outputs = self._gather(ids, outputs)
+        targets, changed = self._solve(all_ids, all_outputs)
+        return self.ranks.my_rows(targets, sizes), changed
+
+    def _gather(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-rank batch sizes, global batch ids, global batch outputs); collectives, so on the main thread."""
         sizes = self.ranks.gather(torch.tensor([len(ids)], device=outputs.device)).cpu()
-        all_ids, all_outputs = self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
-        blocks = math.ceil(len(all_ids) / self.assign_block) if self.assign_block else 1
-        parts = zip(all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks), strict=True)
+        return sizes, self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
+
+    def _solve(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+        blocks = math.ceil(len(ids) / self.assign_block) if self.assign_block else 1
+        parts = zip(ids.tensor_split(blocks), outputs.tensor_split(blocks), strict=True)
         results = [self.assignment.reassign(i, o, self.targets) for i, o in parts]
-        changed = sum(r.changed * len(r.targets) for r in results) / len(all_ids)
-        return self.ranks.my_rows(torch.cat([r.targets for r in results]), sizes), changed
+        return torch.cat([r.targets for r in results]), sum(r.changed * len(r.targets) for r in results) / len(ids)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        # One thread: solves run in batch order, as they would inline (the spare pool makes them sequential).
+        self._executor = self._executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="natlearn-assign")
+        return self._executor
+
+    def _finish_pending(self) -> float:
+        """Wait for the solve in flight (if any); the fraction of its batch that changed target."""
+        pending, self._pending = self._pending, None
+        return pending.result()[1] if pending else 0.0
 
     def state_dict(self) -> dict:
+        self._finish_pending()
         return {"assignment": self.assignment.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.assignment.load_state_dict(state["assignment"])
 
     def check(self) -> None:
+        self._finish_pending()
         self.assignment.check()
         self.ranks.check_identical(torch.cat([self.assignment.image_to_target, self.assignment.spare]), "image -> target assignment")
 
