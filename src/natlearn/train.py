@@ -65,7 +65,9 @@ class NoiseAsTargets:
             if self.overlap:
                 reassigned = self._finish_pending()  # the previous batch's solve, done by now
                 targets = self.targets[self.assignment[ids].to(outputs.device)]
-                self._pending = self._worker().submit(self._solve, *self._gather(ids, outputs.detach())[1:])
+                _, all_ids, all_outputs = self._gather(ids, outputs.detach())
+                proposals = self.assignment.propose(all_ids, all_outputs, self.targets, self._blocks(len(all_ids)))
+                self._pending = self._worker().submit(self.assignment.settle, proposals)  # only the solver runs there
             else:
                 targets, reassigned = self.reassign(ids, outputs.detach())
             seconds = time.perf_counter() - started
@@ -84,19 +86,16 @@ class NoiseAsTargets:
         new targets and the fraction of the global batch whose target changed. Under torchrun every rank
         gathers the whole batch and solves the same problems, so the assignment stays identical everywhere."""
         sizes, all_ids, all_outputs = self._gather(ids, outputs)
-        targets, changed = self._solve(all_ids, all_outputs)
-        return self.ranks.my_rows(targets, sizes), changed
+        result = self.assignment.reassign(all_ids, all_outputs, self.targets, self._blocks(len(all_ids)))
+        return self.ranks.my_rows(result.targets, sizes), result.changed
 
     def _gather(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(per-rank batch sizes, global batch ids, global batch outputs); collectives, so on the main thread."""
         sizes = self.ranks.gather(torch.tensor([len(ids)], device=outputs.device)).cpu()
         return sizes, self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
 
-    def _solve(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
-        blocks = math.ceil(len(ids) / self.assign_block) if self.assign_block else 1
-        parts = zip(ids.tensor_split(blocks), outputs.tensor_split(blocks), strict=True)
-        results = [self.assignment.reassign(i, o, self.targets) for i, o in parts]
-        return torch.cat([r.targets for r in results]), sum(r.changed * len(r.targets) for r in results) / len(ids)
+    def _blocks(self, batch: int) -> int:
+        return math.ceil(batch / self.assign_block) if self.assign_block else 1
 
     def _worker(self) -> ThreadPoolExecutor:
         # One thread: solves run in batch order, as they would inline (the spare pool makes them sequential).
@@ -106,7 +105,7 @@ class NoiseAsTargets:
     def _finish_pending(self) -> float:
         """Wait for the solve in flight (if any); the fraction of its batch that changed target."""
         pending, self._pending = self._pending, None
-        return pending.result()[1] if pending else 0.0
+        return pending.result().changed if pending else 0.0
 
     def state_dict(self) -> dict:
         self._finish_pending()
