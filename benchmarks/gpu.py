@@ -74,7 +74,6 @@ def main() -> None:
     gpus = torch.cuda.device_count() if not args.quick else 1
     kinds = {
         "nat, bf16, channels_last": [],
-        "nat, bf16, channels_last, assign_overlap": ["assign_overlap=true"],
         "supervised cross-entropy, bf16, channels_last": ["--supervised"],
         "nat, fp32": ["precision=fp32", "channels_last=false"],
         "nat, bf16, channels_last, compile": ["compile=true"],

@@ -99,25 +99,3 @@ def test_discrete_targets_and_softmax_loss_train(tiny_config):
 def test_a_diverging_run_stops_with_a_clear_error(tiny_config):
     with pytest.raises(NatlearnError, match="epoch 1, step"):
         train(dataclasses.replace(tiny_config, lr=1e38, momentum=0.0, weight_decay=0.0, loss_reduction="sum", epochs=2))
-
-
-def test_overlapped_assignment_solves_the_same_problems_as_inline(tiny_config, tmp_path):
-    # With a learning rate too small to move the weights, both modes see the same outputs, so the background
-    # solves must leave exactly the assignment the inline ones do (spares included: they are order-dependent).
-    still = dataclasses.replace(tiny_config, epochs=2, lr=1e-30, momentum=0.0, weight_decay=0.0, k=1250, spare_targets=8)
-    inline = train(still).objective
-    overlapped = train(dataclasses.replace(still, assign_overlap=True, out=str(tmp_path / "overlap"))).objective
-    assert torch.equal(inline.assignment.image_to_target, overlapped.assignment.image_to_target)
-    assert torch.equal(inline.assignment.spare, overlapped.assignment.spare)
-
-
-def test_overlapped_assignment_resumes_exactly(tiny_config, tmp_path):
-    config = dataclasses.replace(tiny_config, epochs=3, assign_overlap=True, keep_last=10)
-    expected = _final_state(train(config))
-    interrupted = dataclasses.replace(config, out=str(tmp_path / "interrupted"))
-    train(interrupted)
-    for path in checkpoint_paths(tmp_path / "interrupted")[1:]:
-        path.unlink()
-    resumed = train(interrupted, resume=True)
-    _assert_equal_states(_final_state(resumed), expected)
-    assert all(row["reassigned"] > 0 for row in resumed.history)

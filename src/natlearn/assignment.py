@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from natlearn.targets import NoiseTargets
 
-__all__ = ["Assignment", "Proposal", "ReassignResult"]
+__all__ = ["Assignment", "ReassignResult"]
 
 
 @dataclass(frozen=True)
@@ -35,21 +35,6 @@ class ReassignResult:
     changed: float
     cosine_before: float
     cosine_after: float
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """One block's Hungarian problem, ready to solve: its images' current targets, the candidate target ids
-    (the block's own, then m spares), their vectors, and the (b, b + m) cost matrix on the CPU (or being
-    copied there until ``ready``)."""
-
-    ids: torch.Tensor
-    current: torch.Tensor
-    candidates: torch.Tensor
-    spare_slots: torch.Tensor | None
-    vectors: torch.Tensor
-    similarity: torch.Tensor
-    ready: torch.cuda.Event | None
 
 
 class Assignment:
@@ -85,7 +70,7 @@ class Assignment:
         image_ids = torch.as_tensor(image_ids)
         return self.image_to_target[image_ids.cpu()].to(image_ids.device)
 
-    def reassign(self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets, blocks: int = 1) -> ReassignResult:
+    def reassign(self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets) -> ReassignResult:
         """Re-solve the batch's assignment: image ``image_ids[a]`` takes the candidate target closest
         to ``outputs[a]`` under the one-to-one constraint (Hungarian method, scipy).
 
@@ -93,62 +78,33 @@ class Assignment:
             image_ids: (b,) distinct image indices of the batch.
             outputs: (b, d) L2-normalised network outputs of those images (no gradient needed).
             targets: the fixed targets the ids refer to.
-            blocks: solve ``blocks`` near-equal consecutive parts of the batch separately (each with its
-                own m spare targets): O(b^3 / blocks^2) instead of O(b^3).
         Returns:
             A :class:`ReassignResult`: the new target vectors (so the loss needs no second lookup) and the
             fraction of the batch whose target changed.
         """
-        return self.settle(self.propose(image_ids, outputs, targets, blocks))
-
-    def propose(self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets, blocks: int = 1) -> list[Proposal]:
-        """First half of :meth:`reassign`, the part that touches the outputs' device: candidates and cost matrices.
-        The matrices travel to the CPU without blocking; :meth:`settle` (any thread, in order) waits for them.
-        With spare targets, settle the previous proposals first: they change the spare pool."""
         ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
+        current = self.image_to_target[ids]
         m = self.spare_per_batch
-        slots = torch.randperm(self.spare.numel(), generator=self.generator)[: m * blocks] if m else None
-        proposals = []
-        for part, (block_ids, block_outputs) in enumerate(zip(ids.tensor_split(blocks), outputs.tensor_split(blocks), strict=True)):
-            current = self.image_to_target[block_ids]
-            spare_slots = slots[part * m : (part + 1) * m] if m else None
-            candidates = torch.cat([current, self.spare[spare_slots]]) if m else current
-            vectors = targets[candidates.to(outputs.device)]
-            similarity = (block_outputs.detach().to(vectors.dtype) @ vectors.T).double()
-            ready = None
-            if similarity.is_cuda:
-                host = torch.empty(similarity.shape, dtype=similarity.dtype, pin_memory=True)
-                host.copy_(similarity, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record()
-                similarity = host
-            proposals.append(Proposal(block_ids, current, candidates, spare_slots, vectors, similarity, ready))
-        return proposals
-
-    def settle(self, proposals: list[Proposal]) -> ReassignResult:
-        """Second half of :meth:`reassign`: solve each proposal's Hungarian problem and update the state."""
-        results = []
-        for p in proposals:
-            if p.ready is not None:
-                p.ready.synchronize()
-            similarity = p.similarity.numpy()
-            rows, cols = linear_sum_assignment(similarity, maximize=True)
-            chosen = torch.from_numpy(cols.astype(np.int64))
-            new = p.candidates[chosen]
-            self.image_to_target[p.ids] = new
-            if p.spare_slots is not None:
-                unchosen = torch.ones(len(p.candidates), dtype=torch.bool)
-                unchosen[chosen] = False
-                self.spare[p.spare_slots] = p.candidates[unchosen]
-            self._check_batch(p.current, new, p.candidates)
-            before = float(np.trace(similarity[:, : len(p.ids)]))
-            results.append((p.vectors[chosen.to(p.vectors.device)], int((new != p.current).sum()), before, float(similarity[rows, cols].sum())))
-        b = sum(len(p.ids) for p in proposals)
+        spare_slots = torch.randperm(self.spare.numel(), generator=self.generator)[:m] if m else None
+        candidates = torch.cat([current, self.spare[spare_slots]]) if m else current
+        candidate_vectors = targets[candidates.to(outputs.device)]
+        similarity = (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T).double().cpu().numpy()
+        rows, cols = linear_sum_assignment(similarity, maximize=True)
+        chosen = torch.from_numpy(cols.astype(np.int64))
+        new = candidates[chosen]
+        before = float(np.trace(similarity[:, : len(ids)])) / len(ids)
+        after = float(similarity[rows, cols].mean())
+        self.image_to_target[ids] = new
+        if m:
+            unchosen = torch.ones(len(candidates), dtype=torch.bool)
+            unchosen[chosen] = False
+            self.spare[spare_slots] = candidates[unchosen]
+        self._check_batch(current, new, candidates)
         return ReassignResult(
-            targets=torch.cat([r[0] for r in results]),
-            changed=sum(r[1] for r in results) / b,
-            cosine_before=sum(r[2] for r in results) / b,
-            cosine_after=sum(r[3] for r in results) / b,
+            targets=candidate_vectors[chosen.to(candidate_vectors.device)],
+            changed=float((new != current).double().mean()),
+            cosine_before=before,
+            cosine_after=after,
         )
 
     def _check_batch(self, old: torch.Tensor, new: torch.Tensor, candidates: torch.Tensor) -> None:

@@ -87,10 +87,6 @@ class Config:
     assign_block: int = 0
     """Solve a batch's re-assignment in near-equal blocks of at most this many images (0 = the whole batch, official).
     The Hungarian method is O(b^3): blocks bound its cost for large (multi-GPU) batches."""
-    assign_overlap: bool = False
-    """Solve re-assignments in a background thread while the backward pass and the next forward run (GPUs: takes the
-    Hungarian off the critical path). The loss of a re-assigned batch then uses the targets its images held before;
-    the new ones apply from the next epoch. False = the paper's order (re-assign, then the loss to the new targets)."""
     loss: str = "auto"
     """square (the paper's) or softmax; auto = square for nat, softmax (cross-entropy) for supervised."""
     temperature: float = 0.1

@@ -11,7 +11,6 @@ import math
 import shutil
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,9 +47,6 @@ class NoiseAsTargets:
         self.targets = NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters)
         self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
         self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
-        self.overlap = config.assign_overlap
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
         self.loss_kind, self.reduction, self.temperature = config.resolved_loss(), config.loss_reduction, config.temperature
 
     def reassigns(self, epoch: int) -> bool:
@@ -62,14 +58,7 @@ class NoiseAsTargets:
             if outputs.is_cuda:  # time the assignment, not the forward pass still queued on the GPU
                 torch.cuda.synchronize(outputs.device)
             started = time.perf_counter()
-            if self.overlap:
-                reassigned = self._finish_pending()  # the previous batch's solve, done by now
-                targets = self.targets[self.assignment[ids].to(outputs.device)]
-                _, all_ids, all_outputs = self._gather(ids, outputs.detach())
-                proposals = self.assignment.propose(all_ids, all_outputs, self.targets, self._blocks(len(all_ids)))
-                self._pending = self._worker().submit(self.assignment.settle, proposals)  # only the solver runs there
-            else:
-                targets, reassigned = self.reassign(ids, outputs.detach())
+            targets, reassigned = self.reassign(ids, outputs.detach())
             seconds = time.perf_counter() - started
         else:
             targets, reassigned = self.targets[self.assignment[ids].to(outputs.device)], 0.0
@@ -85,37 +74,21 @@ class NoiseAsTargets:
         """Re-assign the global batch in blocks of at most ``assign_block`` images; returns this rank's (b, d)
         new targets and the fraction of the global batch whose target changed. Under torchrun every rank
         gathers the whole batch and solves the same problems, so the assignment stays identical everywhere."""
-        sizes, all_ids, all_outputs = self._gather(ids, outputs)
-        result = self.assignment.reassign(all_ids, all_outputs, self.targets, self._blocks(len(all_ids)))
-        return self.ranks.my_rows(result.targets, sizes), result.changed
-
-    def _gather(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(per-rank batch sizes, global batch ids, global batch outputs); collectives, so on the main thread."""
         sizes = self.ranks.gather(torch.tensor([len(ids)], device=outputs.device)).cpu()
-        return sizes, self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
-
-    def _blocks(self, batch: int) -> int:
-        return math.ceil(batch / self.assign_block) if self.assign_block else 1
-
-    def _worker(self) -> ThreadPoolExecutor:
-        # One thread: solves run in batch order, as they would inline (the spare pool makes them sequential).
-        self._executor = self._executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="natlearn-assign")
-        return self._executor
-
-    def _finish_pending(self) -> float:
-        """Wait for the solve in flight (if any); the fraction of its batch that changed target."""
-        pending, self._pending = self._pending, None
-        return pending.result().changed if pending else 0.0
+        all_ids, all_outputs = self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
+        blocks = math.ceil(len(all_ids) / self.assign_block) if self.assign_block else 1
+        parts = zip(all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks), strict=True)
+        results = [self.assignment.reassign(i, o, self.targets) for i, o in parts]
+        changed = sum(r.changed * len(r.targets) for r in results) / len(all_ids)
+        return self.ranks.my_rows(torch.cat([r.targets for r in results]), sizes), changed
 
     def state_dict(self) -> dict:
-        self._finish_pending()
         return {"assignment": self.assignment.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.assignment.load_state_dict(state["assignment"])
 
     def check(self) -> None:
-        self._finish_pending()
         self.assignment.check()
         self.ranks.check_identical(torch.cat([self.assignment.image_to_target, self.assignment.spare]), "image -> target assignment")
 
