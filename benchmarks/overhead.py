@@ -157,7 +157,7 @@ def main() -> None:
         f"permutation; targets are regenerated from their index), instead of {state_bytes['target_table_bytes_per_image_avoided']:,} "
         "bytes per image for an n x d float32 target table at d = 2048 (10.5 GB).",
         "",
-        "GPU: this task had no GPU lent (`device` status: not drawn), so there is no GPU row yet.",
+        "GPU rows: see the AlexNet-BN section below (`bash benchmarks/gpu.sh`, H200).",
     ]
     write_section("overhead", "\n".join(lines))
 
