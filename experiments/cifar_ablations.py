@@ -79,6 +79,23 @@ TABLES = {
 LAYERS = ["conv2", "conv3"]
 
 
+def probe_split(train_set, size: int):
+    """The fixed subset of the train split the short protocol's probes are fit on."""
+    return train_set.subset(torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:size].sort().values)
+
+
+def short_eval(model, probe_train, test_set) -> dict:
+    """The short protocol: linear probes on conv2, conv3 and the penultimate features, 20-NN on the latter."""
+    settings = EvalSettings(layers=[*LAYERS, "neck"], knn=(20,), mlp=False, progress=False)
+    evaluation = evaluate_network(model.eval(), probe_train, test_set, probe_train.image_size, settings)
+    linear = evaluation["protocols"]["linear"]
+    return {
+        **{f"linear_{layer}": linear[layer]["top1"] for layer in [*LAYERS, "neck"]},
+        "best_linear": max(linear[layer]["top1"] for layer in LAYERS),
+        "knn20_neck": evaluation["protocols"]["knn20"]["neck"]["top1"],
+    }
+
+
 def row_config(base: Config, row: str, batch_size: int) -> Config:
     overrides = dict(ROWS[row])
     if overrides.get("k") == "2n":
@@ -100,15 +117,10 @@ def run_row(config: Config, row: str, probe_train, test_set) -> dict:
         found = latest_checkpoint(Path(config.out)) if (Path(config.out) / "checkpoints").exists() else None
         result = train(config, resume=found is not None)
         model, history = result.model, result.history
-    settings = EvalSettings(layers=[*LAYERS, "neck"], knn=(20,), mlp=False, progress=False)
-    evaluation = evaluate_network(model.eval(), probe_train, test_set, config.crop_size or probe_train.image_size, settings)
-    linear = evaluation["protocols"]["linear"]
     summary = {
         "row": row,
         "overrides": ROWS[row],
-        **{f"linear_{layer}": linear[layer]["top1"] for layer in [*LAYERS, "neck"]},
-        "best_linear": max(linear[layer]["top1"] for layer in LAYERS),
-        "knn20_neck": evaluation["protocols"]["knn20"]["neck"]["top1"],
+        **short_eval(model, probe_train, test_set),
         "train_seconds": sum(h["seconds"] for h in history),
         "seconds": time.perf_counter() - started,
         "final_epoch": history[-1] if history else None,
@@ -166,8 +178,7 @@ def main() -> None:
         base = dataclasses.replace(load_preset("cifar10"), data=args.cifar10, epochs=args.epochs, subset=args.subset, progress=False)
     base = dataclasses.replace(base, out=str(Path(args.runs) / ("ablations-quick" if args.quick else "ablations")))
     train_set, test_set = labelled_splits(base)
-    probe_ids = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[: args.probe_train].sort().values
-    probe_train = train_set.subset(probe_ids)
+    probe_train = probe_split(train_set, args.probe_train)
     name = "cifar_ablations_quick" if args.quick else "cifar_ablations"
     previous = Path(__file__).parent / "results" / f"{name}.json"
     results = json.loads(previous.read_text())["rows"] if previous.exists() else {}
