@@ -2,7 +2,7 @@
 
     python experiments/cifar_ablations.py                  # all rows, ~1 h on 2 CPU cores; resumable
     python experiments/cifar_ablations.py --rows nat,nat-discrete
-    python experiments/cifar_ablations.py --quick          # smoke run on digits (seconds), docs untouched
+    python experiments/cifar_ablations.py --quick          # smoke run on digits (a minute); writes RUNS/ablations-quick only
 
 Budget of every row (the CIFAR-10 preset otherwise: 32-64-128-128 conv net, d = 128, Sobel input, pad crops +
 flips, lr 0.05 cosine, batch 256, re-assignment every 3rd epoch): pre-training on a fixed random subset of
@@ -179,17 +179,19 @@ def main() -> None:
     base = dataclasses.replace(base, out=str(Path(args.runs) / ("ablations-quick" if args.quick else "ablations")))
     train_set, test_set = labelled_splits(base)
     probe_train = probe_split(train_set, args.probe_train)
-    name = "cifar_ablations_quick" if args.quick else "cifar_ablations"
-    previous = Path(__file__).parent / "results" / f"{name}.json"
-    results = json.loads(previous.read_text())["rows"] if previous.exists() else {}
+    # --quick keeps its JSON beside its runs: smoke runs never touch experiments/results or docs.
+    saved = Path(base.out) / "results.json" if args.quick else Path(__file__).parent / "results" / "cifar_ablations.json"
+    results = json.loads(saved.read_text())["rows"] if saved.exists() else {}
     started = time.perf_counter()
     for row in rows:
         results[row] = run_row(row_config(base, row, base.batch_size), row, probe_train, test_set)
         print(f"{row}: conv2 {results[row]['linear_conv2']:.4f}, conv3 {results[row]['linear_conv3']:.4f}", flush=True)
         minutes = (time.perf_counter() - started) / 60
         payload = {"date": today(), "hardware": hardware(), "budget": vars(args), "base": base.to_dict(), "rows": results}
-        write_json(name, payload, "experiments")
-        if not args.quick:
+        if args.quick:
+            atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))  # noqa: B023
+        else:
+            write_json("cifar_ablations", payload, "experiments")
             write_section("ablations", markdown(results, base, args, minutes), doc="results.md", title="# Results")
 
 

@@ -1,0 +1,43 @@
+"""The experiment scripts' --quick smoke runs (digits, tiny nets): they run end to end and leave docs/ alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_ablations_quick_runs_rows_and_resumes_from_cached_rows(tmp_path):
+    docs = (ROOT / "docs" / "results.md").read_text()
+    rows = "nat,random-init,nat-discrete,nat-k2n-spare"
+    first = run_script("cifar_ablations.py", "--quick", "--runs", str(tmp_path), "--rows", rows)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = json.loads((tmp_path / "ablations-quick" / "results.json").read_text())["rows"]
+    assert {"nat", "random-init", "nat-discrete", "nat-k2n-spare"} <= results.keys()
+    assert all(0.1 < results[row]["linear_conv3"] <= 1 for row in rows.split(","))
+    assert (tmp_path / "ablations-quick" / "nat" / "ablation_eval.json").exists()
+    again = run_script("cifar_ablations.py", "--quick", "--runs", str(tmp_path), "--rows", "nat")
+    assert again.returncode == 0 and "nat: conv2" in again.stdout  # served from the cached evaluation
+    assert (ROOT / "docs" / "results.md").read_text() == docs
+    assert not (ROOT / "experiments" / "results" / "cifar_ablations_quick.json").exists()
+
+
+def test_ablations_reject_unknown_rows(tmp_path):
+    done = run_script("cifar_ablations.py", "--quick", "--runs", str(tmp_path), "--rows", "nat,nat-typo")
+    assert done.returncode != 0 and "unknown row(s) nat-typo" in done.stderr
+
+
+def test_main_table_quick_runs_end_to_end(tmp_path):
+    done = run_script("cifar_main.py", "--quick", "--runs", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| **best linear** |" in done.stdout
+    assert len(list((tmp_path / "cifar_main_quick" / "evolution").glob("epoch_*.json"))) >= 2
