@@ -48,6 +48,9 @@ BAD_COMMAND_LINES = [
     (["train", "widths=[]"], "non-empty list"),
     (["train", "data=mnist", "data_root=/no/such/root"], "download=true"),
     (["demo", "epochs=0"], "epochs=0 is too small"),
+    (["train", "subset=5000"], "subset=5000 is larger than the data set (n=1198)"),
+    (["train", "assign_block=-1"], "assign_block=-1 is too small"),
+    (["train", "precision=fp16"], "auto, fp32, bf16"),
 ]
 
 

@@ -227,3 +227,41 @@ def test_missing_and_empty_folders_give_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(NatlearnError, match="no files"):
         load_dataset(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("crop", ["pad", "resized"])
+def test_a_rank_share_is_cropped_exactly_as_its_rows_of_the_global_batch(crop):
+    images = torch.randint(0, 256, (10, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = augment(images, 10, torch.Generator().manual_seed(5), crop, padding=2)
+    share = augment(images[4:7], 10, torch.Generator().manual_seed(5), crop, padding=2, rows=(4, 10))
+    assert torch.equal(share, whole[4:7])
+
+
+def test_subset_is_a_seeded_sample_of_the_training_split():
+    from natlearn.config import Config
+    from natlearn.train import pretraining_data
+
+    full = Config(data="digits").load_data("train")
+    picked = pretraining_data(Config(data="digits", subset=300, batch_size=64))
+    assert len(picked) == 300 and picked.mean == full.mean
+    rows = [int((full.images == image).flatten(1).all(dim=1).nonzero()[0]) for image in picked.images[:20]]
+    assert torch.equal(picked.labels[:20], full.labels[rows])
+    assert torch.equal(pretraining_data(Config(data="digits", subset=300, batch_size=64)).images, picked.images)
+    assert not torch.equal(pretraining_data(Config(data="digits", subset=300, batch_size=64, seed=2)).images, picked.images)
+
+
+def test_synthetic_data_is_deterministic_and_labelled():
+    a, b = load_dataset("synthetic", "train", image_size=8), load_dataset("synthetic", "test", image_size=8)
+    assert a.images.shape == (10_000, 3, 8, 8) and torch.equal(a.images, b.images)
+    assert len(a.classes) == 1000 and int(a.labels.max()) < 1000
+
+
+def test_a_streaming_subset_reads_the_chosen_files(tmp_path):
+    _write_folder(tmp_path / "images")
+    memory = load_dataset(str(tmp_path / "images"), image_size=12, mode="memory")
+    stream = load_dataset(str(tmp_path / "images"), image_size=12, mode="stream")
+    picked = torch.tensor([1, 5, 9, 20])
+    part_stream, part_memory = stream.subset(picked), memory.subset(picked)
+    assert len(part_stream) == 4 and torch.equal(part_stream.labels, part_memory.labels)
+    (ids, images), *_ = part_stream.batches([torch.arange(4)], torch.device("cpu"), workers=0)
+    assert torch.equal(images, part_memory.images) and len(stream) == len(memory)
