@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import torch
+import torch.distributed as dist
 
 from natlearn.assignment import Assignment
 from natlearn.config import Config
@@ -57,3 +58,6 @@ def gathers_uneven_shards() -> None:
 
 if __name__ == "__main__":
     {"global_reassignment": global_reassignment, "ranks_disagree": ranks_disagree, "gathers_uneven_shards": gathers_uneven_shards}[sys.argv[1]]()
+    # Leave together: a rank that exits while the other still tears down gloo can abort ("terminate called ...").
+    dist.barrier()
+    dist.destroy_process_group()

@@ -160,7 +160,8 @@ def _run(argv: Sequence[str] | None) -> int:
 
         config = _train_config(args)
         result = train(config, resume=args.resume, overwrite=args.overwrite)
-        if torch.distributed.is_initialized():  # under torchrun: rank 0 reports
+        if torch.distributed.is_initialized():  # under torchrun: leave together, rank 0 reports
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
             if os.environ.get("RANK") != "0":
                 return 0
