@@ -54,6 +54,9 @@ ROWS: dict[str, dict] = {
     "nat-k2n-spare": {"k": "2n", "spare_targets": "batch"},
     "nat-block16": {"assign_block": 16},
     "nat-block64": {"assign_block": 64},
+    "nat-seed2": {"seed": 2},
+    "random-init-seed2": {"seed": 2},
+    "nat-resized-crops": {"crop": "resized", "crop_scale": 0.25},
 }
 # table title -> (row, what differs) pairs, in reading order; the first rows of each table share the base config.
 TABLES = {
@@ -74,6 +77,12 @@ TABLES = {
     "Sweep: k/n > 1 with spare targets in the batch problem": [("nat", "k = n (official)"), ("nat-k2n-spare", "k = 2n, b spare targets per batch")],
     "Sweep: assignment block size (batch 256)": [
         ("nat-block16", "blocks of 16"), ("nat-block64", "blocks of 64"), ("nat", "whole batch, 256 (official)"),
+    ],
+    "Augmentation strength": [
+        ("nat", "pad-4 random crops + flips (paper-style)"), ("nat-resized-crops", "random resized crops, 25-100% of the area"),
+    ],
+    "Seed noise (another seed changes the init, targets, subset and batch order)": [
+        ("nat", "NAT, seed 1111"), ("nat-seed2", "NAT, seed 2"), ("random-init-seed2", "random init, seed 2"),
     ],
 }  # fmt: skip
 LAYERS = ["conv2", "conv3"]
@@ -111,7 +120,7 @@ def run_row(config: Config, row: str, probe_train, test_set) -> dict:
     if cached.exists():
         return json.loads(cached.read_text())
     started = time.perf_counter()
-    if row == "random-init":
+    if row.startswith("random-init"):
         model, history = build_model(config, probe_train), []
     else:
         found = latest_checkpoint(Path(config.out)) if (Path(config.out) / "checkpoints").exists() else None
