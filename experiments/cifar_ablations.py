@@ -147,7 +147,7 @@ def markdown(results: dict[str, dict], base: Config, args: argparse.Namespace, m
         f"re-assign every {base.reassign_every}rd epoch) except the one change named, pre-trained on the same random "
         f"{args.subset:,}-image subset of the train split for {args.epochs} epochs (seed {base.seed}); linear probes on the frozen "
         f"conv2 / conv3 maps (~9k dims each) fit on a fixed {args.probe_train:,} train images, scored on all 10,000 test images; "
-        f"weighted 20-NN on the penultimate (neck) features. One seed per row: differences under ~1 point are noise. "
+        f"weighted 20-NN on the penultimate (neck) features. One seed per row; the last table shows how much a seed moves a row. "
         f"{minutes:.0f} minutes in all (this invocation). JSON: `experiments/results/cifar_ablations.json`.",
         "",
     ]
