@@ -86,11 +86,12 @@ def main() -> None:
         base = dataclasses.replace(load_preset("cifar10"), data=args.cifar10, progress=False)
         probe_images = 10_000
     nat_final, nat_log = train_or_resume(dataclasses.replace(base, keep_every=5, out=str(root / "nat")))
-    supervised = dataclasses.replace(base, objective="supervised", epochs=args.supervised_epochs, out=str(root / "supervised"))
+    sup_name = f"supervised-{args.supervised_epochs}ep"  # its own folder: another length is another lr schedule
+    supervised = dataclasses.replace(base, objective="supervised", epochs=args.supervised_epochs, out=str(root / sup_name))
     sup_final, sup_log = train_or_resume(supervised)
 
     settings = EvalSettings(progress=False)
-    sources = {"nat": nat_final, "random-init": "random-init", "supervised": sup_final, "raw-pixels": "raw-pixels"}
+    sources = {"nat": nat_final, "random-init": "random-init", sup_name: sup_final, "raw-pixels": "raw-pixels"}
     results = {name: evaluate_once(source, root / "eval" / name, base, settings) for name, source in sources.items()}
     train_set, test_set = labelled_splits(base)
     steps = evolution(root / "nat", base, probe_split(train_set, probe_images), test_set, root / "evolution")
