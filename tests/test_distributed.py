@@ -85,3 +85,16 @@ def test_rank_zero_alone_writes_the_run_folder(two_rank_run):
     names = sorted(path.name for path in (two_rank_run / "checkpoints").iterdir())
     assert names == [f"epoch_{e:04d}.pt{suffix}" for e in (1, 2, 3) for suffix in ("", ".sha256")]
     assert len(log(two_rank_run)) == 3
+
+
+def test_a_rank_share_starts_where_tensor_split_puts_it():
+    from natlearn.distributed import Ranks
+
+    for world in (1, 2, 3, 8):
+        for batch in (8, 9, 11, 256):
+            for rank in range(world):
+                ranks = Ranks(rank, world)
+                expected = sum(len(part) for part in torch.arange(batch).tensor_split(world)[:rank])
+                assert ranks.first_row(batch) == expected
+                if world > 1:
+                    assert int(ranks.shard(torch.arange(batch))[0]) == expected

@@ -42,6 +42,11 @@ class Ranks:
         """This rank's contiguous share of a global batch (near-equal shares, rank order)."""
         return batch_ids.tensor_split(self.world_size)[self.rank] if self.world_size > 1 else batch_ids
 
+    def first_row(self, batch_size: int) -> int:
+        """Where this rank's :meth:`shard` starts in a global batch of ``batch_size`` (tensor_split's sizes)."""
+        base, extra = divmod(batch_size, self.world_size)
+        return self.rank * base + min(self.rank, extra)
+
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's ``rows`` (shares may differ in length by one) in rank order."""
         if self.world_size == 1:

@@ -342,8 +342,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         )  # fmt: skip
         started = time.perf_counter() - progress.seconds
         for step, (ids, images) in enumerate(batches, start=progress.step):
-            first = sum(len(part) for part in batch_ids[step].tensor_split(ranks.world_size)[: ranks.rank])
-            inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip, (first, len(batch_ids[step])))
+            rows = (ranks.first_row(len(batch_ids[step])), len(batch_ids[step]))  # this rank's rows of the global batch
+            inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip, rows)
             with autocast:
                 outputs = step_model(inputs.contiguous(memory_format=layout))
             bad = ranks.any(not _all_finite(outputs))
