@@ -1,6 +1,6 @@
 """The main CIFAR-10 table: NAT vs random init vs supervised vs raw pixels, the feature evolution, the figures.
 
-    python experiments/cifar_main.py            # ~1 h NAT + ~10 min supervised + ~40 min evaluation on 2 CPU cores
+    python experiments/cifar_main.py            # ~1 h NAT + ~20 min supervised + ~40 min evaluation on 2 CPU cores
     python experiments/cifar_main.py --quick    # smoke run on digits (a minute), docs untouched
 
 Steps, each skipped when its output exists (so a killed run continues; training resumes from its newest
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default: ../shared/data/cifar10)")
     parser.add_argument("--runs", default="runs", help="runs go to RUNS/cifar_main/")
-    parser.add_argument("--supervised-epochs", type=int, default=5)
+    parser.add_argument("--supervised-epochs", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="digits, tiny net, 3 epochs; writes nothing under docs/")
     args = parser.parse_args()
     started = time.perf_counter()
