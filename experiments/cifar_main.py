@@ -33,6 +33,7 @@ from natlearn.config import Config, load_preset  # noqa: E402
 from natlearn.evaluate import EvalSettings, evaluate, labelled_splits  # noqa: E402
 from natlearn.evaluate.compare import best_linear, compare_table, gap_recovered  # noqa: E402
 from natlearn.evaluate.figures import line_plot  # noqa: E402
+from natlearn.files import atomic_write  # noqa: E402
 from natlearn.train import build_model, train  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures"
@@ -62,8 +63,8 @@ def evolution(run: Path, base: Config, probe_train, test_set, out: Path) -> list
         cached = out / f"epoch_{epoch:04d}.json"
         if not cached.exists():
             model = build_model(base, probe_train) if path is None else load_model(path)
-            out.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps({"epoch": epoch, **short_eval(model, probe_train, test_set)}) + "\n")
+            row = json.dumps({"epoch": epoch, **short_eval(model, probe_train, test_set)}) + "\n"
+            atomic_write(cached, lambda tmp: tmp.write_text(row))  # noqa: B023
         rows.append(json.loads(cached.read_text()))
     return sorted(rows, key=lambda row: row["epoch"])
 
