@@ -98,9 +98,12 @@ def short_eval(model, probe_train, test_set) -> dict:
     settings = EvalSettings(layers=[*LAYERS, "neck"], knn=(20,), mlp=False, progress=False)
     evaluation = evaluate_network(model.eval(), probe_train, test_set, probe_train.image_size, settings)
     linear = evaluation["protocols"]["linear"]
+    best = max(LAYERS, key=lambda layer: linear[layer]["held_out_top1"])  # chosen on held-out train images, not the test split
     return {
         **{f"linear_{layer}": linear[layer]["top1"] for layer in [*LAYERS, "neck"]},
-        "best_linear": max(linear[layer]["top1"] for layer in LAYERS),
+        **{f"held_out_{layer}": linear[layer]["held_out_top1"] for layer in [*LAYERS, "neck"]},
+        "best_linear_layer": best,
+        "best_linear": linear[best]["top1"],
         "knn20_neck": evaluation["protocols"]["knn20"]["neck"]["top1"],
     }
 

@@ -91,7 +91,7 @@ def test_eval_transform_is_deterministic():
 
 def test_folder_with_odd_formats_is_converted(tmp_path):
     _write_folder(tmp_path / "images")
-    data = load_dataset(str(tmp_path / "images"), image_size=12)
+    data = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert data.images.shape == (24, 3, 12, 12)
     assert data.classes == ["cat", "dog", "eel"] and data.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
     assert all(torch.equal(data[i][0], data.images[i]) and data[i][1] == i for i in range(24))
@@ -111,7 +111,7 @@ def test_small_images_are_upscaled_to_image_size(tmp_path):
 
 def test_cache_is_reused_and_invalidated_when_the_folder_changes(tmp_path, monkeypatch):
     _write_folder(tmp_path / "images", per_class=3)
-    first = load_dataset(str(tmp_path / "images"), image_size=12)
+    first = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     caches = list((tmp_path / "cache").glob("folder-*.pt"))
     assert len(caches) == 1
 
@@ -120,10 +120,10 @@ def test_cache_is_reused_and_invalidated_when_the_folder_changes(tmp_path, monke
 
     with monkeypatch.context() as patch:
         patch.setattr(folder_module, "try_decode", no_decoding)
-        again = load_dataset(str(tmp_path / "images"), image_size=12)
+        again = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert torch.equal(again.images, first.images)
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "images" / "dog" / "new.png")
-    changed = load_dataset(str(tmp_path / "images"), image_size=12)
+    changed = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert len(changed) == len(first) + 1
     assert len(list((tmp_path / "cache").glob("folder-*.pt"))) == 2
     assert not list((tmp_path / "cache").glob(".*.tmp"))
@@ -133,22 +133,22 @@ def test_bad_files_stop_with_the_first_name_or_are_skipped_with_one_warning(tmp_
     _write_folder(tmp_path / "images", per_class=2)
     good = tmp_path / "images" / "cat" / "0.png"
     (tmp_path / "images" / "cat" / "truncated.jpg").write_bytes(good.read_bytes()[:40])
-    (tmp_path / "images" / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "images" / "dog" / "zz-broken.PNG").write_bytes(b"garbage")
     with pytest.raises(NatlearnError, match=r"truncated\.jpg is not a readable image \(2 bad"):
-        load_dataset(str(tmp_path / "images"), image_size=12)
+        load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert not list((tmp_path / "cache").glob("*"))  # nothing half-written
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_dataset(str(tmp_path / "images"), image_size=12, on_bad_image="skip")
+        data = load_dataset(str(tmp_path / "images"), "all", image_size=12, on_bad_image="skip")
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "truncated.jpg" in messages[0] and "notes.txt" in messages[0]
+    assert len(messages) == 1 and "truncated.jpg" in messages[0] and "zz-broken.PNG" in messages[0]
     assert len(data) == 6
 
 
 def test_streaming_folder_gives_the_same_images_through_workers(tmp_path):
     _write_folder(tmp_path / "images", per_class=4)
-    memory = load_dataset(str(tmp_path / "images"), image_size=12, mode="memory")
-    stream = load_dataset(str(tmp_path / "images"), image_size=12, mode="stream")
+    memory = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="memory")
+    stream = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="stream")
     assert isinstance(stream, StreamingFolder) and len(stream) == len(memory)
     batches = [torch.tensor([5, 0, 11]), torch.tensor([3, 7])]
     for (ids, images), expected in zip(stream.batches(batches, torch.device("cpu"), workers=2), batches, strict=True):
@@ -213,7 +213,7 @@ def test_hundred_images_of_the_shared_cifar10_copy(tmp_path):
         (tmp_path / "c" / class_dir.name).mkdir(parents=True)
         for image in sorted(class_dir.iterdir())[:10]:
             (tmp_path / "c" / class_dir.name / image.name).symlink_to(image)
-    data = load_dataset(str(tmp_path / "c"))
+    data = load_dataset(str(tmp_path / "c"), "all")
     assert data.images.shape == (100, 3, 32, 32) and data.images.dtype == torch.uint8
     assert data.classes[:3] == ["airplane", "automobile", "bird"]
     assert torch.equal(torch.bincount(data.labels), torch.full((10,), 10))
@@ -250,18 +250,188 @@ def test_subset_is_a_seeded_sample_of_the_training_split():
     assert not torch.equal(pretraining_data(Config(data="digits", subset=300, batch_size=64, seed=2)).images, picked.images)
 
 
-def test_synthetic_data_is_deterministic_and_labelled():
+def test_synthetic_data_is_deterministic_labelled_and_tests_on_other_images():
     a, b = load_dataset("synthetic", "train", image_size=8), load_dataset("synthetic", "test", image_size=8)
-    assert a.images.shape == (10_000, 3, 8, 8) and torch.equal(a.images, b.images)
-    assert len(a.classes) == 1000 and int(a.labels.max()) < 1000
+    assert a.images.shape == (10_000, 3, 8, 8) and b.images.shape == (2_000, 3, 8, 8)
+    assert torch.equal(load_dataset("synthetic", "train", image_size=8).images, a.images)
+    train_images = {row.tobytes() for row in a.images.flatten(1).numpy()}
+    assert not any(row.tobytes() in train_images for row in b.images.flatten(1).numpy())  # no test image is a train image
+    assert len(a.classes) == 1000 and int(a.labels.max()) < 1000 and int(b.labels.max()) < 1000
 
 
 def test_a_streaming_subset_reads_the_chosen_files(tmp_path):
     _write_folder(tmp_path / "images")
-    memory = load_dataset(str(tmp_path / "images"), image_size=12, mode="memory")
-    stream = load_dataset(str(tmp_path / "images"), image_size=12, mode="stream")
+    memory = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="memory")
+    stream = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="stream")
     picked = torch.tensor([1, 5, 9, 20])
     part_stream, part_memory = stream.subset(picked), memory.subset(picked)
     assert len(part_stream) == 4 and torch.equal(part_stream.labels, part_memory.labels)
     (ids, images), *_ = part_stream.batches([torch.arange(4)], torch.device("cpu"), workers=0)
     assert torch.equal(images, part_memory.images) and len(stream) == len(memory)
+
+
+def _write_noise(folder: Path, count: int, start: int = 0, size: int = 8) -> None:
+    """``count`` pure-noise PNGs (every one distinct) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([start, count, len(str(folder))])
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{start + i:03d}.png")
+
+
+def _image_keys(data) -> list[bytes]:
+    return [row.tobytes() for row in data.images.flatten(1).numpy()]
+
+
+def test_a_class_folder_holds_out_a_seeded_stratified_test_split(tmp_path):
+    counts = {"ant": 10, "bee": 7, "cow": 1, "dog": 2}
+    for name, count in counts.items():
+        _write_noise(tmp_path / "data" / name, count, start=100 * len(name) + ord(name[0]))
+    root = str(tmp_path / "data")
+    train, test, everything = (load_dataset(root, split, image_size=8, seed=1111) for split in ("train", "test", "all"))
+    assert len(list((tmp_path / "cache").glob("folder-*.pt"))) == 1  # the three splits share one decode
+    assert set(_image_keys(train)).isdisjoint(_image_keys(test))
+    assert sorted(_image_keys(train) + _image_keys(test)) == sorted(_image_keys(everything)) and len(everything) == 20
+    # round(0.2 * count) of each class, at least 1 of a class of 2 or more, none of a class of 1
+    assert torch.bincount(test.labels, minlength=4).tolist() == [2, 1, 0, 1]
+    assert torch.bincount(train.labels, minlength=4).tolist() == [8, 6, 1, 1]
+    assert test.classes == train.classes == ["ant", "bee", "cow", "dog"]
+    assert test.split_note == f"held-out test split: 20% of each class of {root} (seed 1111, stratified), 4 of 20 images"
+    assert train.split_note == f"train split: the other 16 of 20 images of {root} (20% of each class held out for testing, seed 1111)"
+    assert _image_keys(load_dataset(root, "test", image_size=8, seed=1111)) == _image_keys(test)  # same seed, same split
+    assert _image_keys(load_dataset(root, "test", image_size=8, seed=7)) != _image_keys(test)
+    stream = load_dataset(root, "test", image_size=8, seed=1111, mode="stream")
+    assert isinstance(stream, StreamingFolder) and stream.split_note == test.split_note
+    ((_, streamed),) = stream.batches([torch.arange(len(stream))], torch.device("cpu"), workers=0)
+    assert torch.equal(streamed, test.images) and torch.equal(stream.labels, test.labels)
+
+
+def test_pre_training_leaves_the_held_out_images_out(tmp_path):
+    from natlearn.config import Config
+
+    for name in ("a", "b"):
+        _write_noise(tmp_path / "data" / name, 10, start=ord(name))
+    config = Config(data=str(tmp_path / "data"), image_size=8, test_fraction=0.3)
+    pretrain, test = config.load_data("pretrain"), config.load_data("test")
+    assert len(pretrain) == 14 and len(test) == 6 and set(_image_keys(pretrain)).isdisjoint(_image_keys(test))
+    assert len(Config(data=str(tmp_path / "data"), image_size=8, train_split="all").load_data("pretrain")) == 20
+    with pytest.raises(NatlearnError, match="test_fraction=1.0 must lie in"):
+        Config(test_fraction=1.0).validate()
+
+
+def test_a_flat_folder_trains_on_everything_and_has_no_test_split(tmp_path):
+    _write_noise(tmp_path / "flat", 5)
+    assert len(load_dataset(str(tmp_path / "flat"), "train", image_size=8)) == len(load_dataset(str(tmp_path / "flat"), "all", image_size=8)) == 5
+    with pytest.raises(NatlearnError) as error:
+        load_dataset(str(tmp_path / "flat"), "test", image_size=8)
+    assert str(error.value) == (
+        f"{tmp_path / 'flat'} is an unlabelled flat folder (no class sub-folders): evaluation needs labels; "
+        "put the images in one sub-folder per class"
+    )
+
+
+def test_train_and_test_sub_folders_are_the_splits(tmp_path):
+    for split, count in (("train", 5), ("test", 3)):
+        for name in ("a", "b"):
+            _write_noise(tmp_path / "data" / split / name, count, start=ord(name) + count)
+    test = load_dataset(str(tmp_path / "data"), "test", image_size=8)
+    assert len(load_dataset(str(tmp_path / "data"), "train", image_size=8)) == 10 and len(test) == 6
+    assert test.split_note == str(tmp_path / "data" / "test")
+    with pytest.raises(NatlearnError, match="must be train or test"):
+        load_dataset(str(tmp_path / "data"), "all", image_size=8)
+
+
+def test_every_data_set_says_where_its_images_came_from():
+    assert load_dataset("digits", "test").split_note == "digits: fixed stratified 1/3 test split"
+    assert "2,000 random test images" in load_dataset("synthetic", "test", image_size=4).split_note
+    assert load_dataset("digits", "train").subset(torch.arange(5)).split_note.endswith("a subset of 5 of them")
+
+
+def test_an_added_empty_class_folder_relabels_instead_of_reusing_the_cache(tmp_path):
+    for name in ("b", "c"):
+        _write_noise(tmp_path / "data" / name, 2, start=ord(name))
+    before = load_dataset(str(tmp_path / "data"), "all", image_size=8)
+    assert before.labels.tolist() == [0, 0, 1, 1]
+    (tmp_path / "data" / "a").mkdir()
+    after = load_dataset(str(tmp_path / "data"), "all", image_size=8)
+    assert after.classes == ["a", "b", "c"] and after.labels.tolist() == [1, 1, 2, 2]
+    assert torch.equal(after.images, before.images)
+
+
+def test_16_bit_images_keep_their_high_byte(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, (16, 16)).astype(np.uint16)
+    expected = float((values >> 8).mean())
+    Image.fromarray(values).save(tmp_path / "gray16.png")
+    Image.fromarray(values).save(tmp_path / "gray16.tif")
+    Image.fromarray(values.astype(np.int32), "I").save(tmp_path / "mode_i.tif")  # opens as mode I holding 0..65535
+    with Image.open(tmp_path / "mode_i.tif") as image:
+        assert image.mode == "I"
+    for name in ("gray16.png", "gray16.tif", "mode_i.tif"):
+        decoded = folder_module.decode_image(tmp_path / name, 16)
+        assert abs(float(decoded.mean()) - expected) < 0.5, name
+    wide = values.astype(np.int64) * 30_000  # genuinely 32-bit: scaled by its maximum
+    Image.fromarray(wide.astype(np.int32), "I").save(tmp_path / "wide.tif")
+    expected_wide = float(np.rint(wide * (255 / wide.max())).mean())
+    assert abs(float(folder_module.decode_image(tmp_path / "wide.tif", 16).mean()) - expected_wide) < 0.5
+
+
+def test_non_image_files_are_skipped_with_one_warning(tmp_path):
+    _write_noise(tmp_path / "data" / "cat", 3)
+    _write_noise(tmp_path / "data" / "dog", 3)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "data" / "dog" / "UPPER.JPG", format="JPEG")
+    (tmp_path / "data" / "cat" / "notes.txt").write_text("not an image")
+    (tmp_path / "data" / "dog" / "labels.csv").write_text("a,b")
+    (tmp_path / "data" / "dog" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: ignored silently
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_dataset(str(tmp_path / "data"), "all", image_size=8)
+    assert len(data) == 7
+    (message,) = [str(w.message) for w in caught]
+    assert "skipped 2 non-image file(s)" in message and "notes.txt" in message and "\n" not in message
+    (tmp_path / "only_notes").mkdir()
+    (tmp_path / "only_notes" / "readme.md").write_text("#")
+    with pytest.raises(NatlearnError, match=r"no image files in .*readme\.md"):
+        load_dataset(str(tmp_path / "only_notes"))
+
+
+def test_a_folder_of_only_unreadable_images_names_the_first(tmp_path):
+    (tmp_path / "bad").mkdir()
+    for name in ("a.png", "b.jpg", "c.png"):
+        (tmp_path / "bad" / name).write_bytes(b"garbage")
+    pattern = r"no readable image in .*bad: all 3 image file\(s\) are unreadable, the first .*a\.png"
+    with pytest.raises(NatlearnError, match=pattern):
+        load_dataset(str(tmp_path / "bad"))  # image_size=0: the first readable image's size
+    for policy in ("error", "skip"):
+        with pytest.raises(NatlearnError, match=pattern):
+            load_dataset(str(tmp_path / "bad"), image_size=8, on_bad_image=policy)
+    with pytest.raises(NatlearnError, match=pattern):
+        load_dataset(str(tmp_path / "bad"), image_size=8, mode="stream")
+
+
+def test_stl10_supervised_trains_on_its_labelled_split():
+    from natlearn.config import Config
+    from natlearn.data import ImageDataset, require_labels
+
+    assert Config(data="stl10").resolved_train_split() == "train+unlabeled"
+    assert Config(data="stl10", objective="supervised").resolved_train_split() == "train"
+    assert Config(data="stl10", objective="supervised", train_split="unlabeled").resolved_train_split() == "unlabeled"
+    mixed = ImageDataset(torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, -1, -1]), ["a"], (0.5,) * 3, (0.2,) * 3, "stl10 mix")
+    with pytest.raises(NatlearnError, match=r"supervised training needs labels, but 2 of the 3 images of stl10 mix .*train_split=train"):
+        require_labels(mixed, "supervised training")
+    assert require_labels(load_dataset("digits", "test"), "evaluation").shape == (599,)
+
+
+def test_eval_view_shows_resized_crops_at_their_mean_training_scale():
+    from natlearn.data import eval_view
+
+    ramp = (torch.arange(96) * 2).to(torch.uint8).expand(1, 1, 96, 96)  # value = 2 x column: slope = scale
+
+    def slope(view: torch.Tensor) -> float:  # source pixels per output pixel, averaged over the batch
+        return float((view[:, 0, :, -1] - view[:, 0, :, 0]).mean()) * 255 / 2 / (view.shape[-1] - 1)
+
+    trained = augment(ramp.expand(4000, 1, 96, 96), 64, torch.Generator().manual_seed(0), "resized", scale=0.25, flip=False)
+    assert slope(eval_view(ramp, 64, "resized", 0.25)) == pytest.approx(slope(trained), rel=0.03)
+    assert slope(center_crop(ramp, 64)) == pytest.approx(1.0) and slope(trained) > 1.1  # the old view: too close
+    assert torch.equal(eval_view(ramp, 64, "pad"), center_crop(ramp, 64))
+    full = eval_view(ramp, 64, "resized", 1.0)  # scale=1: the whole image, resized
+    assert slope(full) == pytest.approx(1.5, rel=0.02)

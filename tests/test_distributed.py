@@ -98,3 +98,38 @@ def test_a_rank_share_starts_where_tensor_split_puts_it():
                 assert ranks.first_row(batch) == expected
                 if world > 1:
                     assert int(ranks.shard(torch.arange(batch))[0]) == expected
+
+
+# A global batch of 125 = shares of 63 and 62 (uneven: a per-rank mean would weigh rows unequally), momentum on.
+EXACT = ["data=digits", "widths=[8,16]", "dim=16", "subset=1000", "batch_size=125", "epochs=1", "reassign_every=1", "momentum=0.9",
+         "progress=false", "keep_last=1"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["loss_reduction=sum", "lr=0.0005"],
+        ["loss_reduction=mean", "loss=softmax"],
+        ["loss_reduction=sum", "loss=softmax", "lr=0.0005", "reassign_every=2"],
+        ["objective=supervised", "loss_reduction=sum", "lr=0.0005"],
+        ["objective=supervised", "loss=square"],
+    ],
+    ids=["nat-square-sum", "nat-softmax-mean", "nat-softmax-sum-no-reassign", "supervised-ce-sum", "supervised-square-mean"],
+)
+def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settings, tmp_path):
+    """DDP averages gradients over ranks: each rank's loss must be scaled so that N ranks train exactly as one
+    process with the global batch (a per-rank sum would train at lr / N; the NAT softmax must see the global batch)."""
+    from natlearn.config import Config, apply_overrides
+    from natlearn.train import train
+
+    one = train(apply_overrides(Config(), [*EXACT, *settings, f"out={tmp_path / 'one'}"])).model.state_dict()
+    done = torchrun("-m", "natlearn", "train", *EXACT, *settings, f"out={tmp_path / 'two'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = load_checkpoint(tmp_path / "two" / "checkpoints" / "epoch_0001.pt")["model"]
+    moved = 0
+    for name, value in one.items():
+        if value.is_floating_point():
+            error = float((value - two[name]).double().norm() / value.double().norm().clamp_min(1e-12))
+            assert error < 1e-4, f"{name}: relative difference {error:.2e}"
+            moved += 1
+    assert moved > 0

@@ -1,3 +1,5 @@
+"""Evaluation: the probes on features with known answers, frozen-feature extraction, and every protocol on a tiny run."""
+
 import json
 
 import numpy as np
@@ -8,7 +10,7 @@ from PIL import Image
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import load_dataset
-from natlearn.evaluate import EvalSettings, evaluate, extract_features, knn_classify, linear_probe, mlp_probe, pool_conv_map
+from natlearn.evaluate import EvalSettings, evaluate, extract_features, finetune, knn_classify, linear_probe, mlp_probe, pool_conv_map
 from natlearn.evaluate.compare import gap_recovered
 from natlearn.evaluate.evolution import evolution
 from natlearn.evaluate.figures import filters_figure, neighbours_figure, training_curves
@@ -74,6 +76,32 @@ def test_feature_extraction_has_no_randomness():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_batchnorm_alone():
+    """Training leaves the network in train mode; extraction must switch to eval mode, or BatchNorm would
+    normalise each image by the statistics of whatever batch it landed in (and move its running statistics)."""
+    data = load_dataset("digits", "test")
+    model = build_model(Config(widths=(8, 16), dim=8), data)
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():  # running statistics like a trained network's, not the 0 / 1 of a fresh one
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    layers = ["conv1", "conv2", "neck"]
+    images = data.images[:96]
+    model.train()
+    whole = extract_features(model, images, layers, 8, batch_size=96)
+    model.train()
+    in_threes = extract_features(model, images, layers, 8, batch_size=3)
+    model.train()
+    alone = extract_features(model, images[5:6], layers, 8, batch_size=1)
+    for layer in layers:
+        assert torch.allclose(whole[layer], in_threes[layer], atol=1e-5), layer
+        assert torch.allclose(whole[layer][5:6], alone[layer], atol=1e-5), layer
+    after = model.state_dict()
+    assert all(torch.equal(after[key], value) for key, value in before.items()), "extraction changed the BatchNorm statistics"
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "run"
@@ -131,6 +159,20 @@ def test_cli_baselines_and_comparison(tiny_run, tmp_path, capsys):
     assert code == 0 and "best linear" in out
     compared = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert len(compared["results"]) == 4 and "0-run" in compared["gap_recovered"]
+
+
+def test_finetune_trains_a_copy_and_the_cli_reports_a_finetune_row(tiny_run, tmp_path):
+    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
+    before = {key: value.clone() for key, value in tiny_run.model.state_dict().items()}
+    assert finetune(tiny_run.model, train_set, test_set, 8, epochs=4, lr=0.1).top1 > 0.3  # chance is 0.1
+    assert all(torch.equal(tiny_run.model.state_dict()[key], value) for key, value in before.items()), "the pre-trained network was changed"
+    result = finetune(tiny_run.model, train_set, test_set, 8, epochs=1)
+    checkpoint = str(tiny_run.run_dir / "checkpoints" / "epoch_0002.pt")
+    flags = ["--finetune", "1", "--layers", "neck", "--knn", "", "--no-mlp", "--probe-epochs", "1"]
+    assert main(["eval", checkpoint, "--out", str(tmp_path / "e"), *flags]) == 0
+    protocols = json.loads((tmp_path / "e" / "eval.json").read_text())["protocols"]
+    assert set(protocols) == {"linear", "finetune"}
+    assert protocols["finetune"]["all"]["top1"] == pytest.approx(result.top1, abs=1e-9)  # same seed, same network
 
 
 def test_gap_recovered_arithmetic():

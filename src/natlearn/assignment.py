@@ -29,12 +29,15 @@ class ReassignResult:
         changed: fraction of the batch's images whose target changed, in [0, 1].
         cosine_before: mean cosine between outputs and their targets before the re-assignment.
         cosine_after: the same after it (never lower: the solver maximises the total cosine).
+        chosen: (b,) int64 index of each image's new target among the problem's candidates (what
+            :meth:`Assignment.replay` needs to repeat the re-assignment on another rank).
     """
 
     targets: torch.Tensor
     changed: float
     cosine_before: float
     cosine_after: float
+    chosen: torch.Tensor
 
 
 class Assignment:
@@ -82,30 +85,49 @@ class Assignment:
             A :class:`ReassignResult`: the new target vectors (so the loss needs no second lookup) and the
             fraction of the batch whose target changed.
         """
+        ids, current, candidates, spare_slots = self._propose(image_ids)
+        candidate_vectors = targets[candidates.to(outputs.device)]
+        similarity = (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T).double().cpu().numpy()
+        rows, cols = linear_sum_assignment(similarity, maximize=True)
+        chosen = torch.from_numpy(cols.astype(np.int64))
+        changed = self._settle(ids, current, candidates, spare_slots, chosen)
+        return ReassignResult(
+            targets=candidate_vectors[chosen.to(candidate_vectors.device)],
+            changed=changed,
+            cosine_before=float(np.trace(similarity[:, : len(ids)])) / len(ids),
+            cosine_after=float(similarity[rows, cols].mean()),
+            chosen=chosen,
+        )
+
+    def replay(self, image_ids: torch.Tensor, chosen: torch.Tensor) -> float:
+        """Apply a re-assignment that :meth:`reassign` solved elsewhere (another rank, same state): draw the
+        same spare targets, then give image ``image_ids[a]`` candidate ``chosen[a]``. Returns the fraction
+        of the batch whose target changed. Ranks that replay the solver rank's choices hold the same
+        assignment by construction, whatever their GPUs' arithmetic."""
+        ids, current, candidates, spare_slots = self._propose(image_ids)
+        return self._settle(ids, current, candidates, spare_slots, torch.as_tensor(chosen).cpu().to(torch.int64))
+
+    def _propose(self, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(ids, the targets they hold, the candidate targets, the spare slots drawn): the batch's problem."""
         ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
         current = self.image_to_target[ids]
         m = self.spare_per_batch
         spare_slots = torch.randperm(self.spare.numel(), generator=self.generator)[:m] if m else None
         candidates = torch.cat([current, self.spare[spare_slots]]) if m else current
-        candidate_vectors = targets[candidates.to(outputs.device)]
-        similarity = (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T).double().cpu().numpy()
-        rows, cols = linear_sum_assignment(similarity, maximize=True)
-        chosen = torch.from_numpy(cols.astype(np.int64))
+        return ids, current, candidates, spare_slots
+
+    def _settle(
+        self, ids: torch.Tensor, current: torch.Tensor, candidates: torch.Tensor, spare_slots: torch.Tensor | None, chosen: torch.Tensor
+    ) -> float:
+        """Image ``ids[a]`` takes ``candidates[chosen[a]]``; the unchosen candidates become spare."""
         new = candidates[chosen]
-        before = float(np.trace(similarity[:, : len(ids)])) / len(ids)
-        after = float(similarity[rows, cols].mean())
         self.image_to_target[ids] = new
-        if m:
+        if spare_slots is not None:
             unchosen = torch.ones(len(candidates), dtype=torch.bool)
             unchosen[chosen] = False
             self.spare[spare_slots] = candidates[unchosen]
         self._check_batch(current, new, candidates)
-        return ReassignResult(
-            targets=candidate_vectors[chosen.to(candidate_vectors.device)],
-            changed=float((new != current).double().mean()),
-            cosine_before=before,
-            cosine_after=after,
-        )
+        return float((new != current).double().mean())
 
     def _check_batch(self, old: torch.Tensor, new: torch.Tensor, candidates: torch.Tensor) -> None:
         """Cheap per-step invariant: the batch took distinct targets from its candidates only."""

@@ -26,21 +26,28 @@ __all__ = [
 FORMAT = "natlearn-checkpoint-v1"
 _NAME = re.compile(r"epoch_(\d+)\.pt$")
 PARTIAL_NAME = "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
+EXPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts only) atomically, tagged with FORMAT.
 
-    A ``.sha256`` file beside it, written first, lets :func:`load_checkpoint` detect a checkpoint whose
-    bytes changed after writing (a damaged disk or a partial copy), not only one torch cannot parse.
+    A ``.sha256`` file beside it lets :func:`load_checkpoint` detect a checkpoint whose bytes changed after
+    writing (a damaged disk or a partial copy), not only one torch cannot parse. The pair changes in an
+    order that never leaves a digest that does not match its checkpoint: the old digest goes first (the old
+    checkpoint stays loadable, unverified), then the checkpoint is renamed into place, then its digest is
+    written; a failure removes the digest, so no orphan or stale one remains.
     """
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
     payload = buffer.getvalue()
+    digest = _digest_path(path)
     try:
-        atomic_write(_digest_path(path), lambda tmp: tmp.write_text(hashlib.sha256(payload).hexdigest() + "\n"))
+        digest.unlink(missing_ok=True)
         atomic_write(path, lambda tmp: (tmp.write_bytes(payload), fault_point(f"in-checkpoint:{path.name}")))
+        atomic_write(digest, lambda tmp: tmp.write_text(hashlib.sha256(payload).hexdigest() + "\n"))
     except OSError as error:
+        digest.unlink(missing_ok=True)
         raise NatlearnError(f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume") from None
 
 
@@ -55,6 +62,8 @@ def load_checkpoint(path: str | Path) -> dict:
     checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise NatlearnError(f"checkpoint {path} is a folder; give a .pt file in it, e.g. {path / 'checkpoints' / 'epoch_NNNN.pt'}")
     if not path.is_file():
         raise NatlearnError(f"checkpoint {path} does not exist; give the path of a .pt file written by natlearn train")
     payload = path.read_bytes()
@@ -153,15 +162,23 @@ def load_model(path: str | Path) -> Network:
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the backbone (input layer, conv blocks, neck; no NAT head) as a plain state_dict file:
-    safetensors when ``out`` ends in ``.safetensors``, else a ``torch.save`` file.
+    safetensors when ``out`` ends in ``.safetensors``, a ``torch.save`` file for ``.pt``/``.pth``; other
+    names and a missing folder are refused (NatlearnError).
 
     Either loads in code that does not import natlearn (``torch.load(out, weights_only=True)`` or
     ``safetensors.torch.load_file(out)``); keys are the module paths of :class:`natlearn.models.Network`
     (``input.sobel``, ``convs.conv1.0.weight``, ...).
     """
+    out = Path(out)
+    if out.suffix not in EXPORT_SUFFIXES:
+        raise NatlearnError(
+            f"cannot export to {out}: unknown extension {out.suffix or '(none)'!r}; end the name in .pt or .pth (torch.save state_dict) "
+            "or .safetensors"
+        )
+    if not out.parent.is_dir():
+        raise NatlearnError(f"cannot export to {out}: folder {out.parent} does not exist; create it or choose another --out")
     model = load_model(checkpoint)
     backbone = {key: value.contiguous() for key, value in model.state_dict().items() if not key.startswith("head.")}
-    out = Path(out)
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file
 

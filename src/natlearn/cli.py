@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from natlearn import __version__
-from natlearn.checkpoint import latest_checkpoint, load_checkpoint, load_model, network_from_state
+from natlearn.checkpoint import checkpoint_paths, latest_checkpoint, load_checkpoint, load_model, network_from_state
 from natlearn.config import Config, apply_overrides, field_help, load_preset
 from natlearn.errors import NatlearnError
+from natlearn.models import feature_layers
 
 __all__ = ["main"]
 
@@ -23,6 +24,22 @@ __all__ = ["main"]
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
         raise NatlearnError(f"{message} (see: {self.prog} --help)")
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: flags and positionals (key=value settings) may interleave, as in
+    ``natlearn train epochs=8 --resume progress=false``."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:  # parse_known_intermixed_args calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _config_epilog() -> str:
@@ -36,7 +53,7 @@ def _config_epilog() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="natlearn", description="Noise As Targets: unsupervised CNN pre-training by predicting noise.")
     parser.add_argument("--version", action="version", version=f"natlearn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     train = commands.add_parser(
         "train",
@@ -45,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_config_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("settings", nargs="*", help="an optional preset name or YAML file first, then key=value overrides")
+    train.add_argument("settings", nargs="*", default=[], help="an optional preset name or YAML file first, then key=value overrides")
     train.add_argument("--resume", action="store_true", help="continue the run in out= from its newest readable checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete an earlier run in out= and start over")
     train.add_argument("--supervised", action="store_true", help="train on labels instead (objective=supervised)")
@@ -69,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         description="natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR",
     )
     evaluate.add_argument("source", help="a checkpoint .pt, random-init (same network untrained) or raw-pixels")
-    evaluate.add_argument("settings", nargs="*", help="random-init/raw-pixels: an optional preset first; then key=value data settings")
+    evaluate.add_argument("settings", nargs="*", default=[], help="random-init/raw-pixels: an optional preset first; then key=value data settings")
     evaluate.add_argument("--out", default=None, help="output folder (default: RUN/eval for a run's checkpoint, else eval)")
     eval_flags(evaluate)
 
@@ -80,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     neighbours = commands.add_parser("neighbors", help="test queries and their nearest training images in a layer's feature space")
     neighbours.add_argument("checkpoint")
-    neighbours.add_argument("settings", nargs="*", help="key=value data settings")
+    neighbours.add_argument("settings", nargs="*", default=[], help="key=value data settings")
     neighbours.add_argument("--layer", default="neck", help="feature layer (default neck: the penultimate features)")
     neighbours.add_argument("--queries", type=int, default=8)
     neighbours.add_argument("--k", type=int, default=6)
@@ -92,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evolution = commands.add_parser("evolution", help="transfer accuracy of the checkpoints kept along a run (train with keep_every=N)")
     evolution.add_argument("run_dir")
-    evolution.add_argument("settings", nargs="*", help="key=value data settings")
+    evolution.add_argument("settings", nargs="*", default=[], help="key=value data settings")
     evolution.add_argument("--out", default=None, help="output folder (default RUN_DIR/evolution)")
     eval_flags(evolution)
 
@@ -101,26 +118,32 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    demo.add_argument("settings", nargs="*", help="key=value changes to the digits preset, e.g. seed=3 epochs=100")
+    demo.add_argument("settings", nargs="*", default=[], help="key=value changes to the digits preset, e.g. seed=3 epochs=100")
     return parser
 
 
 def _train_config(args: argparse.Namespace) -> Config:
+    """The config of ``natlearn train``. With --resume and no preset it is the checkpoint's plus the key=value
+    changes; with a preset (the same command re-run with --resume) it is the preset plus the changes, as for
+    a new run. Either way a change to a RESUME_LOCKED field is refused before any work."""
     settings = list(args.settings)
     preset = settings.pop(0) if settings and "=" not in settings[0] else None
     if args.supervised:
         settings.append("objective=supervised")
+    base = load_preset(preset) if preset else None
     if not args.resume:
-        return apply_overrides(load_preset(preset) if preset else Config(), settings)
-    if preset:
-        raise NatlearnError(f"--resume takes the config from the checkpoint; drop {preset!r} and pass only key=value changes")
-    out = Path(apply_overrides(Config(), settings).out)
+        return apply_overrides(base or Config(), settings)
+    out = Path(apply_overrides(base or Config(), settings).out)
     with warnings.catch_warnings():  # train() looks again and warns about damaged checkpoints once
         warnings.simplefilter("ignore")
         found = latest_checkpoint(out)
     if found is None:
         raise NatlearnError(f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; drop --resume to start a new run")
-    return apply_overrides(apply_overrides(Config(), found[1]["config"]), settings)
+    from natlearn.train import _check_resumable
+
+    config = apply_overrides(base or apply_overrides(Config(), found[1]["config"]), settings)
+    _check_resumable(config, found[1]["config"])
+    return config
 
 
 def _eval_settings(args: argparse.Namespace, knn: bool = True):
@@ -129,10 +152,54 @@ def _eval_settings(args: argparse.Namespace, knn: bool = True):
     try:
         ks = tuple(int(k) for k in args.knn.split(",") if k.strip()) if knn else ()
     except ValueError:
-        raise NatlearnError(f"--knn {args.knn!r} must be comma-separated integers, e.g. 20,200") from None
-    layers = [name.strip() for name in args.layers.split(",") if name.strip()] or None
-    knn_layers = tuple(name.strip() for name in args.knn_layers.split(",") if name.strip())
+        ks = (0,)  # not integers: refused below with the same message
+    if any(k < 1 for k in ks):
+        raise NatlearnError(f"--knn {args.knn!r} must be comma-separated positive integers, e.g. 20,200 ('' for no k-NN)")
+    if args.probe_epochs < 1:
+        raise NatlearnError(f"--probe-epochs {args.probe_epochs} must be >= 1")
+    if args.finetune < 0:
+        raise NatlearnError(f"--finetune {args.finetune} must be >= 0 (0 = no fine-tuning)")
+    layers = _names(args.layers) or None
+    knn_layers = tuple(_names(args.knn_layers))
     return EvalSettings(layers, not args.no_linear, ks, knn_layers, not args.no_mlp, probe_epochs=args.probe_epochs, finetune_epochs=args.finetune)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _check_layers(config: Config, source: str, **flags: list[str]) -> None:
+    """Refuse layer names the network of ``config`` lacks (before any work), listing the valid ones.
+    ``flags``: option name with "_" for "-" (``knn_layers``) -> the names given."""
+    valid = feature_layers(config.arch, config.widths)
+    for flag, names in flags.items():
+        unknown = [name for name in names if name not in valid]
+        if unknown:
+            option = "--" + flag.replace("_", "-")
+            raise NatlearnError(f"{option} {','.join(unknown)}: no such layer in {source}; valid layers: {', '.join(valid)}")
+
+
+def _eval_layers(args: argparse.Namespace, config: Config, source: str) -> None:
+    _check_layers(config, source, layers=_names(args.layers), knn_layers=_names(args.knn_layers))
+
+
+def _source_config(source: str, base: Config | None, overrides: list[str]) -> Config | None:
+    """The config of an eval source with the data overrides (None for raw-pixels), its checkpoint loaded
+    and checked now rather than after the sources before it were evaluated."""
+    if source == "raw-pixels":
+        return None
+    if source == "random-init":
+        return apply_overrides(base or Config(), overrides)
+    if not Path(source).exists():
+        raise NatlearnError(f"{source!r} does not exist; give a checkpoint .pt file (RUN/checkpoints/epoch_NNNN.pt), random-init or raw-pixels")
+    return apply_overrides(apply_overrides(Config(), load_checkpoint(source)["config"]), overrides)
+
+
+def _figure_path(out: str) -> Path:
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise NatlearnError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
+    return path
 
 
 def _preset_and_overrides(settings: list[str]) -> tuple[Config, list[str]]:
@@ -181,7 +248,11 @@ def _run(argv: Sequence[str] | None) -> int:
 
         base, overrides = _preset_and_overrides(args.settings) if args.source in ("random-init", "raw-pixels") else (None, args.settings)
         out = Path(args.out) if args.out else _default_eval_dir(args.source)
-        results = evaluate(args.source, _data_overrides(overrides), _eval_settings(args), out, base)
+        settings = _eval_settings(args)
+        config = _source_config(args.source, base, _data_overrides(overrides))
+        if config is not None:
+            _eval_layers(args, config, args.source)
+        results = evaluate(args.source, overrides, settings, out, base)
         print(format_eval(results))
         print(f"wrote {out / 'eval.json'} and eval.md ({results['seconds']:.0f} s)")
         return 0
@@ -191,9 +262,15 @@ def _run(argv: Sequence[str] | None) -> int:
 
         sources = [item for item in args.sources if "=" not in item]
         overrides = _data_overrides([item for item in args.sources if "=" in item])
+        if not sources:
+            raise NatlearnError("compare needs at least one source: checkpoint .pt files, random-init or raw-pixels, before the key=value settings")
         checkpoints = [s for s in sources if s not in ("random-init", "raw-pixels")]
-        base = apply_overrides(apply_overrides(Config(), load_checkpoint(checkpoints[0])["config"]), overrides) if checkpoints else None
         settings, out = _eval_settings(args), Path(args.out)
+        base = _source_config(checkpoints[0], None, overrides) if checkpoints else None
+        for source in sources:  # every checkpoint readable and every layer known before the first evaluation
+            config = _source_config(source, base, overrides)
+            if config is not None:
+                _eval_layers(args, config, source)
         results = {}
         for index, source in enumerate(sources):
             name = f"{index}-{Path(source).parent.parent.name if source.endswith('.pt') else source}"
@@ -204,22 +281,37 @@ def _run(argv: Sequence[str] | None) -> int:
         from natlearn.evaluate import extract_features, labelled_splits
         from natlearn.evaluate.figures import neighbours_figure
 
+        out = _figure_path(args.out)
+        for name, value in (("--queries", args.queries), ("--k", args.k)):
+            if value < 1:
+                raise NatlearnError(f"{name} {value} must be >= 1")
         state = load_checkpoint(args.checkpoint)
         config = apply_overrides(apply_overrides(Config(), state["config"]), _data_overrides(args.settings))
+        _check_layers(config, args.checkpoint, layer=[args.layer])
         model, (train_set, test_set) = network_from_state(state), labelled_splits(config)
+        if args.k > len(train_set):
+            raise NatlearnError(f"--k {args.k} is more than the {len(train_set)} training images; lower --k")
         size = config.crop_size or train_set.image_size
-        panels = {args.layer: tuple(extract_features(model, data.images, [args.layer], size)[args.layer] for data in (train_set, test_set))}
-        print(f"wrote {neighbours_figure(panels, train_set.images, test_set.images, Path(args.out), args.queries, args.k)}")
+        view = {"crop": config.crop, "scale": config.crop_scale}
+        panels = {args.layer: tuple(extract_features(model, data.images, [args.layer], size, **view)[args.layer] for data in (train_set, test_set))}
+        print(f"wrote {neighbours_figure(panels, train_set.images, test_set.images, out, args.queries, args.k)}")
         return 0
     if args.command == "filters":
         from natlearn.evaluate.figures import filters_figure
 
-        print(f"wrote {filters_figure(load_model(args.checkpoint), Path(args.out))}")
+        out = _figure_path(args.out)
+        print(f"wrote {filters_figure(load_model(args.checkpoint), out)}")
         return 0
     if args.command == "evolution":
         from natlearn.evaluate.evolution import evolution
 
-        rows = evolution(args.run_dir, _eval_settings(args), _data_overrides(args.settings), args.out)
+        settings, overrides = _eval_settings(args), _data_overrides(args.settings)
+        if not (Path(args.run_dir) / "checkpoints").is_dir():
+            raise NatlearnError(f"{args.run_dir} is not a natlearn run folder (no checkpoints/); give the out= folder of natlearn train")
+        paths = checkpoint_paths(Path(args.run_dir))
+        if paths:
+            _eval_layers(args, _source_config(str(paths[0]), None, overrides), str(args.run_dir))  # type: ignore[arg-type]
+        rows = evolution(args.run_dir, settings, overrides, args.out)
         print(f"evaluated epochs {[row['epoch'] for row in rows]}; wrote {Path(args.out or Path(args.run_dir) / 'evolution')}")
         return 0
     if args.command == "report":

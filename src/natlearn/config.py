@@ -22,9 +22,12 @@ __all__ = ["Config", "load_preset", "apply_overrides", "PRESETS_DIR", "RESUME_LO
 PRESETS_DIR = Path(__file__).parent / "configs"
 
 # A resumed run must agree with its checkpoint on these, or its weights/targets mean something else.
+# spare_targets: the checkpoint's assignment carries its own m, which would silently win over a new value;
+# loss: for objective=supervised it decides the head (class logits or dim outputs), so the weights would not load;
+# test_fraction: which folder images are pre-trained on, so what the assignment's image indices mean.
 RESUME_LOCKED = (
-    "data", "data_root", "train_split", "image_size", "crop_size", "arch", "widths", "input", "dim", "k", "targets",
-    "num_clusters", "seed", "objective", "batch_size", "subset",
+    "data", "data_root", "train_split", "test_fraction", "image_size", "crop_size", "arch", "widths", "input", "dim", "k",
+    "targets", "num_clusters", "seed", "objective", "batch_size", "subset", "spare_targets", "loss",
 )  # fmt: skip
 
 
@@ -39,7 +42,10 @@ class Config:
     download: bool = False
     """Let torchvision download a named data set missing from data_root (needs internet)."""
     train_split: str = "auto"
-    """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus train)."""
+    """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus train; train for supervised)."""
+    test_fraction: float = 0.2
+    """Class folders without train/ and test/: the fraction of each class held out (seeded by seed, stratified) as the test
+    split; pre-training leaves it out (train_split=all pre-trains on every image)."""
     image_size: int = 0
     """Folders: side images are resized to (short side; smaller ones upscaled), then centre-cropped; 0 = first image's."""
     crop_size: int = 0
@@ -130,14 +136,18 @@ class Config:
     def resolved_train_split(self) -> str:
         if self.train_split != "auto":
             return self.train_split
-        return "train+unlabeled" if self.data == "stl10" else "train"
+        # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train split.
+        return "train+unlabeled" if self.data == "stl10" and self.objective != "supervised" else "train"
 
     def load_data(self, split: str):
         """The data set this config names, for ``split`` (``"pretrain"`` = resolved_train_split())."""
         from natlearn.data import load_dataset
 
         split = self.resolved_train_split() if split == "pretrain" else split
-        return load_dataset(self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode)
+        return load_dataset(
+            self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode,
+            seed=self.seed, test_fraction=self.test_fraction,
+        )  # fmt: skip
 
     def resolved_loss(self) -> str:
         if self.loss != "auto":
@@ -160,6 +170,8 @@ class Config:
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise NatlearnError(f"{name}={getattr(self, name)} must be > 0")
+        if not 0 < self.test_fraction < 1:
+            raise NatlearnError(f"test_fraction={self.test_fraction} must lie in (0, 1), e.g. 0.2")
         if not 0 < self.crop_scale <= 1:
             raise NatlearnError(f"crop_scale={self.crop_scale} must lie in (0, 1]")
         if not 0 <= self.momentum < 1:
@@ -242,6 +254,8 @@ def _parse_value(name: str, raw: object) -> object:
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
+        if isinstance(raw, bool) or raw is None:  # a YAML file's bare on/yes/null: not the text the user meant
+            raise NatlearnError(f"{name}={raw!r} is not a string; quote it in YAML, e.g. {name}: 'on'")
         return str(raw)
     except (TypeError, ValueError):
         type_name = getattr(kind, "__name__", str(kind))
@@ -270,7 +284,9 @@ def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) ->
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
-            pairs[key.strip()] = _yaml_scalar(value.strip())
+            key, value = key.strip(), value.strip()
+            # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into 1000.0
+            pairs[key] = value if _TYPES.get(key) is str else _yaml_scalar(value)
         overrides = pairs
     changes = {}
     for key, raw in overrides.items():

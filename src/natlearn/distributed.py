@@ -64,6 +64,14 @@ class Ranks:
         start = int(sizes[: self.rank].sum())
         return rows[start : start + int(sizes[self.rank])]
 
+    def broadcast(self, values: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``values`` on every rank (same shape and dtype everywhere; returned on the CPU)."""
+        if self.world_size == 1:
+            return values
+        shared = values.to(self._device()).contiguous()
+        dist.broadcast(shared, src=0)
+        return shared.cpu()
+
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Elementwise sum over ranks (float64 on the CPU: gloo and NCCL agree on it)."""
         if self.world_size == 1:

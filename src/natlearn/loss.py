@@ -19,16 +19,19 @@ def square_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "
     Args:
         outputs: (b, d) L2-normalised network outputs.
         targets: (b, d) the targets assigned to those rows.
-        reduction: ``"mean"`` over rows, or ``"sum"`` (the official Lua code; scales the gradient by b).
+        reduction: ``"mean"`` over rows, ``"sum"`` (the official Lua code; scales the gradient by b), or
+            ``"none"`` (the (b,) per-row losses).
     Returns:
-        scalar tensor.
+        scalar tensor, or (b,) with ``reduction="none"``.
     """
     per_row = (outputs - targets).pow(2).sum(dim=1)
+    if reduction == "none":
+        return per_row
     if reduction == "sum":
         return per_row.sum()
     if reduction == "mean":
         return per_row.mean()
-    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def softmax_loss(
@@ -48,8 +51,8 @@ def softmax_loss(
         candidates: (c, d) unit vectors.
         labels: (b,) int64 indices into ``candidates``.
         temperature: softmax temperature (> 0).
-        reduction: ``"mean"`` or ``"sum"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (the (b,) per-row losses).
     Returns:
-        scalar tensor.
+        scalar tensor, or (b,) with ``reduction="none"``.
     """
     return F.cross_entropy(outputs @ candidates.T / temperature, labels, reduction=reduction)

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from natlearn.assignment import Assignment
 from natlearn.checkpoint import PARTIAL_NAME, latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
-from natlearn.config import RESUME_LOCKED, Config
-from natlearn.data import ImageDataset, StreamingFolder, augment
+from natlearn.config import RESUME_LOCKED, Config, apply_overrides
+from natlearn.data import ImageDataset, StreamingFolder, augment, require_labels
 from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
@@ -33,6 +34,15 @@ from natlearn.models import Network, network_for
 from natlearn.targets import NoiseTargets
 
 __all__ = ["NoiseAsTargets", "Supervised", "TrainResult", "build_model", "pretraining_data", "train", "resolve_device"]
+
+
+def _rank_loss(per_row: torch.Tensor, reduction: str, ranks: Ranks, global_batch: int) -> torch.Tensor:
+    """Reduce this rank's per-row losses so that DDP's average over ranks gives the one-process gradient
+    of the whole global batch: sum * N / B for ``mean``, sum * N for ``sum`` (exact for uneven shares)."""
+    if ranks.world_size == 1:
+        return per_row.sum() if reduction == "sum" else per_row.mean()
+    scale = ranks.world_size / (global_batch if reduction == "mean" else 1)
+    return per_row.sum() * scale
 
 
 class NoiseAsTargets:
@@ -52,35 +62,61 @@ class NoiseAsTargets:
     def reassigns(self, epoch: int) -> bool:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0
 
-    def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int, global_batch: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of this rank's rows ``ids`` (outputs (b, d)) in a global batch of ``global_batch`` images
+        (default b: one process), and statistics: loss per image, cosine to the own target, fraction re-assigned."""
+        global_batch = global_batch or len(ids)
         seconds = 0.0
         if self.reassigns(epoch):
             if outputs.is_cuda:  # time the assignment, not the forward pass still queued on the GPU
                 torch.cuda.synchronize(outputs.device)
             started = time.perf_counter()
-            targets, reassigned = self.reassign(ids, outputs.detach())
+            batch_targets, reassigned = self._reassign_global(ids, outputs.detach())
             seconds = time.perf_counter() - started
         else:
-            targets, reassigned = self.targets[self.assignment[ids].to(outputs.device)], 0.0
+            reassigned = 0.0
+            # The softmax loss scores each image against every target of the global batch.
+            batch_ids = self.ranks.gather(ids.to(outputs.device)) if self.loss_kind == "softmax" else ids
+            batch_targets = self.targets[self.assignment[batch_ids].to(outputs.device)]
+        first = self.ranks.first_row(global_batch) if len(batch_targets) > len(ids) else 0
+        rows = torch.arange(first, first + len(ids), device=outputs.device)
+        targets = batch_targets[rows]
         outputs = outputs.float()
         if self.loss_kind == "square":
-            loss = square_loss(outputs, targets, self.reduction)
+            per_row = square_loss(outputs, targets, reduction="none")
         else:
-            loss = softmax_loss(outputs, targets, torch.arange(len(ids), device=outputs.device), self.temperature, self.reduction)
-        cosine = float((outputs.detach() * targets).sum(dim=1).mean())
-        return loss, {"cosine": cosine, "reassigned": reassigned, "assign_ms": 1000 * seconds}
+            per_row = softmax_loss(outputs, batch_targets, rows, self.temperature, reduction="none")
+        loss = _rank_loss(per_row, self.reduction, self.ranks, global_batch)
+        stats = {"loss": float(per_row.detach().mean()), "cosine": float((outputs.detach() * targets).sum(dim=1).mean())}
+        return loss, {**stats, "reassigned": reassigned, "assign_ms": 1000 * seconds}
 
     def reassign(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Re-assign the global batch in blocks of at most ``assign_block`` images; returns this rank's (b, d)
-        new targets and the fraction of the global batch whose target changed. Under torchrun every rank
-        gathers the whole batch and solves the same problems, so the assignment stays identical everywhere."""
+        """Re-assign the global batch; returns this rank's (b, d) new targets and the fraction of the global
+        batch whose target changed."""
+        batch_targets, changed = self._reassign_global(ids, outputs)
         sizes = self.ranks.gather(torch.tensor([len(ids)], device=outputs.device)).cpu()
+        return self.ranks.my_rows(batch_targets, sizes), changed
+
+    def _reassign_global(self, ids: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Re-assign the global batch in blocks of at most ``assign_block`` images; returns the (B, d) new targets
+        of the whole global batch (rank order) and the fraction whose target changed. Under torchrun rank 0
+        solves the gathered batch and broadcasts the choices; the other ranks replay them."""
         all_ids, all_outputs = self.ranks.gather(ids.to(outputs.device)).cpu(), self.ranks.gather(outputs.float())
         blocks = math.ceil(len(all_ids) / self.assign_block) if self.assign_block else 1
-        parts = zip(all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks), strict=True)
-        results = [self.assignment.reassign(i, o, self.targets) for i, o in parts]
-        changed = sum(r.changed * len(r.targets) for r in results) / len(all_ids)
-        return self.ranks.my_rows(torch.cat([r.targets for r in results]), sizes), changed
+        id_blocks, output_blocks = all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks)
+        if self.ranks.main:
+            results = [self.assignment.reassign(i, o, self.targets) for i, o in zip(id_blocks, output_blocks, strict=True)]
+            changed = sum(r.changed * len(r.targets) for r in results) / len(all_ids)
+            if self.ranks.world_size == 1:
+                return torch.cat([r.targets for r in results]), changed
+            chosen = self.ranks.broadcast(torch.cat([r.chosen for r in results]))
+        else:
+            chosen = self.ranks.broadcast(torch.empty(len(all_ids), dtype=torch.int64))
+            choices = chosen.tensor_split(blocks)
+            changed = sum(self.assignment.replay(i, c) * len(i) for i, c in zip(id_blocks, choices, strict=True)) / len(all_ids)
+        return self.targets[self.assignment[all_ids].to(outputs.device)], changed
 
     def state_dict(self) -> dict:
         return {"assignment": self.assignment.state_dict()}
@@ -97,24 +133,24 @@ class Supervised:
     """The same network trained on labels: cross-entropy on logits, or the square loss to fixed
     per-class sphere targets (the paper's softmax-vs-square ablation)."""
 
-    def __init__(self, config: Config, dataset: ImageDataset | StreamingFolder):
-        if dataset.labels is None:
-            raise NatlearnError("objective=supervised needs labels, but this data set is unlabelled (a flat folder); use class sub-folders")
-        self.labels = dataset.labels
+    def __init__(self, config: Config, dataset: ImageDataset | StreamingFolder, ranks: Ranks | None = None):
+        self.labels, self.ranks = require_labels(dataset, "objective=supervised"), ranks or Ranks()
         self.loss_kind, self.reduction = config.resolved_loss(), config.loss_reduction
         self.class_targets = NoiseTargets(len(dataset.classes), config.dim, seed=config.seed)
 
-    def __call__(self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int, global_batch: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         labels = self.labels[ids].to(outputs.device)
         outputs = outputs.float()
         if self.loss_kind == "square":
-            targets = self.class_targets[labels]
-            loss = square_loss(outputs, targets, self.reduction)
+            per_row = square_loss(outputs, self.class_targets[labels], reduction="none")
             scores = outputs.detach() @ self.class_targets[torch.arange(self.class_targets.k, device=outputs.device)].T
         else:
-            loss = torch.nn.functional.cross_entropy(outputs, labels, reduction=self.reduction)
+            per_row = F.cross_entropy(outputs, labels, reduction="none")
             scores = outputs.detach()
-        return loss, {"train_accuracy": float((scores.argmax(dim=1) == labels).float().mean())}
+        loss = _rank_loss(per_row, self.reduction, self.ranks, global_batch or len(ids))
+        return loss, {"loss": float(per_row.detach().mean()), "train_accuracy": float((scores.argmax(dim=1) == labels).float().mean())}
 
     def state_dict(self) -> dict:
         return {}
@@ -196,9 +232,18 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 _RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml")
 
 
+def _holds_checkpoint(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return (folder / PARTIAL_NAME).is_file() or any(folder.glob("epoch_*.pt"))
+
+
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if not (resume or overwrite) and any((run_dir / name).exists() for name in _RUN_FILES):
+    # A folder with only config.yaml and an empty checkpoints/ (a run that failed before its first checkpoint
+    # and log line) holds nothing to resume or to lose: a plain re-run may reuse it.
+    if not (resume or overwrite) and ((run_dir / "log.jsonl").exists() or _holds_checkpoint(run_dir)):
         raise NatlearnError(f"run folder {run_dir} already holds a run; pass --resume to continue it or --overwrite to start over")
+    if resume and not _holds_checkpoint(run_dir):  # before _prepare_run_dir creates anything
+        raise NatlearnError(f"nothing to resume: no checkpoint in {run_dir / 'checkpoints'}; drop --resume to start a new run")
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -214,11 +259,23 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def _check_resumable(config: Config, saved: dict) -> None:
+    # A key the checkpoint lacks (written before it existed) had its default; auto values compare resolved.
+    fields = Config().to_dict()
+    before = apply_overrides(Config(), {key: value for key, value in saved.items() if key in fields})
+    resolved = {"loss": Config.resolved_loss, "train_split": Config.resolved_train_split}
+
+    def value(c: Config, key: str) -> object:
+        return resolved[key](c) if key in resolved else getattr(c, key)
+
     differ = [
-        f"{key} (checkpoint {saved.get(key)!r}, now {getattr(config, key)!r})" for key in RESUME_LOCKED if saved.get(key) != getattr(config, key)
+        f"{key} (checkpoint {getattr(before, key)!r}, now {getattr(config, key)!r})"
+        for key in RESUME_LOCKED
+        if value(before, key) != value(config, key)
     ]
     if differ:
-        raise NatlearnError(f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}")
+        raise NatlearnError(
+            f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}; keep the checkpoint's values or start a new run in another out="
+        )
 
 
 def _read_log(log_path: Path, epochs_done: int, truncate: bool) -> list[dict]:
@@ -248,12 +305,26 @@ def _all_finite(value: torch.Tensor) -> bool:
     return bool(torch.isfinite(value).all())
 
 
-def _nonfinite(config: Config, what: str, epoch: int, step: int, last_path: Path | None) -> None:
-    """Stop the run with a one-line error, unless ``on_nonfinite=skip`` (then the batch is skipped)."""
-    if config.on_nonfinite == "stop":
+def _gradients_finite(model: torch.nn.Module) -> bool:
+    grads = [p.grad.detach().abs().amax() for p in model.parameters() if p.grad is not None]
+    return not grads or _all_finite(torch.stack(grads))
+
+
+def _weights_finite(model: torch.nn.Module) -> bool:
+    """Parameters and floating-point buffers (BatchNorm running statistics, which evaluation uses) are finite."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    return _all_finite(torch.stack([t.detach().abs().amax() for t in tensors]))
+
+
+def _nonfinite(config: Config, what: str, epoch: int, step: int, last_path: Path | None, recoverable: bool = True) -> None:
+    """Stop the run with a one-line error, unless ``on_nonfinite=skip`` and the weights are still finite (then
+    the batch is skipped; once the weights or BatchNorm statistics are broken every later batch would be too)."""
+    if config.on_nonfinite == "stop" or not recoverable:
         where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
+        broken = "" if recoverable else " (the weights or BatchNorm statistics are no longer finite, so skipping cannot continue)"
         raise NatlearnError(
-            f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}; {where}; lower lr, check the data, or set on_nonfinite=skip"
+            f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}{broken}; {where}; "
+            "lower lr, check the data, or set on_nonfinite=skip"
         )
     warnings.warn(f"skipping batch {step + 1} of epoch {epoch + 1}: non-finite {what}", stacklevel=3)
 
@@ -279,7 +350,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     if config.batch_size < 2 * ranks.world_size:
         raise NatlearnError(f"batch_size={config.batch_size} is the global batch: it needs at least 2 images per rank ({ranks.world_size} ranks)")
     dataset = pretraining_data(config)
-    objective = NoiseAsTargets(config, len(dataset), ranks) if config.objective == "nat" else Supervised(config, dataset)
+    objective = NoiseAsTargets(config, len(dataset), ranks) if config.objective == "nat" else Supervised(config, dataset, ranks)
     model = sync_batchnorm(build_model(config, dataset).to(device), ranks, device)
     run_dir = Path(config.out)
     _check_run_dir(run_dir, resume, overwrite)
@@ -344,19 +415,27 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         for step, (ids, images) in enumerate(batches, start=progress.step):
             rows = (ranks.first_row(len(batch_ids[step])), len(batch_ids[step]))  # this rank's rows of the global batch
             inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip, rows)
+            # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation uses them).
+            buffers = [b.clone() for b in model.buffers()] if config.on_nonfinite == "skip" else None
             with autocast:
                 outputs = step_model(inputs.contiguous(memory_format=layout))
-            bad = ranks.any(not _all_finite(outputs))
-            loss, stats = (None, {}) if bad else objective(ids, outputs, epoch)
-            bad = bad or ranks.any(not _all_finite(loss))
-            if bad:
-                _nonfinite(config, "outputs" if loss is None else "loss", epoch, step, last_path)
-                progress.skipped += 1
-            else:
+            what = "outputs" if ranks.any(not _all_finite(outputs)) else None
+            loss, stats = (None, {}) if what else objective(ids, outputs, epoch, len(batch_ids[step]))
+            if what is None and ranks.any(not _all_finite(loss)):
+                what = "loss"
+            if what is None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if ranks.any(not _gradients_finite(model)):
+                    what = "gradients"
+            if what:
+                for buffer, saved in zip(model.buffers(), buffers or [], strict=False):
+                    buffer.copy_(saved)
+                _nonfinite(config, what, epoch, step, last_path, recoverable=buffers is None or not ranks.any(not _weights_finite(model)))
+                optimizer.zero_grad(set_to_none=True)
+                progress.skipped += 1
+            else:
                 optimizer.step()
-                stats["loss"] = loss.detach() / (len(ids) if config.loss_reduction == "sum" else 1)
                 names = sorted(stats)
                 means = ranks.sum(torch.tensor([float(stats[k]) for k in names])) / ranks.world_size
                 for key, value in zip(names, means.tolist(), strict=True):
@@ -371,8 +450,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                     save_checkpoint(partial_path, {**snapshot(epoch), "progress": dataclasses.asdict(progress)})
                 ranks.barrier()
         objective.check()
-        if not all(_all_finite(p) for p in model.parameters()):
-            _nonfinite(dataclasses.replace(config, on_nonfinite="stop"), "weights", epoch, num_batches - 1, last_path)
+        if not _weights_finite(model):
+            _nonfinite(config, "weights or BatchNorm statistics", epoch, num_batches - 1, last_path, recoverable=False)
         seconds = time.perf_counter() - started
         trained = max(1, num_batches - progress.skipped)
         row = {

@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import assert_same_state, final_state
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
-from natlearn.targets import NoiseTargets
 from natlearn.train import train
 
 RUN = [
@@ -42,10 +42,6 @@ def reference(tmp_path_factory):
     return out
 
 
-def _final(out: Path) -> dict:
-    return load_checkpoint(checkpoint_paths(out)[-1])
-
-
 def _log_without_timings(run: Path) -> list[dict]:
     timings = ("seconds", "images_per_s", "step_ms", "assign_ms")
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -53,15 +49,9 @@ def _log_without_timings(run: Path) -> list[dict]:
 
 
 def _assert_identical(out: Path, reference: Path) -> None:
-    got, want = _final(out), _final(reference)
-    assert got["epoch"] == want["epoch"] == 4
-    for key, value in want["model"].items():
-        assert torch.equal(got["model"][key], value), key
-    for index, state in want["optimizer"]["state"].items():
-        assert torch.equal(got["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"])
-    for key in ("image_to_target", "spare", "generator"):
-        assert torch.equal(got["objective"]["assignment"][key], want["objective"]["assignment"][key]), key
-    assert torch.equal(got["rng"]["torch"], want["rng"]["torch"])
+    want = final_state(reference)
+    assert want.epoch == 4
+    assert_same_state(final_state(out), want)
     logged, expected = _log_without_timings(out), _log_without_timings(reference)
     assert logged == expected  # same epochs, losses, cosines, re-assigned fractions
 
@@ -118,13 +108,56 @@ def test_damaged_newest_checkpoint_is_detected_and_the_previous_used(tmp_path, r
     _assert_identical(out, reference)
 
 
+# `natlearn train` with a recorder: each process saves the target vectors it trains with (all k of them, at
+# construction) and the assignment it last checkpointed (the killed run) or resumed from (the resumed run).
+_RECORDING_TRAIN = """
+import importlib, os, sys, torch
+train = importlib.import_module("natlearn.train")
+record, cls = os.environ["NATLEARN_RECORD"], train.NoiseAsTargets
+init, state_dict, load_state_dict = cls.__init__, cls.state_dict, cls.load_state_dict
+seen = {}
+def save(**values):
+    seen.update(values)
+    torch.save(dict(seen), record + ".tmp")
+    os.replace(record + ".tmp", record)
+def recording_init(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    save(targets=self.targets[torch.arange(self.targets.k)], pid=os.getpid())
+def recording_state_dict(self):
+    state = state_dict(self)
+    save(checkpointed=state["assignment"])
+    return state
+def recording_load_state_dict(self, state):
+    load_state_dict(self, state)
+    save(resumed=self.state_dict()["assignment"])
+cls.__init__, cls.state_dict, cls.load_state_dict = recording_init, recording_state_dict, recording_load_state_dict
+from natlearn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _recorded_train(args: list[str], record: Path, fault: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "NATLEARN_FAULT": fault, "NATLEARN_RECORD": str(record)}
+    return subprocess.run([sys.executable, "-c", _RECORDING_TRAIN, "train", *args], capture_output=True, text=True, env=env)
+
+
 def test_resumed_targets_equal_the_ones_before_the_kill(tmp_path):
-    """Fault: SIGKILL mid-epoch 2. Expected: the run resumed in a new process regenerates exactly the target
-    vectors of the killed one (they are a function of seed and index; nothing to lose)."""
-    out = _kill_then_resume(tmp_path, "after-step:2:7")
-    before, after = (load_checkpoint(path)["config"] for path in checkpoint_paths(out)[::3])
-    vectors = [NoiseTargets(1250, c["dim"], seed=c["seed"], kind=c["targets"])[torch.arange(1250)] for c in (before, after)]
-    assert torch.equal(*vectors)
+    """Fault: SIGKILL mid-epoch 2 (after step 7; the last step checkpoint is at step 4).
+    Expected: the resumed process trains with exactly the target vectors the killed process trained with (they
+    are a function of seed and index: nothing to lose, nothing per process), and continues from exactly the
+    assignment the killed process checkpointed last (image -> target, spare targets, its generator)."""
+    out = tmp_path / "run"
+    killed = _recorded_train([*RUN, f"out={out}"], tmp_path / "killed.pt", fault="after-step:2:7")
+    assert killed.returncode == -9, killed.stderr
+    resumed = _recorded_train([*RUN, f"out={out}", "--resume"], tmp_path / "resumed.pt")
+    assert resumed.returncode == 0, resumed.stderr
+    before, after = (torch.load(tmp_path / name, weights_only=True) for name in ("killed.pt", "resumed.pt"))
+    assert before["pid"] != after["pid"], "the kill and the resume ran in one process"
+    assert before["targets"].shape == (1250, 16)
+    assert torch.equal(before["targets"], after["targets"])
+    assert "resumed" in after, "the resumed run never loaded an assignment"
+    for key in ("image_to_target", "spare", "generator"):
+        assert torch.equal(before["checkpointed"][key], after["resumed"][key]), key
 
 
 def test_disk_full_while_writing_a_checkpoint(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """The paper's augmentation (random crop + horizontal flip) applied to whole batches of uint8 tensors.
 
 Working on a batch at once, on whatever device holds it, keeps augmentation far cheaper than the
-training step; no per-image Python and no DataLoader workers are involved.
+training step; no per-image Python and no DataLoader workers are involved. :func:`eval_view` is the
+matching deterministic view for evaluation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from natlearn.errors import NatlearnError
 
-__all__ = ["CROPS", "augment", "center_crop"]
+__all__ = ["CROPS", "augment", "center_crop", "eval_view", "mean_box_side"]
 
 CROPS = ("pad", "resized", "none")
 
@@ -99,7 +100,41 @@ def _resized_crop(
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The evaluation transform: a deterministic centre crop, as float32 in [0, 1]."""
+    """A deterministic centre ``size`` crop at the images' own scale, as float32 in [0, 1] (the evaluation
+    view of crop=pad and crop=none; see :func:`eval_view`)."""
     height, width = images.shape[-2:]
     top, left = (height - size) // 2, (width - size) // 2
     return images[..., top : top + size, left : left + size].float().div_(255)
+
+
+def mean_box_side(scale: float) -> float:
+    """Mean side, as a fraction of the image's side, of a crop=resized box whose area is uniform in
+    [scale, 1]: E[sqrt(area)] = 2/3 (1 - scale^1.5) / (1 - scale) (0.78 for scale 0.25)."""
+    return 1.0 if scale >= 1 else 2 / 3 * (1 - scale**1.5) / (1 - scale)
+
+
+def eval_view(images: torch.Tensor, size: int, crop: str = "pad", scale: float = 0.25) -> torch.Tensor:
+    """The deterministic evaluation view of images trained with ``augment(..., size, crop=crop, scale=scale)``:
+    what training showed, at the scale training showed it, as float32 in [0, 1].
+
+    crop=pad and crop=none train on ``size`` crops at the images' own scale: the view is the centre crop.
+    crop=resized trains on random boxes of ``scale``..1 of the area resized to ``size``, so objects appear
+    at ``size / (box side)`` of their size; the view is the centred square box of the mean training side
+    (:func:`mean_box_side`), resized to ``size`` by the same bilinear sampling, so objects appear at the
+    mean training scale (an unresized centre crop would show them larger than training ever did on
+    average, and the whole image resized would show them smaller than the average crop).
+
+    Args:
+        images: (b, C, H, W) uint8 on any device.
+    Returns:
+        (b, C, size, size) float32 in [0, 1] on the images' device.
+    """
+    if crop not in CROPS:
+        raise NatlearnError(f"crop={crop!r} is not valid; choose one of: {', '.join(CROPS)}")
+    if crop != "resized":
+        return center_crop(images, size)
+    side = mean_box_side(scale)
+    theta = torch.tensor([[side, 0.0, 0.0], [0.0, side, 0.0]], dtype=torch.float32).expand(images.shape[0], 2, 3)
+    grid = F.affine_grid(theta.to(images.device), [images.shape[0], images.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.div_(255).clamp_(0, 1)

@@ -2,11 +2,14 @@
 
 Named data sets go through torchvision's own classes (``download=True`` is the path a user with
 internet takes; an existing torchvision root is read as is). Labels are kept beside the images, for
-evaluation and supervised baselines only.
+evaluation and supervised baselines only. A class folder without ``train/`` and ``test/`` gets a seeded,
+stratified held-out test split, so evaluation never scores the images pre-training saw. Every data set
+carries a ``split_note`` saying where its images came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from natlearn.data.folder import decode_folder, default_cache_dir, first_image_size, scan_folder
+from natlearn.data.folder import FolderListing, decode_folder, default_cache_dir, first_image_size, scan_folder
 from natlearn.data.stream import StreamingFolder
 from natlearn.errors import NatlearnError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (ids (b,) int64, images (b, C, H, W) uint8)
 
-__all__ = ["ImageDataset", "DATASETS", "SPLITS", "DATA_MODES", "load_dataset"]
+__all__ = ["ImageDataset", "DATASETS", "SPLITS", "DATA_MODES", "load_dataset", "held_out", "require_labels"]
 
 DATA_MODES = ("auto", "memory", "stream")
 # Folders whose decoded images would exceed this stream from disk instead (data_mode=auto).
@@ -37,6 +40,7 @@ _TORCHVISION = {
 }
 DATASETS = ("digits", "synthetic", *_TORCHVISION)
 SYNTHETIC_IMAGES = 10_000
+SYNTHETIC_TEST_IMAGES = 2_000
 SPLITS = ("train", "test", "all", "extra", "unlabeled", "train+unlabeled")
 
 
@@ -49,6 +53,7 @@ class ImageDataset:
         labels: (n,) int64 class ids (-1 for unlabelled images), or None for an unlabelled data set.
         classes: class names (index = label).
         mean, std: per-channel statistics of the images in [0, 1], for the input layer.
+        split_note: where the images came from (which split of what), for evaluation reports.
     """
 
     images: torch.Tensor
@@ -56,6 +61,7 @@ class ImageDataset:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    split_note: str = ""
     _on_device: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -75,7 +81,8 @@ class ImageDataset:
     def subset(self, indices: torch.Tensor) -> ImageDataset:
         """The images at ``indices`` (keeps the full set's mean/std, so the input layer is unchanged)."""
         labels = None if self.labels is None else self.labels[indices]
-        return ImageDataset(self.images[indices].contiguous(), labels, self.classes, self.mean, self.std)
+        note = f"{self.split_note}; a subset of {len(indices)} of them"
+        return ImageDataset(self.images[indices].contiguous(), labels, self.classes, self.mean, self.std, note)
 
     def batches(self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(ids, uint8 images on device)`` for each batch of ids; the images are moved to the
@@ -95,8 +102,22 @@ def _channel_stats(images: torch.Tensor, sample: int = 10_000) -> tuple[tuple[fl
     return mean, std
 
 
-def _dataset(images: torch.Tensor, labels: torch.Tensor | None, classes: list[str]) -> ImageDataset:
-    return ImageDataset(images.contiguous(), labels, classes, *_channel_stats(images))
+def _dataset(images: torch.Tensor, labels: torch.Tensor | None, classes: list[str], split_note: str) -> ImageDataset:
+    return ImageDataset(images.contiguous(), labels, classes, *_channel_stats(images), split_note=split_note)
+
+
+def require_labels(dataset: ImageDataset | StreamingFolder, purpose: str) -> torch.Tensor:
+    """The labels of ``dataset``, or a one-line NatlearnError naming the fix when it is unlabelled or holds
+    unlabelled images (label -1, e.g. stl10's ``unlabeled`` images). ``purpose``: who needs them."""
+    if dataset.labels is None:
+        raise NatlearnError(f"{purpose} needs labels, but {dataset.split_note} is unlabelled; put the images in one sub-folder per class")
+    unlabelled = int((dataset.labels < 0).sum())
+    if unlabelled:
+        raise NatlearnError(
+            f"{purpose} needs labels, but {unlabelled:,} of the {len(dataset):,} images of {dataset.split_note} are unlabelled; "
+            "use a labelled split (train_split=train)"
+        )
+    return dataset.labels
 
 
 def _digits(split: str) -> ImageDataset:
@@ -108,16 +129,25 @@ def _digits(split: str) -> ImageDataset:
     # One fixed stratified split (1/3 test) so every run and baseline scores the same images.
     train_idx, test_idx = train_test_split(np.arange(len(images)), test_size=1 / 3, random_state=0, stratify=digits.target)
     idx = {"train": train_idx, "test": test_idx, "all": np.arange(len(images))}[split]
-    return _dataset(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), [str(c) for c in range(10)])
+    note = {
+        "train": "digits: fixed stratified 2/3 train split",
+        "test": "digits: fixed stratified 1/3 test split",
+        "all": "digits: all 1,797 images (train and test)",
+    }[split]
+    return _dataset(torch.from_numpy(images[idx]), torch.from_numpy(digits.target[idx]).long(), [str(c) for c in range(10)], note)
 
 
-def _synthetic(image_size: int) -> ImageDataset:
-    """Random RGB images with random labels over 1,000 classes: throughput benchmarks, no download, no disk."""
+def _synthetic(split: str, image_size: int) -> ImageDataset:
+    """Random RGB images with random labels over 1,000 classes: throughput benchmarks, no download, no disk.
+    The test split is its own 2,000 images (another seed); every other split is the 10,000 training images."""
     size = image_size or 256
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (SYNTHETIC_IMAGES, 3, size, size), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 1000, (SYNTHETIC_IMAGES,), generator=generator)
-    return ImageDataset(images, labels, [str(c) for c in range(1000)], (0.5,) * 3, (0.29,) * 3)
+    test = split == "test"
+    count, seed = (SYNTHETIC_TEST_IMAGES, 1) if test else (SYNTHETIC_IMAGES, 0)
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 1000, (count,), generator=generator)
+    note = f"synthetic: {count:,} random {'test' if test else 'training'} images (seed {seed})"
+    return ImageDataset(images, labels, [str(c) for c in range(1000)], (0.5,) * 3, (0.29,) * 3, note)
 
 
 def _torchvision(name: str, split: str, root: str, download: bool) -> ImageDataset:
@@ -146,21 +176,87 @@ def _torchvision(name: str, split: str, root: str, download: bool) -> ImageDatas
     if labels is None:
         labels = raw.labels
     classes = list(getattr(raw, "classes", None) or [str(c) for c in range(10)])
-    return _dataset(data, torch.as_tensor(np.asarray(labels), dtype=torch.int64), classes)
+    return _dataset(data, torch.as_tensor(np.asarray(labels), dtype=torch.int64), classes, f"torchvision {class_name} {split} split")
 
 
-def _folder(path: Path, split: str, image_size: int, on_bad_image: str, cache: bool, mode: str) -> ImageDataset | StreamingFolder:
+def held_out(listing: FolderListing, seed: int, test_fraction: float) -> np.ndarray:
+    """Which files of a labelled ``listing`` form the held-out test split: a boolean mask.
+
+    Per class, round(test_fraction * count) files (at least 1 of a class with 2 or more, none of a class
+    with 1, never all of them), drawn by a generator seeded from (seed, class index): the same files for
+    the same seed and listing, whether or not they decode.
+    """
+    labels = np.asarray(listing.labels)
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in range(len(listing.classes)):
+        members = np.flatnonzero(labels == label)
+        count = len(members)
+        take = 0 if count < 2 else min(count - 1, max(1, round(test_fraction * count)))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, label]))
+        mask[members[rng.permutation(count)[:take]]] = True
+    return mask
+
+
+def _split_listing(path: Path, split: str, seed: int, test_fraction: float) -> tuple[FolderListing, FolderListing, bool]:
+    """(the listing to decode, the split's listing, whether they come from train/ and test/ sub-folders)."""
     if (path / "train").is_dir() and (path / "test").is_dir():
         if split not in ("train", "test"):
             raise NatlearnError(f"{path} has train/ and test/ folders; split={split!r} must be train or test")
-        path = path / split
+        listing = scan_folder(path / split)
+        return listing, listing, True
+    if split not in ("train", "test", "all"):
+        raise NatlearnError(f"a folder has no split {split!r}; choose train, test or all")
     listing = scan_folder(path)
-    size = image_size or first_image_size(listing)
-    if mode == "stream" or (mode == "auto" and len(listing.files) * 3 * size * size > MEMORY_LIMIT_BYTES):
-        return StreamingFolder(listing, size, on_bad_image)
-    decoded = decode_folder(listing, size, on_bad_image, default_cache_dir() if cache else None)
-    labels = decoded["labels"] if listing.classes else None
-    return _dataset(decoded["images"], labels, listing.classes)
+    if not listing.classes:
+        if split == "test":
+            raise NatlearnError(
+                f"{path} is an unlabelled flat folder (no class sub-folders): evaluation needs labels; put the images in one sub-folder per class"
+            )
+        return listing, listing, False
+    if split == "all":
+        return listing, listing, False
+    chosen = held_out(listing, seed, test_fraction)
+    if split == "train":
+        chosen = ~chosen
+    files = [f for f, keep in zip(listing.files, chosen, strict=True) if keep]
+    return listing, dataclasses.replace(listing, files=files, labels=np.asarray(listing.labels)[chosen].tolist()), False
+
+
+def _split_note(path: Path, split: str, labelled: bool, sub_folders: bool, seed: int, test_fraction: float, count: int, total: int) -> str:
+    """Where a folder split's ``count`` images (of the folder's ``total``) came from."""
+    if sub_folders:
+        return str(path / split)
+    if not labelled:
+        return f"{path}: all {total:,} images (an unlabelled flat folder)"
+    if split == "all":
+        return f"{path}: all {total:,} images (the train split and the held-out test split)"
+    percent = f"{100 * test_fraction:g}%"
+    if split == "test":
+        return f"held-out test split: {percent} of each class of {path} (seed {seed}, stratified), {count:,} of {total:,} images"
+    return f"train split: the other {count:,} of {total:,} images of {path} ({percent} of each class held out for testing, seed {seed})"
+
+
+def _folder(
+    path: Path, split: str, image_size: int, on_bad_image: str, cache: bool, mode: str, seed: int, test_fraction: float
+) -> ImageDataset | StreamingFolder:
+    whole, part, sub_folders = _split_listing(path, split, seed, test_fraction)
+    labelled = bool(whole.classes)
+    size = image_size or first_image_size(whole)  # the whole folder's: train and test get the same size
+    if mode == "stream" or (mode == "auto" and len(whole.files) * 3 * size * size > MEMORY_LIMIT_BYTES):
+        note = _split_note(path, split, labelled, sub_folders, seed, test_fraction, len(part.files), len(whole.files))
+        return StreamingFolder(part, size, on_bad_image, split_note=note)
+    # The whole folder is decoded (and cached) once; a split takes its rows, so train and test share one cache file.
+    decoded = decode_folder(whole, size, on_bad_image, default_cache_dir() if cache else None)
+    images, labels = decoded["images"], decoded["labels"]
+    total = len(images)
+    if part is not whole:
+        wanted = {str(f.relative_to(whole.root)) for f in part.files}
+        rows = torch.tensor([i for i, name in enumerate(decoded["files"]) if name in wanted], dtype=torch.int64)
+        if not len(rows):
+            raise NatlearnError(f"the {split} split of {path} has no readable image; add images or change test_fraction")
+        images, labels = images[rows], labels[rows]
+    note = _split_note(path, split, labelled, sub_folders, seed, test_fraction, len(images), total)
+    return _dataset(images, labels if labelled else None, whole.classes, note)
 
 
 def load_dataset(
@@ -172,16 +268,20 @@ def load_dataset(
     on_bad_image: str = "error",
     cache: bool = True,
     mode: str = "auto",
+    seed: int = 1111,
+    test_fraction: float = 0.2,
 ) -> ImageDataset | StreamingFolder:
     """A data set by name or folder path.
 
     Args:
         name: ``digits`` (scikit-learn's bundled 8x8 digits, fixed 2/3 train, 1/3 test split), ``synthetic``
-            (10,000 random image_size images, default 256, random labels: for speed benchmarks), a
-            torchvision name (cifar10, cifar100, mnist, fashion-mnist, svhn, stl10), or a folder of
-            images: class sub-folders give labels, a flat folder is unlabelled; a folder with ``train/``
-            and ``test/`` sub-folders (like ../shared/data/cifar10) picks ``split``.
-        split: train, test, all (digits), extra (svhn), unlabeled or train+unlabeled (stl10).
+            (10,000 random image_size images, default 256, random labels, and 2,000 others as its test
+            split: for speed benchmarks), a torchvision name (cifar10, cifar100, mnist, fashion-mnist,
+            svhn, stl10), or a folder of images: a folder with ``train/`` and ``test/`` sub-folders (like
+            ../shared/data/cifar10) picks ``split``; otherwise class sub-folders give labels and
+            ``test_fraction`` of each class is held out as the test split (train = the rest, all = every
+            image), and a flat folder is unlabelled (train and all = every image, no test split).
+        split: train, test, all (digits, folders), extra (svhn), unlabeled or train+unlabeled (stl10).
         root: torchvision root of a named data set (default ``./data``).
         image_size: side that folder images are resized (short side) and centre-cropped to; 0 = the
             first image's short side. Smaller images are upscaled.
@@ -190,6 +290,8 @@ def load_dataset(
         cache: keep decoded folder images in a cache file ($NATLEARN_CACHE or ~/.cache/natlearn).
         mode: folders only: ``memory`` decodes every image once, ``stream`` reads them from disk each
             epoch with DataLoader workers, ``auto`` streams when the decoded images would pass 4 GiB.
+        seed: class folders without train/ and test/: seeds the held-out test split (with the class index).
+        test_fraction: class folders without train/ and test/: fraction of each class held out for testing.
     """
     if split not in SPLITS:
         raise NatlearnError(f"split={split!r} is not valid; choose one of: {', '.join(SPLITS)}")
@@ -198,7 +300,7 @@ def load_dataset(
             raise NatlearnError(f"digits has no split {split!r}; choose train, test or all")
         return _digits(split)
     if name == "synthetic":
-        return _synthetic(image_size)
+        return _synthetic(split, image_size)
     if name in _TORCHVISION:
         return _torchvision(name, split, root or "data", download)
     path = Path(name)
@@ -206,4 +308,6 @@ def load_dataset(
         raise NatlearnError(f"unknown data set {name!r}: not a folder and not one of: {', '.join(DATASETS)}")
     if mode not in DATA_MODES:
         raise NatlearnError(f"data_mode={mode!r} is not valid; choose one of: {', '.join(DATA_MODES)}")
-    return _folder(path, split, image_size, on_bad_image, cache, mode)
+    if not 0 < test_fraction < 1:
+        raise NatlearnError(f"test_fraction={test_fraction} must lie in (0, 1)")
+    return _folder(path, split, image_size, on_bad_image, cache, mode, seed, test_fraction)

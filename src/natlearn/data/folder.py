@@ -1,8 +1,9 @@
 """Folders of images: scanning, robust decoding (odd modes, bad files), and a decode-once cache.
 
 Small images are decoded once into one uint8 tensor, saved in a cache file outside the data folder and
-keyed by the folder's content (paths, sizes, modification times) and the decode settings, so the second
-run starts at once and any change to the folder makes a new cache.
+keyed by the folder's content (paths, sizes, modification times, class names and labels) and the decode
+settings, so the second run starts at once and any change to the folder makes a new cache. Only files with
+an image extension are candidates (others are skipped with one warning).
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ import torch
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 
-__all__ = ["FolderListing", "scan_folder", "decode_image", "try_decode", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES"]
+__all__ = [
+    "FolderListing", "scan_folder", "decode_image", "try_decode", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES",
+    "IMAGE_EXTENSIONS",
+]  # fmt: skip
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-_CACHE_FORMAT = "natlearn-folder-cache-v1"
+# torchvision's IMG_EXTENSIONS, plus .gif (PIL reads it; folders of GIFs worked before the filter).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+_CACHE_FORMAT = "natlearn-folder-cache-v2"  # v2: the key holds the class names and labels
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ class FolderListing:
 
 def scan_folder(root: Path) -> FolderListing:
     """Class sub-folders give labels (files at any depth below them); a folder without sub-folders is
-    unlabelled. Hidden files are ignored; every other file is a candidate image."""
+    unlabelled. Hidden files are ignored; files with an image extension (:data:`IMAGE_EXTENSIONS`, any
+    case) are candidate images, the others are skipped with one warning naming the first."""
     if not root.is_dir():
         raise NatlearnError(f"data folder {root} does not exist; give an existing folder of images")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -48,8 +55,17 @@ def scan_folder(root: Path) -> FolderListing:
     else:
         pairs = [(f, -1) for f in sorted(root.iterdir()) if _visible_file(f, root)]
         classes = []
+    others = [f for f, _ in pairs if f.suffix.lower() not in IMAGE_EXTENSIONS]
+    pairs = [(f, label) for f, label in pairs if f.suffix.lower() in IMAGE_EXTENSIONS]
     if not pairs:
+        if others:
+            raise NatlearnError(
+                f"no image files in {root}: {len(others)} file(s) without an image extension, the first {others[0]} "
+                f"(images end in {' '.join(IMAGE_EXTENSIONS)})"
+            )
         raise NatlearnError(f"no files found in {root}; put images in it (or in one sub-folder per class)")
+    if others:
+        warnings.warn(f"skipped {len(others)} non-image file(s) in {root} (no image extension), the first {others[0]}", stacklevel=3)
     return FolderListing(root, [f for f, _ in pairs], [label for _, label in pairs], classes)
 
 
@@ -66,9 +82,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as image:
         image.load()
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # PIL's own conversion saturates 16-bit values at 255; keep the high byte instead.
-            array = np.asarray(image, dtype=np.uint32) >> (8 if image.mode.startswith("I;16") else 24)
-            image = Image.fromarray(array.astype(np.uint8), "L")
+            image = Image.fromarray(_wide_to_8bit(np.asarray(image)), "L")
         rgb = image.convert("RGB")
     if rgb.size != (size, size):
         scale = size / min(rgb.size)
@@ -76,6 +90,21 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         left, top = (rgb.width - size) // 2, (rgb.height - size) // 2
         rgb = rgb.crop((left, top, left + size, top + size))
     return np.array(rgb, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
+
+
+def _wide_to_8bit(array: np.ndarray) -> np.ndarray:
+    """16- or 32-bit gray to uint8. PIL's own conversion saturates at 255, so: values up to 65535 (16-bit
+    images, whether PIL opens them as ``I;16`` or ``I``) keep their high byte; genuinely 32-bit data are
+    scaled by their maximum. Negative values become 0."""
+    wide = np.clip(array.astype(np.int64), 0, None)
+    peak = int(wide.max(initial=0))
+    if peak <= 65535:
+        return (wide >> 8).astype(np.uint8)
+    return np.rint(wide * (255.0 / peak)).astype(np.uint8)
+
+
+def _no_readable_image(root: Path, first_bad: Path, count: int) -> NatlearnError:
+    return NatlearnError(f"no readable image in {root}: all {count} image file(s) are unreadable, the first {first_bad}; replace them")
 
 
 def try_decode(path: Path, size: int) -> np.ndarray | None:
@@ -96,7 +125,7 @@ def first_image_size(listing: FolderListing) -> int:
                 return min(image.size)
         except (OSError, ValueError, SyntaxError):
             continue
-    raise NatlearnError(f"no readable image in {listing.root}")
+    raise _no_readable_image(listing.root, listing.files[0], len(listing.files))
 
 
 def default_cache_dir() -> Path:
@@ -105,9 +134,10 @@ def default_cache_dir() -> Path:
 
 def _cache_key(listing: FolderListing, size: int, on_bad_image: str) -> str:
     digest = hashlib.sha256(f"{_CACHE_FORMAT}\n{listing.root.resolve()}\n{size}\n{on_bad_image}\n".encode())
-    for path in listing.files:
+    digest.update(("classes\t" + "\t".join(listing.classes) + "\n").encode())  # an added class folder shifts labels
+    for path, label in zip(listing.files, listing.labels, strict=True):
         stat = path.stat()
-        digest.update(f"{path.relative_to(listing.root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path.relative_to(listing.root)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -134,11 +164,11 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
         arrays = list(pool.map(lambda path: try_decode(path, size), listing.files))
     bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
-    if bad and on_bad_image == "error":
-        raise NatlearnError(f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip")
     keep = [i for i, array in enumerate(arrays) if array is not None]
     if not keep:
-        raise NatlearnError(f"no readable image in {listing.root}")
+        raise _no_readable_image(listing.root, bad[0], len(bad))
+    if bad and on_bad_image == "error":
+        raise NatlearnError(f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip")
     stored = {
         "format": _CACHE_FORMAT,
         "images": torch.from_numpy(np.stack([arrays[i] for i in keep]).transpose(0, 3, 1, 2).copy()),

@@ -29,17 +29,23 @@ class StreamingFolder(Dataset):
 
     A file that cannot be decoded comes back as a zero image with index ``-1 - i``, so the main
     process can stop naming it (``on_bad_image=error``) or drop it from the batch (``skip``).
+    ``split_note`` says where the images came from (default: the listing's folder).
     """
 
-    def __init__(self, listing: FolderListing, size: int, on_bad_image: str = "error", stats_sample: int = 512):
+    def __init__(self, listing: FolderListing, size: int, on_bad_image: str = "error", stats_sample: int = 512, split_note: str = ""):
         self.listing, self.size, self.on_bad_image = listing, size, on_bad_image
+        self.split_note = split_note or str(listing.root)
         self.labels = torch.tensor(listing.labels, dtype=torch.int64) if listing.classes else None
         self.classes = listing.classes
         self._reported: set[int] = set()
         picks = np.linspace(0, len(listing.files) - 1, min(stats_sample, len(listing.files))).astype(int)
         sample = [a for a in (try_decode(listing.files[i], size) for i in picks) if a is not None]
         if not sample:
-            raise NatlearnError(f"no readable image among the first files of {listing.root}")
+            of = "" if len(picks) == len(listing.files) else f" sampled of {len(listing.files)}"
+            raise NatlearnError(
+                f"no readable image in {listing.root}: all {len(picks)} image file(s){of} are unreadable, "
+                f"the first {listing.files[picks[0]]}; replace them"
+            )
         pixels = np.stack(sample).reshape(-1, 3) / 255.0
         self.mean = tuple(float(v) for v in pixels.mean(axis=0))
         self.std = tuple(max(float(v), 1e-3) for v in pixels.std(axis=0))
@@ -64,6 +70,7 @@ class StreamingFolder(Dataset):
         files, labels = [self.listing.files[i] for i in chosen], [self.listing.labels[i] for i in chosen]
         picked.listing = dataclasses.replace(self.listing, files=files, labels=labels)
         picked.labels = None if self.labels is None else self.labels[indices]
+        picked.split_note = f"{self.split_note}; a subset of {len(chosen)} of them"
         picked._reported = set()
         return picked
 

@@ -10,7 +10,7 @@ import torch
 
 from natlearn.checkpoint import load_checkpoint, network_from_state
 from natlearn.config import Config, apply_overrides
-from natlearn.errors import NatlearnError
+from natlearn.data import require_labels
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
@@ -27,9 +27,14 @@ def labelled_splits(config: Config):
     """(train, test) labelled splits of the config's data set for fitting and scoring probes."""
     train, test = config.load_data("train"), config.load_data("test")
     for split, data in (("train", train), ("test", test)):
-        if data.labels is None or int(data.labels.min()) < 0:
-            raise NatlearnError(f"evaluation needs labels, but the {split} split of {config.data} has unlabelled images; use class sub-folders")
+        require_labels(data, f"evaluation ({split} split)")
     return train, test
+
+
+def _view(settings: EvalSettings, crop_size: int) -> str:
+    if settings.crop == "resized":
+        return f"a centred box of the mean training crop's side resized to {crop_size}x{crop_size}"
+    return f"centre {crop_size}x{crop_size} crops"
 
 
 def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str | Path | None = None, base: Config | None = None) -> dict:
@@ -45,6 +50,7 @@ def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str
     state = None if source in (RANDOM_INIT, RAW_PIXELS) else load_checkpoint(source)
     config = apply_overrides(Config(), state["config"]) if state else base or Config()
     config = dataclasses.replace(apply_overrides(config, overrides), progress=settings.progress)
+    settings = settings.matching(config)
     train_set, test_set = labelled_splits(config)
     crop_size = config.crop_size or train_set.image_size
     if source == RAW_PIXELS:
@@ -59,8 +65,11 @@ def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str
         "data": config.data,
         "train_images": len(train_set),
         "test_images": len(test_set),
-        "setup": f"{config.data}: probes fit on {len(train_set):,} train images, scored on {len(test_set):,} test images "
-        f"(centre {crop_size}x{crop_size} crops, no augmentation).",
+        "train_split": train_set.split_note,
+        "test_split": test_set.split_note,
+        "setup": f"{config.data}: probes fit on {len(train_set):,} train images ({train_set.split_note}), scored once on "
+        f"{len(test_set):,} test images ({test_set.split_note}); every choice (weight decay, layer) made on held-out train "
+        f"images; {_view(settings, crop_size)}, no augmentation.",
         **results,
     }
     if out is not None:

@@ -37,6 +37,7 @@ def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] 
     config = apply_overrides(apply_overrides(Config(), first["config"]), overrides or [])
     train_set, test_set = labelled_splits(config)
     crop_size = config.crop_size or train_set.image_size
+    settings = settings.matching(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = [{"epoch": 0, **evaluate_network(build_model(config, train_set).to(device), train_set, test_set, crop_size, settings)}]
     for path in paths:

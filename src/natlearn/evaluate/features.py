@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from natlearn.data import center_crop
+from natlearn.data import eval_view
 from natlearn.models import Network
 
 __all__ = ["extract_features", "pool_conv_map", "DEEPCLUSTER_POOLS", "FEATURE_BUDGET"]
@@ -43,8 +43,11 @@ def extract_features(
     batch_size: int = 256,
     max_dims: int = FEATURE_BUDGET,
     progress: bool = False,
+    crop: str = "pad",
+    scale: float = 0.25,
 ) -> dict[str, torch.Tensor]:
-    """Features of ``layers`` for uint8 ``images`` (n, C, H, W): centre crop (no randomness), eval mode,
+    """Features of ``layers`` for uint8 ``images`` (n, C, H, W): the deterministic view matching the training
+    crops ``crop``/``scale`` (:func:`natlearn.data.eval_view`: the centre crop for pad crops), eval mode,
     conv maps pooled by :func:`pool_conv_map`.
 
     Returns:
@@ -55,7 +58,7 @@ def extract_features(
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="features", leave=False, disable=None if progress else True):
-        batch = center_crop(images[start : start + batch_size].to(device), crop_size)
+        batch = eval_view(images[start : start + batch_size].to(device), crop_size, crop, scale)
         for name, value in model.features(batch, layers).items():
             pooled = pool_conv_map(value, name, model.arch, max_dims) if value.dim() == 4 else value
             chunks[name].append(pooled.float().cpu())

@@ -21,12 +21,24 @@ WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Test accuracy of a probe (top-5 only with more than 10 classes) and what was chosen on held-out data."""
+    """Test accuracy of a probe (top-5 only with more than 10 classes) and what was chosen on training data.
+
+    Attributes:
+        weight_decay: the decay the linear probe chose on held-out training images.
+        held_out_top1: the chosen probe's accuracy on held-out *training* images (cross-validation or a 10%
+            split): what a layer, a decay or a checkpoint is chosen by. Never the test split.
+        solver: how the linear probe was fit (``lbfgs`` or ``adam``).
+        k: neighbours the k-NN used (the requested k, or the training set's size if smaller).
+        steps: optimisation steps the MLP probe took.
+    """
 
     top1: float
     top5: float | None = None
     weight_decay: float | None = None
     held_out_top1: float | None = None
+    solver: str | None = None
+    k: int | None = None
+    steps: int | None = None
 
     def as_dict(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if value is not None}
@@ -87,7 +99,7 @@ def linear_probe(
     with torch.no_grad():
         test_scores = torch.cat([final(((chunk - mean) / std).to(device)).cpu() for chunk in test_x.split(4096)])
     top1, top5 = topk_accuracy(test_scores, test_y)
-    return ProbeResult(top1, top5, weight_decay=float(weight_decays[best]), held_out_top1=float(scores[best]))
+    return ProbeResult(top1, top5, weight_decay=float(weight_decays[best]), held_out_top1=float(scores[best]), solver=solver)
 
 
 @contextlib.contextmanager
@@ -116,10 +128,9 @@ def _choose_and_fit(
 ) -> tuple[nn.Linear, int, list[float]]:
     """The classifier of the weight decay chosen on training data, its index, and every decay's score."""
     device = x.device
-    if solver == "lbfgs" and len(weight_decays) == 1:
-        best, scores, final = 0, [float("nan")], _fit_lbfgs(x, y, classes, weight_decays[0])
-    elif solver == "lbfgs":
+    if solver == "lbfgs":
         # Small data: 3-fold cross-validation picks the decay (one held-out split is too noisy), then refit on all.
+        # It runs for a single decay too: its score is what a layer is chosen by.
         folds = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device).chunk(3)
         scores = []
         for wd in weight_decays:
@@ -212,6 +223,7 @@ def mlp_probe(
     batch_size: int = 256,
     lr: float = 0.01,
     progress: bool = False,
+    min_steps: int = 500,
 ) -> ProbeResult:
     """The paper's transfer protocol on frozen conv features: fresh fc6-fc8 (Linear-BN-ReLU-Dropout(0.5),
     Linear-BN-ReLU, Linear), SGD with momentum 0.9 and cosine decay. Trained on cached features of
@@ -227,13 +239,18 @@ def mlp_probe(
         nn.Linear(hidden, classes),
     ).to(device)  # fmt: skip
     optimizer = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    steps = epochs * (len(x) // batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
+    # Small training sets get smaller batches and more passes: at least min_steps steps whatever n is (a
+    # batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for BatchNorm.
+    batch_size = max(2, min(batch_size, len(x) // 4))
+    per_epoch = len(x) // batch_size
+    epochs = max(epochs, -(-min_steps // per_epoch))
+    steps = epochs * per_epoch
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(0)
     mlp.train()
     for _ in tqdm(range(epochs), desc="mlp probe", leave=False, disable=None if progress else True):
         order = torch.randperm(len(x), generator=generator)
-        for batch in order[: len(order) - len(order) % batch_size].split(batch_size):  # no 1-row batch for BN
+        for batch in order[: per_epoch * batch_size].split(batch_size):  # equal batches: no 1-row batch for BN
             loss = F.cross_entropy(mlp(x[batch.to(device)]), y[batch.to(device)])
             optimizer.zero_grad()
             loss.backward()
@@ -243,22 +260,24 @@ def mlp_probe(
     with torch.no_grad():
         scores = torch.cat([mlp(((chunk - mean) / std).to(device)).cpu() for chunk in test_x.split(4096)])
     top1, top5 = topk_accuracy(scores, test_y)
-    return ProbeResult(top1, top5)
+    return ProbeResult(top1, top5, steps=steps)
 
 
 def knn_classify(
     train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, k: int = 20, temperature: float = 0.07
 ) -> ProbeResult:
     """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
-    exp(similarity / temperature). Test rows are processed in chunks to bound memory."""
+    exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer than k
+    training images every one votes; the result's ``k`` says how many did."""
     device = _device()
     bank = F.normalize(train_x.float(), dim=1).to(device)
+    k = min(k, len(bank))
     labels = train_y.to(device)
     classes = int(train_y.max()) + 1
     scores = []
     for chunk in test_x.split(1024):
-        similarity, neighbours = (F.normalize(chunk.float(), dim=1).to(device) @ bank.T).topk(min(k, len(bank)), dim=1)
+        similarity, neighbours = (F.normalize(chunk.float(), dim=1).to(device) @ bank.T).topk(k, dim=1)
         votes = torch.zeros(len(chunk), classes, device=device).scatter_add_(1, labels[neighbours], (similarity / temperature).exp())
         scores.append(votes.cpu())
     top1, top5 = topk_accuracy(torch.cat(scores), test_y)
-    return ProbeResult(top1, top5)
+    return ProbeResult(top1, top5, k=k)

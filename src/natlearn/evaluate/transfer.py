@@ -8,6 +8,7 @@ shared by every probe. Baselines (random init, supervised, raw pixels) go throug
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from natlearn.data import ImageDataset, augment, center_crop
+from natlearn.data import ImageDataset, augment, center_crop, eval_view
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe, topk_accuracy
 from natlearn.files import atomic_write
@@ -39,7 +40,16 @@ class EvalSettings:
     mlp_hidden: int = 0  # 0: 4096 for AlexNet (the paper's fc6-7), 512 for small networks
     probe_epochs: int = 30
     finetune_epochs: int = 0
+    # How the network was trained (its config's crop, crop_scale, flip): features are taken from the matching
+    # deterministic view (:func:`natlearn.data.eval_view`), and fine-tuning flips only if training did.
+    crop: str = "pad"
+    crop_scale: float = 0.25
+    flip: bool = True
     progress: bool = True
+
+    def matching(self, config) -> EvalSettings:
+        """These settings with the view and flips of the training ``config``."""
+        return dataclasses.replace(self, crop=config.crop, crop_scale=config.crop_scale, flip=config.flip)
 
 
 def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Tensor, settings: EvalSettings) -> dict:
@@ -58,8 +68,9 @@ def evaluate_network(model: Network, train_set: ImageDataset, test_set: ImageDat
     started = time.perf_counter()
     layers = settings.layers or [*model.conv_names, "neck"]
     wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
-    train = extract_features(model, train_set.images, wanted, crop_size, progress=settings.progress)
-    test = extract_features(model, test_set.images, wanted, crop_size, progress=settings.progress)
+    view = {"crop": settings.crop, "scale": settings.crop_scale, "progress": settings.progress}
+    train = extract_features(model, train_set.images, wanted, crop_size, **view)
+    test = extract_features(model, test_set.images, wanted, crop_size, **view)
     results = _probe_all({k: train[k] for k in layers}, {k: test[k] for k in layers}, train_set.labels, test_set.labels, settings)
     if settings.mlp:
         last = model.conv_names[-1]
@@ -67,24 +78,33 @@ def evaluate_network(model: Network, train_set: ImageDataset, test_set: ImageDat
         result = mlp_probe(train[last], train_set.labels, test[last], test_set.labels, hidden, settings.probe_epochs, progress=settings.progress)
         results["mlp"] = {last: result.as_dict()}
     if settings.finetune_epochs:
-        results["finetune"] = {"all": finetune(model, train_set, test_set, crop_size, settings.finetune_epochs, settings.progress).as_dict()}
+        tuned = finetune(model, train_set, test_set, crop_size, settings.finetune_epochs, settings.progress, flip=settings.flip)
+        results["finetune"] = {"all": tuned.as_dict()}
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
 def evaluate_pixels(train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings) -> dict:
     """Raw pixels of the centre crop as features: the floor any representation should clear."""
     started = time.perf_counter()
-    train = {"pixels": center_crop(train_set.images, crop_size).flatten(1)}
-    test = {"pixels": center_crop(test_set.images, crop_size).flatten(1)}
+    train = {"pixels": eval_view(train_set.images, crop_size, settings.crop, settings.crop_scale).flatten(1)}
+    test = {"pixels": eval_view(test_set.images, crop_size, settings.crop, settings.crop_scale).flatten(1)}
     results = _probe_all(train, test, train_set.labels, test_set.labels, settings)
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
 def finetune(
-    model: Network, train_set: ImageDataset, test_set: ImageDataset, crop_size: int, epochs: int, progress: bool = False, lr: float = 0.01
+    model: Network,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    crop_size: int,
+    epochs: int,
+    progress: bool = False,
+    lr: float = 0.01,
+    flip: bool = True,
 ) -> ProbeResult:
     """Full fine-tuning: a copy of the network with a fresh linear classifier, every layer trained on the
-    labels with random crops and flips (SGD, momentum 0.9, cosine), scored on centre crops."""
+    labels with random crops (and flips when ``flip``; data whose orientation carries meaning turns them off)
+    (SGD, momentum 0.9, cosine), scored on centre crops."""
     device = next(model.parameters()).device
     tuned = copy.deepcopy(model).train()
     classes = len(train_set.classes)
@@ -97,7 +117,7 @@ def finetune(
     for _ in range(epochs):
         order = torch.randperm(len(train_set), generator=generator)
         for ids in torch.tensor_split(order, steps_per_epoch):
-            inputs = augment(train_set.images[ids].to(device), crop_size, generator, "pad", max(1, crop_size // 8))
+            inputs = augment(train_set.images[ids].to(device), crop_size, generator, "pad", max(1, crop_size // 8), flip=flip)
             loss = torch.nn.functional.cross_entropy(tuned(inputs), train_set.labels[ids].to(device))
             optimizer.zero_grad()
             loss.backward()
@@ -120,7 +140,11 @@ def format_eval(results: dict) -> str:
         cells = []
         for name in protocols:
             row = protocols[name].get(layer)
-            cells.append("" if row is None else f"{row['top1']:.4f}" + (f" / {row['top5']:.4f}" if "top5" in row else ""))
+            if row is None:
+                cells.append("")
+                continue
+            used_k = f" (k={row['k']})" if "k" in row and name != f"knn{row['k']}" else ""  # fewer training images than k
+            cells.append(f"{row['top1']:.4f}" + (f" / {row['top5']:.4f}" if "top5" in row else "") + used_k)
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

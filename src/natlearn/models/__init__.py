@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from natlearn.models.input import INPUT_MODES, InputLayer
-from natlearn.models.network import ARCHITECTURES, Head, Network, alexnet_bn, small_convnet
+from natlearn.models.network import ALEXNET_CONVS, ARCHITECTURES, Head, Network, alexnet_bn, small_convnet
 
 if TYPE_CHECKING:
     from natlearn.config import Config
 
 __all__ = [
-    "ARCHITECTURES", "INPUT_MODES", "Head", "InputLayer", "Network", "alexnet_bn", "build_network", "network_for", "small_convnet",
+    "ARCHITECTURES", "INPUT_MODES", "Head", "InputLayer", "Network", "alexnet_bn", "build_network", "feature_layers", "network_for",
+    "small_convnet",
 ]  # fmt: skip
 
 
@@ -32,8 +33,15 @@ def build_network(
     if arch == "small":
         return small_convnet(input_layer, out_dim, image_size, widths, normalize)
     if arch == "alexnet":
-        return alexnet_bn(input_layer, out_dim, normalize)
+        return alexnet_bn(input_layer, out_dim, normalize, image_size)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
+    """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building it):
+    its conv blocks, ``neck`` and ``head``."""
+    convs = list(ALEXNET_CONVS) if arch == "alexnet" else [f"conv{i}" for i in range(1, len(widths) + 1)]
+    return [*convs, "neck", "head"]
 
 
 def network_for(

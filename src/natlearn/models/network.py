@@ -9,11 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from natlearn.errors import NatlearnError
 from natlearn.models.input import InputLayer
 
-__all__ = ["Network", "Head", "small_convnet", "alexnet_bn", "ARCHITECTURES"]
+__all__ = ["Network", "Head", "small_convnet", "alexnet_bn", "ARCHITECTURES", "ALEXNET_MIN_SIZE", "ALEXNET_CONVS"]
 
 ARCHITECTURES = ("small", "alexnet")
+# conv1 (11x11, stride 4) and three 3x3/2 max-pools: a smaller input leaves pool5 nothing to pool.
+ALEXNET_MIN_SIZE = 63
+ALEXNET_CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
 class Head(nn.Module):
@@ -101,8 +105,16 @@ def small_convnet(
     return Network(input_layer, nn.Sequential(blocks), neck, Head(cin, out_dim, normalize), arch="small")
 
 
-def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True) -> Network:
-    """The paper's AlexNet with BatchNorm for 224x224 input (conv1-5, fc6-7, fc8 -> out_dim)."""
+def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True, image_size: int = 224) -> Network:
+    """The paper's AlexNet with BatchNorm for 224x224 input (conv1-5, fc6-7, fc8 -> out_dim).
+
+    Raises NatlearnError for ``image_size`` < ALEXNET_MIN_SIZE, which it cannot process.
+    """
+    if image_size < ALEXNET_MIN_SIZE:
+        raise NatlearnError(
+            f"arch=alexnet needs images (or crop_size) of at least {ALEXNET_MIN_SIZE}x{ALEXNET_MIN_SIZE} pixels, got {image_size}x{image_size}; "
+            "use arch=small for small images, or a larger image_size (paper: 224)"
+        )
     cin = input_layer.out_channels
     convs = nn.Sequential(
         OrderedDict(

@@ -1,0 +1,302 @@
+"""Do the tests catch the bugs they are there for? Plausible bugs ("mutants") applied to a copy of the package,
+each checked against the tests that claim to guard that behaviour.
+
+    python benchmarks/mutants.py                 # every mutant, one at a time (~15 minutes on 2 CPU cores)
+    python benchmarks/mutants.py --list          # names, files and the tests each names
+    python benchmarks/mutants.py --only NAME     # one mutant (updates its row of the results file)
+    python benchmarks/mutants.py --baseline      # first check that the named tests pass on the unchanged copy
+    python benchmarks/mutants.py --markdown      # print the docs/reliability.md section from the last results
+
+Each mutant is one exact text substitution in one file of src/natlearn. src/natlearn is copied to a temporary
+folder, the substitution applied there (a mutant whose old text is not found exactly once "did not apply": it
+fails, so this list cannot silently go stale as the code changes), and `python -m pytest -q -x TESTS` runs with
+PYTHONPATH naming the copy first; subprocesses the tests start (natlearn train, torchrun) inherit it. A pytest
+plugin records which natlearn the run imported, and a result counts only when that is the copy. Caught = pytest
+exited 1 (a test failed); an error, an empty collection or a timeout is reported as such, never as caught.
+Writes benchmarks/results/mutants.json; prints a markdown table. The repository's files are never changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _report import ROOT, hardware, today, write_json  # benchmarks/ is on sys.path when run as a script
+
+PACKAGE = ROOT / "src" / "natlearn"
+RESULTS = ROOT / "benchmarks" / "results" / "mutants.json"
+
+TRAIN = "tests/test_train.py"
+FAULTS = "tests/reliability/test_faults.py"
+RESUME = f"{TRAIN}::test_resume_from_a_mid_run_checkpoint_matches_an_uninterrupted_run"
+KILL_RESUME = f"{FAULTS}::test_sigkill_mid_epoch_resumes_from_the_step_checkpoint"
+RESUMED_TARGETS = f"{FAULTS}::test_resumed_targets_equal_the_ones_before_the_kill"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    bug: str  # what a developer would have written, in words
+    file: str  # relative to src/natlearn
+    old: str  # exact text, found exactly once
+    new: str
+    tests: tuple[str, ...]  # pytest ids that must catch it
+
+
+MUTANTS = [
+    Mutant(
+        "loss-on-stale-targets",
+        "the loss is computed on the targets the batch held before its re-assignment",
+        "train.py",
+        "            batch_targets, reassigned = self._reassign_global(ids, outputs.detach())",
+        "            stale = self.targets[self.assignment[self.ranks.gather(ids.to(outputs.device))].to(outputs.device)]\n"
+        "            batch_targets, reassigned = stale, self._reassign_global(ids, outputs.detach())[1]",
+        (f"{TRAIN}::test_the_loss_is_taken_to_the_targets_held_after_the_reassignment",),
+    ),
+    Mutant(
+        "reassign-among-all-targets",
+        "the batch's images choose among every target, not only the ones the batch holds",
+        "assignment.py",
+        "candidates = torch.cat([current, self.spare[spare_slots]]) if m else current",
+        "candidates = torch.cat([current, self.spare[spare_slots]]) if m else torch.arange(self.k)",
+        ("tests/test_assignment.py::test_batch_reassignment_equals_brute_force", "tests/test_assignment.py::test_assignment_stays_a_permutation"),
+    ),
+    Mutant(
+        "spares-from-other-images",
+        "the spare candidates are drawn from targets other images hold, not from the unassigned ones",
+        "assignment.py",
+        "candidates = torch.cat([current, self.spare[spare_slots]]) if m else current",
+        "candidates = torch.cat([current, self.image_to_target[spare_slots]]) if m else current",
+        (
+            "tests/test_assignment.py::test_rectangular_reassignment_with_spares_equals_brute_force",
+            "tests/test_assignment.py::test_assignment_stays_a_permutation",
+        ),
+    ),
+    Mutant(
+        "demo-scores-untrained-net",
+        "the demo's nat row probes a freshly built (untrained) network instead of the trained one",
+        "demo.py",
+        '"nat": _network_features(nat_run.model, train_set, test_set, size),',
+        '"nat": _network_features(build_model(config, train_set), train_set, test_set, size),',
+        ("tests/test_demo.py::test_demo_writes_measured_results_and_figures",),
+    ),
+    Mutant(
+        "extraction-in-train-mode",
+        "feature extraction leaves the network in train mode (BatchNorm on batch statistics, running stats moved)",
+        "evaluate/features.py",
+        "    model.eval()\n",
+        "",
+        ("tests/test_evaluate.py::test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_batchnorm_alone",),
+    ),
+    Mutant(
+        "optimizer-state-not-saved",
+        "checkpoints hold the optimizer's settings but not its momentum buffers",
+        "train.py",
+        '"optimizer": optimizer.state_dict(),',
+        '"optimizer": {**optimizer.state_dict(), "state": {}},',
+        (RESUME, KILL_RESUME),
+    ),
+    Mutant(
+        "optimizer-state-not-restored",
+        "a resume restores the weights and the assignment but restarts the optimizer (momentum lost)",
+        "train.py",
+        '        optimizer.load_state_dict(state["optimizer"])\n',
+        "",
+        (RESUME, KILL_RESUME),
+    ),
+    Mutant(
+        "targets-seeded-per-process",
+        "the targets' seed is mixed with the process id, so a resumed process trains towards other targets",
+        "train.py",
+        "NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets",
+        'NoiseTargets(k, config.dim, seed=config.seed + __import__("os").getpid(), kind=config.targets',
+        (RESUMED_TARGETS,),
+    ),
+    Mutant(
+        "targets-seeded-per-rank",
+        "the targets' seed is mixed with the rank, so the ranks of one run hold different targets",
+        "train.py",
+        "NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets",
+        "NoiseTargets(k, config.dim, seed=config.seed + self.ranks.rank, kind=config.targets",
+        ("tests/test_distributed.py::test_two_ranks_train_like_one_process_with_the_global_batch",),
+    ),
+    Mutant(
+        "assignment-not-restored",
+        "a resume restores the weights and optimizer but starts from the initial image -> target assignment",
+        "train.py",
+        '        objective.load_state_dict(state["objective"])\n',
+        "",
+        (RESUME, RESUMED_TARGETS),
+    ),
+]
+
+# Loaded into every pytest run (-p): records the natlearn that the tests import, before any test runs.
+GUARD = '''
+import os
+
+
+def pytest_sessionstart(session):
+    import natlearn
+
+    with open(os.environ["NATLEARN_MUTANT_GUARD"], "w") as record:
+        record.write(os.path.realpath(natlearn.__file__))
+'''
+
+
+def _copy_package(folder: Path) -> Path:
+    copy = folder / "natlearn"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (folder / "_natlearn_mutant_guard.py").write_text(GUARD)
+    return copy
+
+
+def _apply(copy: Path, mutant: Mutant) -> str | None:
+    """Apply the substitution in the copy; None when applied, else why not."""
+    path = copy / mutant.file
+    if not path.is_file():
+        return f"src/natlearn/{mutant.file} does not exist"
+    text = path.read_text()
+    found = text.count(mutant.old)
+    if found != 1:
+        return f"the old text occurs {found} times in src/natlearn/{mutant.file} (needs exactly 1)"
+    path.write_text(text.replace(mutant.old, mutant.new))
+    return None
+
+
+def _pytest(folder: Path, tests: tuple[str, ...], timeout: float) -> dict:
+    """Run the tests against the copy in ``folder``; returns returncode, seconds, which natlearn was imported, output tail."""
+    guard = folder / "imported.txt"
+    guard.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "NATLEARN_MUTANT_GUARD": str(guard),
+    }
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "_natlearn_mutant_guard", *tests]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        returncode: int | None = process.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # pytest and every process it started (train runs, torchrun ranks)
+        output, _ = process.communicate()
+        returncode = None
+    imported = guard.read_text() if guard.is_file() else None
+    return {"returncode": returncode, "seconds": round(time.perf_counter() - started, 1), "imported": imported, "output": output[-3000:]}
+
+
+def run_mutant(mutant: Mutant | None, tests: tuple[str, ...], timeout: float) -> dict:
+    """One mutant (None: the unchanged copy) against ``tests``; the result row."""
+    name = mutant.name if mutant else "baseline"
+    row = {"name": name, "tests": list(tests), "command": f"python benchmarks/mutants.py --only {name}"}
+    if mutant:
+        row |= {"bug": mutant.bug, "file": f"src/natlearn/{mutant.file}"}
+    with tempfile.TemporaryDirectory(prefix="natlearn-mutant-") as tmp:
+        copy = _copy_package(Path(tmp))
+        problem = _apply(copy, mutant) if mutant else None
+        if problem:
+            return row | {"status": "did not apply", "detail": problem, "seconds": 0.0}
+        ran = _pytest(Path(tmp), tests, timeout)
+        expected = os.path.realpath(copy / "__init__.py")
+        row |= {"seconds": ran["seconds"], "returncode": ran["returncode"]}
+        if ran["imported"] != expected:
+            detail = f"the tests imported {ran['imported']}, not the copy {expected}"
+            return row | {"status": "not verified", "detail": detail, "output": ran["output"]}
+        if ran["returncode"] is None:
+            return row | {"status": "timed out", "detail": f"no result within {timeout:.0f} s", "output": ran["output"]}
+        outcomes = {0: "not caught", 1: "caught"} if mutant else {0: "passed", 1: "FAILED"}
+        status = outcomes.get(ran["returncode"], f"error (pytest exit {ran['returncode']})")
+        summary = [line for line in ran["output"].splitlines() if line.startswith(("FAILED", "ERROR"))] or ran["output"].strip().splitlines()[-1:]
+        return row | {"status": status, "detail": "; ".join(summary)[:600], "output": ran["output"] if status not in ("caught", "passed") else ""}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| mutant | bug | tests that must catch it | result | seconds |", "|---|---|---|---|---|"]
+    for row in rows:
+        tests = "<br>".join(f"`{test.replace('tests/', '', 1)}`" for test in row["tests"])
+        where = f"`{row['name']}` ({row.get('file', 'no change')})"
+        lines.append(f"| {where} | {row.get('bug', 'the unchanged code')} | {tests} | {row['status']} | {row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def section(payload: dict) -> str:
+    rows = payload["results"]
+    caught = sum(row["status"] == "caught" for row in rows if row["name"] != "baseline")
+    mutants = sum(row["name"] != "baseline" for row in rows)
+    return "\n".join(
+        [
+            "## Mutants: do the tests catch the bugs they guard against?",
+            "",
+            f"Written by `python benchmarks/mutants.py` on {payload['date']} ({payload['hardware']}): {caught} of {mutants} mutants caught.",
+            "Each mutant is one plausible bug, applied as an exact text substitution to a copy of `src/natlearn`; only the",
+            "tests named for it run (`pytest -x`, with the copy first on PYTHONPATH, checked by a plugin that records which",
+            "natlearn was imported). Caught = one of those tests failed. A substitution that no longer matches the code",
+            'reports "did not apply" and counts as a failure. Rerun one row with `python benchmarks/mutants.py --only NAME`.',
+            "",
+            table(rows),
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run this mutant only (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--baseline", action="store_true", help="first run the named tests on the unchanged copy (they must pass)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to each mutant's pytest run (default 900)")
+    parser.add_argument("--markdown", action="store_true", help="print the docs/reliability.md section from the saved results; run nothing")
+    args = parser.parse_args()
+    by_name = {mutant.name: mutant for mutant in MUTANTS}
+    if args.list:
+        for mutant in MUTANTS:
+            print(f"{mutant.name}: {mutant.bug} [src/natlearn/{mutant.file}]")
+            for test in mutant.tests:
+                print(f"    {test}")
+        return 0
+    if args.markdown:
+        if not RESULTS.is_file():
+            raise SystemExit(f"error: no {RESULTS.relative_to(ROOT)} yet; run python benchmarks/mutants.py first")
+        print(section(json.loads(RESULTS.read_text())))
+        return 0
+    unknown = [name for name in args.only if name not in by_name]
+    if unknown:
+        raise SystemExit(f"error: unknown mutant(s) {', '.join(unknown)}; --list shows them")
+    chosen = [by_name[name] for name in args.only] if args.only else MUTANTS
+    rows = []
+    if args.baseline:
+        everything = tuple(dict.fromkeys(test for mutant in chosen for test in mutant.tests))
+        print(f"baseline: {len(everything)} tests on the unchanged copy ...", flush=True)
+        rows.append(run_mutant(None, everything, args.timeout))
+        print(f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}", flush=True)
+    for mutant in chosen:
+        print(f"{mutant.name} ...", flush=True)
+        rows.append(run_mutant(mutant, mutant.tests, args.timeout))
+        print(f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}", flush=True)
+    # Keep the saved rows of mutants not run now (an --only rerun updates its own row), in MUTANTS order.
+    saved = {row["name"]: row for row in json.loads(RESULTS.read_text())["results"]} if RESULTS.is_file() else {}
+    saved = {name: row for name, row in saved.items() if name in by_name or (name == "baseline" and not args.baseline)}
+    saved.update({row["name"]: row for row in rows})
+    order = ["baseline", *by_name]
+    results = [saved[name] for name in order if name in saved]
+    write_json("mutants", {"date": today(), "hardware": hardware(), "results": results})
+    print()
+    print(table(rows))
+    failed = [row for row in rows if row["status"] not in ("caught", "passed")]
+    for row in failed:
+        print(f"\n{row['name']}: {row['status']}: {row.get('detail', '')}\n{row.get('output', '')}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
