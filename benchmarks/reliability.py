@@ -2,7 +2,7 @@
 
     python benchmarks/reliability.py     # ~1 minute on 2 CPU cores
 
-The faults and their expected outcomes are the docstrings of tests/reliability/test_faults.py; the outcome
+The faults and their expected outcomes are the docstrings of tests/reliability/test_*.py; the outcome
 column is what this run of those tests measured (passed = the expectation held).
 """
 
@@ -18,12 +18,15 @@ from pathlib import Path
 from _report import ROOT, hardware, today  # benchmarks/ is on sys.path when run as a script
 from natlearn.files import atomic_write
 
-TESTS = ROOT / "tests" / "reliability" / "test_faults.py"
+TESTS = ROOT / "tests" / "reliability"
 
 
 def docstrings() -> dict[str, str]:
-    tree = ast.parse(TESTS.read_text())
-    return {node.name: " ".join((ast.get_docstring(node) or "").split()) for node in tree.body if isinstance(node, ast.FunctionDef)}
+    described = {}
+    for path in sorted(TESTS.glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        described |= {node.name: " ".join((ast.get_docstring(node) or "").split()) for node in tree.body if isinstance(node, ast.FunctionDef)}
+    return described
 
 
 def main() -> int:

@@ -109,14 +109,19 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
     return max(loaded, key=lambda item: (item[1]["epoch"], item[1].get("progress", {}).get("step", 0)))
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint and its digest (no orphan ``.sha256`` left behind)."""
+    path.unlink(missing_ok=True)
+    _digest_path(path).unlink(missing_ok=True)
+
+
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
     """Delete epoch checkpoints except the newest ``keep_last`` and every ``keep_every``-th epoch."""
     paths = checkpoint_paths(run_dir)
     for path in paths[:-keep_last]:
         epoch = int(_NAME.search(path.name).group(1))  # type: ignore[union-attr]
         if not (keep_every and epoch % keep_every == 0):
-            path.unlink(missing_ok=True)
-            _digest_path(path).unlink(missing_ok=True)
+            remove_checkpoint(path)
 
 
 def rng_state() -> dict:

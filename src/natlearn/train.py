@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from natlearn.assignment import Assignment
-from natlearn.checkpoint import PARTIAL_NAME, latest_checkpoint, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from natlearn.checkpoint import PARTIAL_NAME, latest_checkpoint, prune_checkpoints, remove_checkpoint, rng_state, save_checkpoint, set_rng_state
 from natlearn.config import RESUME_LOCKED, Config, apply_overrides
 from natlearn.data import ImageDataset, StreamingFolder, augment, require_labels
 from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
@@ -274,7 +274,8 @@ def _check_resumable(config: Config, saved: dict) -> None:
     ]
     if differ:
         raise NatlearnError(
-            f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}; keep the checkpoint's values or start a new run in another out="
+            f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}; "
+            "keep the checkpoint's values or start a new run in another out="
         )
 
 
@@ -469,7 +470,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             with open(run_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps(row) + "\n")
             save_checkpoint(last_path, snapshot(epoch + 1))
-            partial_path.unlink(missing_ok=True)
+            remove_checkpoint(partial_path)
             prune_checkpoints(run_dir, config.keep_last, config.keep_every)
             if config.progress:
                 tqdm.write(f"{desc}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
