@@ -1,11 +1,18 @@
+import errno
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from natlearn.checkpoint import checkpoint_paths
-from natlearn.cli import main
+from natlearn import checkpoint
+from natlearn.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from natlearn.cli import _parser, main
+from natlearn.errors import NatlearnError
+from natlearn.files import atomic_write
 
 
 def _run(capsys, argv):
@@ -51,6 +58,10 @@ BAD_COMMAND_LINES = [
     (["train", "subset=5000"], "subset=5000 is larger than the data set (n=1198)"),
     (["train", "assign_block=-1"], "assign_block=-1 is too small"),
     (["train", "precision=fp16"], "auto, fp32, bf16"),
+    (["train", "arch=alexnet"], "arch=alexnet needs images (or crop_size) of at least 63x63 pixels, got 8x8; use arch=small"),
+    (["train", "epochs=2", "--resume", "progress=false"], "nothing to resume"),
+    (["export", "/no/such/checkpoint.pt", "--out", "x.onnx"], "'.onnx'; end the name in .pt or .pth (torch.save state_dict) or .safetensors"),
+    (["export", "/no/such/checkpoint.pt", "--out", "/no/such/dir/b.pt"], "folder /no/such/dir does not exist"),
 ]
 
 
@@ -114,3 +125,100 @@ def test_console_entry_point_reports_errors_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr == "natlearn: error: dim=0 is too small; it must be >= 1\n"
     assert not (tmp_path / "r").exists()
+
+
+TINY = ["epochs=1", "widths=[8]", "dim=8", "subset=300", "batch_size=100", "progress=false"]
+
+
+def test_resume_accepts_the_same_command_and_refuses_real_changes(capsys, tmp_path):
+    out = tmp_path / "run"
+    command = ["train", "digits", *TINY, f"out={out}"]
+    assert _run(capsys, command)[0] == 0
+    code, stdout, stderr = _run(capsys, [*command, "--resume"])  # the same command, --resume appended
+    assert code == 0 and "1 epochs" in stdout, stderr
+    code, stdout, stderr = _run(capsys, [*command, "epochs=2", "lr=0.01", "--resume"])  # not locked: may change
+    assert code == 0 and "2 epochs" in stdout, stderr
+    code, _, stderr = _run(capsys, [*command, "dim=16", "--resume"])
+    assert code == 2 and stderr.count("\n") == 1
+    assert "cannot resume: the config differs from the checkpoint's in dim (checkpoint 8, now 16)" in stderr
+    code, _, stderr = _run(capsys, ["train", *TINY, "dim=8", "k=310", "spare_targets=2", f"out={out}", "--resume"])
+    assert code == 2 and "k (checkpoint None, now 310); spare_targets (checkpoint 0, now 2)" in stderr
+    code, _, stderr = _run(capsys, ["train", "digits", *TINY, f"out={out}", "--resume", "widths=[8,8]"])
+    assert code == 2 and "widths (checkpoint (8,), now (8, 8))" in stderr
+    assert len(checkpoint_paths(out)) == 2
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["train", "epochs=8", "out=R", "--resume", "progress=false"], {"settings": ["epochs=8", "out=R", "progress=false"], "resume": True}),
+        (["train", "--overwrite", "digits", "--supervised", "epochs=2"], {"settings": ["digits", "epochs=2"], "supervised": True}),
+        (["eval", "a.pt", "--layers", "conv1", "data=digits", "--knn", "5"], {"source": "a.pt", "settings": ["data=digits"], "knn": "5"}),
+        (["compare", "a.pt", "--out", "o", "random-init", "data=digits"], {"sources": ["a.pt", "random-init", "data=digits"], "out": "o"}),
+        (["neighbors", "a.pt", "--out", "n.png", "data=digits", "--k", "3"], {"settings": ["data=digits"], "k": 3}),
+        (["evolution", "run", "--no-mlp", "data=digits"], {"run_dir": "run", "settings": ["data=digits"], "no_mlp": True}),
+        (["demo", "seed=3", "--out", "o", "epochs=2"], {"settings": ["seed=3", "epochs=2"], "out": "o"}),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_flags_and_settings_interleave(argv, expected):
+    args = vars(_parser().parse_args(argv))
+    assert {key: args[key] for key in expected} == expected
+
+
+def test_a_folder_left_by_a_failed_start_is_not_a_run(capsys, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "config.yaml").write_text("arch: alexnet\n")
+    code, _, stderr = _run(capsys, ["train", *TINY, f"out={out}", "--resume"])
+    assert code == 2 and "nothing to resume" in stderr
+    code, stdout, stderr = _run(capsys, ["train", *TINY, f"out={out}"])  # a plain re-run works
+    assert code == 0 and "1 epochs" in stdout, stderr
+    assert "arch: small" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "notes.txt", lambda tmp: tmp.write_text("x"))
+        save_checkpoint(tmp_path / "epoch_0001.pt", {"epoch": 1})
+    finally:
+        os.umask(previous)
+    for name in ("notes.txt", "epoch_0001.pt", "epoch_0001.pt.sha256"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def _disk_full_on(monkeypatch, name):
+    """Writes of the file ``name`` fail half-way with ENOSPC; the others go through."""
+    real = checkpoint.atomic_write
+
+    def half_then_full(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write", lambda path, write: real(path, half_then_full if Path(path).name == name else write))
+
+
+@pytest.mark.parametrize("failing", ["epoch_0002.pt", "epoch_0002.pt.sha256"])
+def test_a_failed_checkpoint_write_leaves_no_orphan_digest(tmp_path, monkeypatch, failing):
+    save_checkpoint(tmp_path / "epoch_0001.pt", {"epoch": 1})
+    _disk_full_on(monkeypatch, failing)
+    with pytest.raises(NatlearnError, match="cannot write checkpoint .*epoch_0002.pt: No space left on device"):
+        save_checkpoint(tmp_path / "epoch_0002.pt", {"epoch": 2})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    if failing == "epoch_0002.pt":
+        assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256"]
+    else:  # the checkpoint was complete before its digest failed: it stays, loadable, without a digest
+        assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256", "epoch_0002.pt"]
+        assert load_checkpoint(tmp_path / "epoch_0002.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "epoch_0001.pt")["epoch"] == 1
+
+
+def test_a_failed_overwrite_keeps_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "partial.pt"
+    save_checkpoint(path, {"epoch": 1, "progress": {"step": 4}})
+    _disk_full_on(monkeypatch, "partial.pt")
+    with pytest.raises(NatlearnError, match="No space left"):
+        save_checkpoint(path, {"epoch": 1, "progress": {"step": 8}})
+    assert load_checkpoint(path)["progress"] == {"step": 4}  # no digest of the new bytes beside the old ones

@@ -1,7 +1,8 @@
 import pytest
 
-from natlearn.config import PRESETS_DIR, Config, apply_overrides, load_preset
+from natlearn.config import PRESETS_DIR, RESUME_LOCKED, Config, apply_overrides, load_preset
 from natlearn.errors import NatlearnError
+from natlearn.train import _check_resumable
 
 
 def test_overrides_are_typed():
@@ -71,3 +72,31 @@ def test_preset_with_a_typo_is_rejected(tmp_path):
     bad.write_text("epochs: 3\nlearning_rate: 0.1\n")
     with pytest.raises(NatlearnError, match="learning_rate"):
         load_preset(str(bad))
+
+
+def test_string_fields_keep_the_text_as_typed(tmp_path):
+    config = apply_overrides(Config(), ["out=on", "data_root=no", "data=1e3", "device=cuda:0", "train_split=train"])
+    assert (config.out, config.data_root, config.data, config.device, config.train_split) == ("on", "no", "1e3", "cuda:0", "train")
+    assert apply_overrides(Config(data_root="x"), ["data_root="]).data_root == ""
+    preset = tmp_path / "quoted.yaml"
+    preset.write_text("out: 'on'\ndata_root: ''\ndata: digits\n")
+    assert (load_preset(str(preset)).out, load_preset(str(preset)).data_root) == ("on", "")
+    preset.write_text("out: on\n")  # YAML 1.1 reads a bare on as true: refuse it rather than name a folder True
+    with pytest.raises(NatlearnError, match="out=True is not a string; quote it"):
+        load_preset(str(preset))
+
+
+def test_resume_locks_what_the_saved_state_depends_on():
+    assert {"spare_targets", "test_fraction", "loss"} <= set(RESUME_LOCKED)
+    saved = Config(k=1300).to_dict()
+    with pytest.raises(NatlearnError, match=r"in spare_targets \(checkpoint 0, now 4\)"):
+        _check_resumable(Config(k=1300, spare_targets=4), saved)
+    with pytest.raises(NatlearnError, match=r"test_fraction \(checkpoint 0.2, now 0.5\)"):
+        _check_resumable(Config(k=1300, test_fraction=0.5), saved)
+    # schedule, optimiser and speed settings may change
+    _check_resumable(Config(k=1300, epochs=99, lr=0.1, reassign_every=1, assign_block=64, progress=False, precision="fp32"), saved)
+    # auto values compare resolved; a key an older checkpoint lacks had its default
+    older = {key: value for key, value in saved.items() if key not in ("spare_targets", "test_fraction")}
+    _check_resumable(Config(k=1300, loss="square", train_split="train"), older)
+    with pytest.raises(NatlearnError, match=r"loss \(checkpoint 'auto', now 'square'\)"):  # logits head -> dim outputs
+        _check_resumable(Config(objective="supervised", loss="square"), Config(objective="supervised").to_dict())

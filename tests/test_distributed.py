@@ -44,7 +44,7 @@ def two_rank_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("scenario", ["global_reassignment", "ranks_disagree", "gathers_uneven_shards"])
+@pytest.mark.parametrize("scenario", ["global_reassignment", "one_rank_solves", "ranks_disagree", "gathers_uneven_shards"])
 def test_two_rank_scenarios(scenario):
     done = torchrun(str(TESTS / "two_ranks.py"), scenario)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -3,7 +3,8 @@ import pytest
 import scipy.ndimage
 import torch
 
-from natlearn.models import InputLayer, build_network
+from natlearn.errors import NatlearnError
+from natlearn.models import InputLayer, build_network, feature_layers
 
 
 def test_sobel_equals_scipy_on_the_gray_image():
@@ -63,3 +64,19 @@ def test_unknown_layer_name_is_rejected():
     network = build_network("small", "rgb", 3, 8, out_dim=4, widths=(4,))
     with pytest.raises(ValueError, match="conv1"):
         network.features(torch.rand(1, 3, 8, 8), ["conv9"])
+
+
+def test_alexnet_refuses_images_it_cannot_process():
+    with pytest.raises(NatlearnError, match="arch=alexnet needs images .* at least 63x63 pixels, got 62x62; use arch=small"):
+        build_network("alexnet", "sobel", 3, 62, out_dim=8)
+    network = build_network("alexnet", "sobel", 3, 63, out_dim=8).eval()  # the smallest that works
+    assert network(torch.rand(1, 3, 63, 63)).shape == (1, 8)
+    assert feature_layers("alexnet") == [*network.conv_names, "neck", "head"]
+
+
+@pytest.mark.parametrize("widths", [(4,), (4, 8, 8, 16, 16)])
+def test_feature_layers_name_what_features_accepts(widths):
+    network = build_network("small", "rgb", 3, 8, out_dim=4, widths=widths).eval()
+    names = feature_layers("small", widths)
+    assert names == [*network.conv_names, "neck", "head"]
+    assert set(network.features(torch.rand(2, 3, 8, 8), names)) == set(names)

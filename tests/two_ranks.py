@@ -34,6 +34,31 @@ def global_reassignment() -> None:
     distributed.check()  # the hash comparison passes when the ranks agree
 
 
+def one_rank_solves() -> None:
+    """Rank 1's solver breaks ties differently (as another GPU model's arithmetic could): the ranks must still hold
+    rank 0's assignment, because only rank 0 solves and the others replay its choices."""
+    import natlearn.assignment
+
+    ranks = init_ranks("cpu")
+    if ranks.rank == 1:
+        real = natlearn.assignment.linear_sum_assignment
+
+        def other_ties(cost, maximize=False):
+            rows, cols = real(cost, maximize=maximize)
+            return rows, cols[::-1].copy()
+
+        natlearn.assignment.linear_sum_assignment = other_ties
+    config = Config(dim=8, k=70, spare_targets=4, assign_block=10, seed=5, batch_size=20)
+    n, batch = 64, 20
+    ids = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:batch]
+    outputs = torch.nn.functional.normalize(torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    distributed = NoiseAsTargets(config, n, ranks)
+    mine = ranks.shard(torch.arange(batch))
+    for _ in range(3):
+        distributed.reassign(ids[mine], outputs[mine])
+    distributed.check()  # raises on every rank if rank 1 solved its own (different) problem
+
+
 def ranks_disagree() -> None:
     """A rank whose assignment differs must make every rank stop with the error naming it."""
     ranks = init_ranks("cpu")
@@ -57,7 +82,11 @@ def gathers_uneven_shards() -> None:
 
 
 if __name__ == "__main__":
-    {"global_reassignment": global_reassignment, "ranks_disagree": ranks_disagree, "gathers_uneven_shards": gathers_uneven_shards}[sys.argv[1]]()
+    scenarios = {
+        "global_reassignment": global_reassignment, "one_rank_solves": one_rank_solves, "ranks_disagree": ranks_disagree,
+        "gathers_uneven_shards": gathers_uneven_shards,
+    }  # fmt: skip
+    scenarios[sys.argv[1]]()
     # Leave together: a rank that exits while the other still tears down gloo can abort ("terminate called ...").
     dist.barrier()
     dist.destroy_process_group()
