@@ -85,8 +85,8 @@ MUTANTS = [
         "demo-scores-untrained-net",
         "the demo's nat row probes a freshly built (untrained) network instead of the trained one",
         "demo.py",
-        '"nat": _network_features(nat_run.model, train_set, test_set, size),',
-        '"nat": _network_features(build_model(config, train_set), train_set, test_set, size),',
+        '"nat": _network_features(nat_run.model,',
+        '"nat": _network_features(build_model(config, train_set),',
         ("tests/test_demo.py::test_demo_writes_measured_results_and_figures",),
     ),
     Mutant(

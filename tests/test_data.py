@@ -159,7 +159,7 @@ def test_streaming_folder_gives_the_same_images_through_workers(tmp_path):
 def test_streaming_folder_handles_a_bad_file(tmp_path):
     _write_folder(tmp_path / "images", per_class=2)
     (tmp_path / "images" / "eel" / "zz-broken.png").write_bytes(b"garbage")
-    stream = load_dataset(str(tmp_path / "images"), image_size=12, mode="stream")
+    stream = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="stream")
     everything = [torch.arange(len(stream))]
     with pytest.raises(NatlearnError, match="zz-broken.png"):
         list(stream.batches(everything, torch.device("cpu"), workers=0))
@@ -295,8 +295,8 @@ def test_a_class_folder_holds_out_a_seeded_stratified_test_split(tmp_path):
     assert torch.bincount(test.labels, minlength=4).tolist() == [2, 1, 0, 1]
     assert torch.bincount(train.labels, minlength=4).tolist() == [8, 6, 1, 1]
     assert test.classes == train.classes == ["ant", "bee", "cow", "dog"]
-    assert test.split_note == f"held-out test split: 20% of each class of {root} (seed 1111, stratified), 4 of 20 images"
-    assert train.split_note == f"train split: the other 16 of 20 images of {root} (20% of each class held out for testing, seed 1111)"
+    assert test.split_note == f"held-out test split: 20% of each class of {root} (split_seed 1111, stratified), 4 of 20 images"
+    assert train.split_note == f"train split: the other 16 of 20 images of {root} (20% of each class held out for testing, split_seed 1111)"
     assert _image_keys(load_dataset(root, "test", image_size=8, seed=1111)) == _image_keys(test)  # same seed, same split
     assert _image_keys(load_dataset(root, "test", image_size=8, seed=7)) != _image_keys(test)
     stream = load_dataset(root, "test", image_size=8, seed=1111, mode="stream")

@@ -24,9 +24,9 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 # A resumed run must agree with its checkpoint on these, or its weights/targets mean something else.
 # spare_targets: the checkpoint's assignment carries its own m, which would silently win over a new value;
 # loss: for objective=supervised it decides the head (class logits or dim outputs), so the weights would not load;
-# test_fraction: which folder images are pre-trained on, so what the assignment's image indices mean.
+# test_fraction, split_seed: which folder images are pre-trained on, so what the assignment's image indices mean.
 RESUME_LOCKED = (
-    "data", "data_root", "train_split", "test_fraction", "image_size", "crop_size", "arch", "widths", "input", "dim", "k",
+    "data", "data_root", "train_split", "test_fraction", "split_seed", "image_size", "crop_size", "arch", "widths", "input", "dim", "k",
     "targets", "num_clusters", "seed", "objective", "batch_size", "subset", "spare_targets", "loss",
 )  # fmt: skip
 
@@ -44,8 +44,10 @@ class Config:
     train_split: str = "auto"
     """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus train; train for supervised)."""
     test_fraction: float = 0.2
-    """Class folders without train/ and test/: the fraction of each class held out (seeded by seed, stratified) as the test
-    split; pre-training leaves it out (train_split=all pre-trains on every image)."""
+    """Class folders without train/ and test/: the fraction of each class held out (stratified, seeded by split_seed) as the
+    test split; pre-training leaves it out (train_split=all pre-trains on every image)."""
+    split_seed: int = 0
+    """Seeds that held-out split; apart from seed, so runs with other seeds are scored on the same test images."""
     image_size: int = 0
     """Folders: side images are resized to (short side; smaller ones upscaled), then centre-cropped; 0 = first image's."""
     crop_size: int = 0
@@ -146,7 +148,7 @@ class Config:
         split = self.resolved_train_split() if split == "pretrain" else split
         return load_dataset(
             self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode,
-            seed=self.seed, test_fraction=self.test_fraction,
+            seed=self.split_seed, test_fraction=self.test_fraction,
         )  # fmt: skip
 
     def resolved_loss(self) -> str:
@@ -214,7 +216,7 @@ _CHOICES = {
 _AT_LEAST = {
     "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
     "spare_targets": 0, "assign_block": 0, "subset": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
-    "seed": 0, "keep_last": 1, "keep_every": 0, "checkpoint_every_steps": 0,
+    "seed": 0, "split_seed": 0, "keep_last": 1, "keep_every": 0, "checkpoint_every_steps": 0,
 }  # fmt: skip
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -232,8 +232,8 @@ def _split_note(path: Path, split: str, labelled: bool, sub_folders: bool, seed:
         return f"{path}: all {total:,} images (the train split and the held-out test split)"
     percent = f"{100 * test_fraction:g}%"
     if split == "test":
-        return f"held-out test split: {percent} of each class of {path} (seed {seed}, stratified), {count:,} of {total:,} images"
-    return f"train split: the other {count:,} of {total:,} images of {path} ({percent} of each class held out for testing, seed {seed})"
+        return f"held-out test split: {percent} of each class of {path} (split_seed {seed}, stratified), {count:,} of {total:,} images"
+    return f"train split: the other {count:,} of {total:,} images of {path} ({percent} of each class held out for testing, split_seed {seed})"
 
 
 def _folder(
@@ -268,7 +268,7 @@ def load_dataset(
     on_bad_image: str = "error",
     cache: bool = True,
     mode: str = "auto",
-    seed: int = 1111,
+    seed: int = 0,
     test_fraction: float = 0.2,
 ) -> ImageDataset | StreamingFolder:
     """A data set by name or folder path.

@@ -56,6 +56,12 @@ def compare_table(all_results: dict[str, dict], out: Path | None = None) -> str:
     cells = [f"**{b[1]:.4f}** ({b[0]})" if b else "" for b in best.values()]
     lines.append("| **best linear** (layer chosen on held-out train) | " + " | ".join(cells) + " |")
     gaps = gap_recovered(all_results)
+    splits = {res.get("test_split") for res in all_results.values()}
+    if len(splits) > 1:  # e.g. checkpoints trained with another split_seed or test_fraction on one folder
+        lines.append("")
+        lines.append("**Warning: these sources were scored on different test splits, so their columns are not comparable:** " + "; ".join(
+            f"{name}: {res.get('test_split')}" for name, res in all_results.items()
+        ))
     text = "\n".join(lines)
     if gaps:
         text += "\n\nFraction of the random-init -> supervised gap (best linear probe, layers chosen on held-out train) recovered: " + ", ".join(
