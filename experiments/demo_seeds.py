@@ -58,7 +58,7 @@ def main() -> None:
         "re-assignment every 3rd epoch); supervised: same network, 30 epochs, cross-entropy. Mean ± std over seeds "
         f"0-{args.seeds - 1}. JSON: `experiments/results/demo_seeds.json`.",
         "",
-        "| features | linear probe, penultimate | weighted 20-NN, penultimate | best single layer, linear probe |",
+        "| features | linear probe, penultimate | weighted 20-NN, penultimate | best layer's linear probe (layer chosen on held-out train) |",
         "|---|---|---|---|",
         *(f"| {row} | {cell(row, 'linear_probe_top1')} | {cell(row, 'knn_top1')} | {cell(row, 'best_layer_top1')} |" for row in ROWS),
         "",
