@@ -174,7 +174,6 @@ def test_finetune_trains_a_copy_and_the_cli_reports_a_finetune_row(tiny_run, tmp
     assert 0 <= protocols["finetune"]["all"]["top1"] <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: finetune() draws its new classifier from the global torch RNG")
 def test_finetune_does_not_depend_on_the_global_rng(tiny_run):
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     scores = []

@@ -39,5 +39,5 @@ def test_ablations_reject_unknown_rows(tmp_path):
 def test_main_table_quick_runs_end_to_end(tmp_path):
     done = run_script("cifar_main.py", "--quick", "--runs", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| **best linear** |" in done.stdout
+    assert "| **best linear** (layer chosen on held-out train) |" in done.stdout
     assert len(list((tmp_path / "cifar_main_quick" / "evolution").glob("epoch_*.json"))) >= 2

@@ -108,7 +108,9 @@ def finetune(
     device = next(model.parameters()).device
     tuned = copy.deepcopy(model).train()
     classes = len(train_set.classes)
-    tuned.head = Head(tuned.head.linear.in_features, classes, normalize=False).to(device)
+    with torch.random.fork_rng(devices=[]):  # the new classifier is seeded: scores do not depend on what ran before
+        torch.manual_seed(0)
+        tuned.head = Head(tuned.head.linear.in_features, classes, normalize=False).to(device)
     optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     batch_size = 128
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
