@@ -40,6 +40,9 @@ FAULTS = "tests/reliability/test_faults.py"
 RESUME = f"{TRAIN}::test_resume_from_a_mid_run_checkpoint_matches_an_uninterrupted_run"
 KILL_RESUME = f"{FAULTS}::test_sigkill_mid_epoch_resumes_from_the_step_checkpoint"
 RESUMED_TARGETS = f"{FAULTS}::test_resumed_targets_equal_the_ones_before_the_kill"
+DDP_STEP = "tests/test_distributed.py::test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction"
+HONEST = "tests/test_honest_eval.py"
+NONFINITE = "tests/reliability/test_nonfinite.py"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,114 @@ MUTANTS = [
         "NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets",
         "NoiseTargets(k, config.dim, seed=config.seed + self.ranks.rank, kind=config.targets",
         ("tests/test_distributed.py::test_two_ranks_train_like_one_process_with_the_global_batch",),
+    ),
+    Mutant(
+        "sum-scaled-per-rank",
+        "each rank reduces its own rows (sum, or mean over its share): DDP's average then trains at lr / N (sum)",
+        "train.py",
+        '    scale = ranks.world_size / (global_batch if reduction == "mean" else 1)\n    return per_row.sum() * scale\n',
+        '    return per_row.sum() if reduction == "sum" else per_row.mean()\n',
+        (f"{DDP_STEP}[nat-square-sum]", f"{DDP_STEP}[supervised-ce-sum]"),
+    ),
+    Mutant(
+        "softmax-over-the-ranks-own-targets",
+        "under torchrun the NAT softmax loss scores each image against its rank's targets only, not the global batch's",
+        "train.py",
+        'batch_ids = self.ranks.gather(ids.to(outputs.device)) if self.loss_kind == "softmax" else ids',
+        "batch_ids = ids",
+        (f"{DDP_STEP}[nat-softmax-sum-no-reassign]",),
+    ),
+    Mutant(
+        "every-rank-solves",
+        "every rank solves the gathered batch's assignment itself (identity then rests on bit-identical arithmetic)",
+        "train.py",
+        "        if self.ranks.main:\n            results = [self.assignment.reassign(",
+        "        if True:\n            results = [self.assignment.reassign(",
+        ("tests/test_distributed.py::test_two_rank_scenarios[one_rank_solves]",),
+    ),
+    Mutant(
+        "private-batchnorm-per-rank",
+        "each rank normalises with its own share's BatchNorm statistics instead of the global batch's",
+        "distributed.py",
+        "    if ranks.world_size == 1:\n        return model\n",
+        "    if True:\n        return model\n",
+        (f"{DDP_STEP}[nat-softmax-mean]",),
+    ),
+    Mutant(
+        "dropped-image-shifts-rank-rows",
+        "under torchrun a rank that drops an unreadable streamed image still assumes the planned share of the global batch",
+        "train.py",
+        "    if ranks.world_size == 1 or not may_drop:\n",
+        "    if True:\n",
+        ("tests/test_distributed.py::test_two_ranks_stream_a_folder_and_skip_an_unreadable_image",),
+    ),
+    Mutant(
+        "folder-scored-on-its-training-images",
+        "a class folder without train/ and test/ serves every image as both splits (probes scored on their own training images)",
+        "data/datasets.py",
+        '    if split == "all":\n        return listing, listing, False\n',
+        "    if True:\n        return listing, listing, False\n",
+        (f"{HONEST}::test_a_plain_class_folder_is_scored_on_held_out_images_near_chance",),
+    ),
+    Mutant(
+        "decay-chosen-on-test-labels",
+        "the linear probe refits each weight decay and keeps the one with the best test accuracy",
+        "evaluate/probes.py",
+        "        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)\n",
+        "        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)\n"
+        "        fits = [_choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, progress)[0] for wd in weight_decays]\n"
+        "        tests = [float((f(((test_x - mean) / std).to(device)).argmax(1).cpu() == test_y).double().mean()) for f in fits]\n"
+        "        best = max(range(len(tests)), key=tests.__getitem__)\n"
+        "        final = fits[best]\n",
+        (f"{HONEST}::test_permuting_the_test_labels_changes_no_choice_of_the_linear_probe",),
+    ),
+    Mutant(
+        "layer-chosen-on-test-labels",
+        "the best layer of an evaluation (headline, gap fractions) is the one with the best test accuracy",
+        "evaluate/compare.py",
+        'layer = max(table, key=lambda name: table[name]["held_out_top1"])',
+        'layer = max(table, key=lambda name: table[name]["top1"])',
+        (f"{HONEST}::test_best_linear_picks_the_held_out_best_layer_not_the_test_best", "tests/test_evaluate.py::test_gap_recovered_arithmetic"),
+    ),
+    Mutant(
+        "demo-layer-chosen-on-test-labels",
+        "the demo's best-layer column picks the layer with the best test accuracy",
+        "demo.py",
+        "best_layer = max(probes, key=lambda name: probes[name].held_out_top1)",
+        "best_layer = max(probes, key=lambda name: probes[name].top1)",
+        (f"{HONEST}::test_the_demo_picks_its_best_layer_on_held_out_train_images",),
+    ),
+    Mutant(
+        "mlp-probe-too-few-steps",
+        "the MLP probe trains epochs x (n // batch) steps: none when the train split is smaller than a batch",
+        "evaluate/probes.py",
+        "    batch_size = max(2, min(batch_size, len(x) // 4))\n",
+        "    batch_size = max(2, min(batch_size, len(x)))\n",
+        (f"{HONEST}::test_the_mlp_probe_learns_an_easy_task_with_fewer_images_than_its_batch",),
+    ),
+    Mutant(
+        "skipped-batch-left-in-batchnorm",
+        "on_nonfinite=skip skips the step but keeps the NaN batch's statistics in BatchNorm's running buffers",
+        "train.py",
+        "                    buffer.copy_(saved)\n",
+        "                    pass\n",
+        (f"{NONFINITE}::test_a_skipped_batch_leaves_no_trace_in_batchnorm_statistics",),
+    ),
+    Mutant(
+        "gradients-unchecked",
+        "non-finite gradients reach optimizer.step() (only outputs and loss are checked)",
+        "train.py",
+        "                if ranks.any(not _gradients_finite(model)):\n",
+        "                if False:\n",
+        (f"{NONFINITE}::test_nonfinite_gradients_stop_the_run_before_the_step",),
+    ),
+    Mutant(
+        "batchnorm-statistics-unchecked",
+        "the epoch-end check covers the parameters but not BatchNorm's running statistics",
+        "train.py",
+        "    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]\n",
+        "    tensors = [*model.parameters()]\n",
+        (f"{NONFINITE}::test_nan_batchnorm_statistics_stop_the_run",),
     ),
     Mutant(
         "assignment-not-restored",

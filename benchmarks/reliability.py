@@ -9,12 +9,14 @@ column is what this run of those tests measured (passed = the expectation held).
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import mutants
 from _report import ROOT, hardware, today  # benchmarks/ is on sys.path when run as a script
 from natlearn.files import atomic_write
 
@@ -61,6 +63,8 @@ def main() -> int:
         "the assignment stays a permutation after thousands of random re-assignments (tests/test_assignment.py, hypothesis);",
         "a resume whose config differs in what matters is refused with the fields listed (tests/test_train.py).",
     ]
+    if mutants.RESULTS.is_file():  # the mutant table comes from its own (slower) run: python benchmarks/mutants.py
+        lines += ["", mutants.section(json.loads(mutants.RESULTS.read_text()))]
     atomic_write(ROOT / "docs" / "reliability.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return completed.returncode
 

@@ -133,3 +133,23 @@ def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settin
             assert error < 1e-4, f"{name}: relative difference {error:.2e}"
             moved += 1
     assert moved > 0
+
+
+def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
+    """A rank whose share loses an unreadable image must still find its own rows of the global batch."""
+    import numpy as np
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(generator.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "data" / name / f"{i:02d}.png")
+    (tmp_path / "data" / "a" / "03.png").write_bytes(b"not an image")
+    done = torchrun(
+        "-m", "natlearn", "train", f"data={tmp_path / 'data'}", "train_split=all", "data_mode=stream", "on_bad_image=skip", "workers=0",
+        "widths=[8,8]", "dim=8", "batch_size=16", "epochs=2", "reassign_every=1", "progress=false", f"out={tmp_path / 'run'}",
+        env={"NATLEARN_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(log(tmp_path / "run")) == 2

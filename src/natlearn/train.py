@@ -63,11 +63,11 @@ class NoiseAsTargets:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0
 
     def __call__(
-        self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int, global_batch: int | None = None
+        self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int, rows: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of this rank's rows ``ids`` (outputs (b, d)) in a global batch of ``global_batch`` images
-        (default b: one process), and statistics: loss per image, cosine to the own target, fraction re-assigned."""
-        global_batch = global_batch or len(ids)
+        """Loss of this rank's images ``ids`` (outputs (b, d)), rows ``rows = (first, total)`` of the global batch
+        (default (0, b): one process), and statistics: loss per image, cosine to the own target, fraction re-assigned."""
+        first, global_batch = rows or (0, len(ids))
         seconds = 0.0
         if self.reassigns(epoch):
             if outputs.is_cuda:  # time the assignment, not the forward pass still queued on the GPU
@@ -80,14 +80,13 @@ class NoiseAsTargets:
             # The softmax loss scores each image against every target of the global batch.
             batch_ids = self.ranks.gather(ids.to(outputs.device)) if self.loss_kind == "softmax" else ids
             batch_targets = self.targets[self.assignment[batch_ids].to(outputs.device)]
-        first = self.ranks.first_row(global_batch) if len(batch_targets) > len(ids) else 0
-        rows = torch.arange(first, first + len(ids), device=outputs.device)
-        targets = batch_targets[rows]
+        mine = torch.arange(first, first + len(ids), device=outputs.device) - (0 if len(batch_targets) > len(ids) else first)
+        targets = batch_targets[mine]
         outputs = outputs.float()
         if self.loss_kind == "square":
             per_row = square_loss(outputs, targets, reduction="none")
         else:
-            per_row = softmax_loss(outputs, batch_targets, rows, self.temperature, reduction="none")
+            per_row = softmax_loss(outputs, batch_targets, mine, self.temperature, reduction="none")
         loss = _rank_loss(per_row, self.reduction, self.ranks, global_batch)
         stats = {"loss": float(per_row.detach().mean()), "cosine": float((outputs.detach() * targets).sum(dim=1).mean())}
         return loss, {**stats, "reassigned": reassigned, "assign_ms": 1000 * seconds}
@@ -139,7 +138,7 @@ class Supervised:
         self.class_targets = NoiseTargets(len(dataset.classes), config.dim, seed=config.seed)
 
     def __call__(
-        self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int, global_batch: int | None = None
+        self, ids: torch.Tensor, outputs: torch.Tensor, epoch: int, rows: tuple[int, int] | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         labels = self.labels[ids].to(outputs.device)
         outputs = outputs.float()
@@ -149,7 +148,7 @@ class Supervised:
         else:
             per_row = F.cross_entropy(outputs, labels, reduction="none")
             scores = outputs.detach()
-        loss = _rank_loss(per_row, self.reduction, self.ranks, global_batch or len(ids))
+        loss = _rank_loss(per_row, self.reduction, self.ranks, (rows or (0, len(ids)))[1])
         return loss, {"loss": float(per_row.detach().mean()), "train_accuracy": float((scores.argmax(dim=1) == labels).float().mean())}
 
     def state_dict(self) -> dict:
@@ -306,6 +305,15 @@ def _all_finite(value: torch.Tensor) -> bool:
     return bool(torch.isfinite(value).all())
 
 
+def _global_rows(ranks: Ranks, delivered: torch.Tensor, planned: int, may_drop: bool) -> tuple[int, int]:
+    """(first row, size) of this rank's share in the global batch. Shares are tensor_split's of the planned batch,
+    unless streamed images may have been dropped as unreadable: then the ranks exchange what they really got."""
+    if ranks.world_size == 1 or not may_drop:
+        return ranks.first_row(planned), planned
+    sizes = ranks.gather(torch.tensor([len(delivered)], device=delivered.device)).flatten().tolist()
+    return sum(sizes[: ranks.rank]), sum(sizes)
+
+
 def _gradients_finite(model: torch.nn.Module) -> bool:
     grads = [p.grad.detach().abs().amax() for p in model.parameters() if p.grad is not None]
     return not grads or _all_finite(torch.stack(grads))
@@ -395,6 +403,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     partial_path = run_dir / "checkpoints" / PARTIAL_NAME
     autocast = _autocast(config, device)
     layout = torch.channels_last if config.channels_last and device.type == "cuda" else torch.contiguous_format
+    may_drop = isinstance(dataset, StreamingFolder) and dataset.on_bad_image == "skip"  # unreadable images leave batches
     for epoch in range(start_epoch, config.epochs):
         lr = learning_rate(config, epoch)
         for group in optimizer.param_groups:
@@ -414,14 +423,14 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         )  # fmt: skip
         started = time.perf_counter() - progress.seconds
         for step, (ids, images) in enumerate(batches, start=progress.step):
-            rows = (ranks.first_row(len(batch_ids[step])), len(batch_ids[step]))  # this rank's rows of the global batch
+            rows = _global_rows(ranks, images, len(batch_ids[step]), may_drop)  # this rank's rows of the global batch
             inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip, rows)
             # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation uses them).
             buffers = [b.clone() for b in model.buffers()] if config.on_nonfinite == "skip" else None
             with autocast:
                 outputs = step_model(inputs.contiguous(memory_format=layout))
             what = "outputs" if ranks.any(not _all_finite(outputs)) else None
-            loss, stats = (None, {}) if what else objective(ids, outputs, epoch, len(batch_ids[step]))
+            loss, stats = (None, {}) if what else objective(ids, outputs, epoch, rows)
             if what is None and ranks.any(not _all_finite(loss)):
                 what = "loss"
             if what is None:
