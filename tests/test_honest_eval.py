@@ -160,3 +160,22 @@ def test_eval_json_states_the_split(tmp_path):
     stored = json.loads((tmp_path / "eval.json").read_text())
     assert stored["train_split"] and stored["test_split"] and stored["test_split"] != stored["train_split"]
     assert results["train_images"] + results["test_images"] == 1797
+
+
+def test_evaluation_views_images_as_the_network_was_trained(tmp_path, monkeypatch):
+    """A network trained on resized crops (STL-10's preset) is evaluated on the matching resized view, not on an
+    unresized centre crop at another scale."""
+    import natlearn.evaluate.features as features
+
+    views = []
+    real = features.eval_view
+
+    def spy(images, size, crop="pad", scale=0.25):
+        views.append((crop, scale))
+        return real(images, size, crop, scale)
+
+    monkeypatch.setattr(features, "eval_view", spy)
+    settings = EvalSettings(knn=(), mlp=False, progress=False)
+    base = Config(widths=(8, 16), dim=8, crop="resized", crop_scale=0.5)
+    evaluate("random-init", [], settings, tmp_path, base=base)
+    assert views and set(views) == {("resized", 0.5)}
