@@ -212,8 +212,9 @@ MUTANTS = [
         "mlp-probe-too-few-steps",
         "the MLP probe trains epochs x (n // batch) steps: none when the train split is smaller than a batch",
         "evaluate/probes.py",
-        "    batch_size = max(2, min(batch_size, len(x) // 4))\n",
-        "    batch_size = max(2, min(batch_size, len(x)))\n",
+        "    batch_size = max(2, min(batch_size, len(x) // 4))\n    per_epoch = len(x) // batch_size\n"
+        "    epochs = max(epochs, -(-min_steps // per_epoch))\n",
+        "    per_epoch = len(x) // batch_size\n",
         (f"{HONEST}::test_the_mlp_probe_learns_an_easy_task_with_fewer_images_than_its_batch",),
     ),
     Mutant(
@@ -222,7 +223,7 @@ MUTANTS = [
         "train.py",
         "                    buffer.copy_(saved)\n",
         "                    pass\n",
-        (f"{NONFINITE}::test_a_skipped_batch_leaves_no_trace_in_batchnorm_statistics",),
+        (f"{FAULTS}::test_nonfinite_batch_stops_or_is_skipped",),
     ),
     Mutant(
         "gradients-unchecked",

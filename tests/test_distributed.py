@@ -110,7 +110,7 @@ EXACT = ["data=digits", "widths=[8,16]", "dim=16", "subset=1000", "batch_size=12
     [
         ["loss_reduction=sum", "lr=0.0005"],
         ["loss_reduction=mean", "loss=softmax"],
-        ["loss_reduction=sum", "loss=softmax", "lr=0.0005", "reassign_every=2"],
+        ["loss_reduction=sum", "loss=softmax", "lr=0.0005", "reassign_every=0"],
         ["objective=supervised", "loss_reduction=sum", "lr=0.0005"],
         ["objective=supervised", "loss=square"],
     ],

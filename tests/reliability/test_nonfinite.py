@@ -62,24 +62,6 @@ def test_nonfinite_gradients_are_skipped_without_touching_the_weights(tmp_path, 
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
-def test_a_skipped_batch_leaves_no_trace_in_batchnorm_statistics(tmp_path, monkeypatch):
-    """Fault: batch 2 of epoch 1 is NaN, with on_nonfinite=skip; BatchNorm folds it into its running statistics before
-    the outputs can be checked. Expected: the batch is skipped with one warning and the running statistics are restored,
-    so the evaluation features of the finished run are finite."""
-    real_augment, calls = train_module.augment, {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
-        out = real_augment(*args, **kwargs)
-        return out * float("nan") if calls["n"] == 2 else out
-
-    monkeypatch.setattr(train_module, "augment", poisoned)
-    with pytest.warns(UserWarning, match="skipping batch 2 of epoch 1: non-finite outputs"):
-        result = train(_config(tmp_path, "on_nonfinite=skip"))
-    buffers = [b for b in result.model.buffers() if b.is_floating_point()]
-    assert buffers and all(torch.isfinite(b).all() for b in buffers)
-
-
 def test_nan_batchnorm_statistics_stop_the_run(tmp_path, monkeypatch):
     """Fault: BatchNorm running variances become NaN silently (training-mode BatchNorm never reads them, so the loss
     stays finite). Expected: the epoch-end check stops the run with one line naming the BatchNorm statistics, and no
