@@ -179,3 +179,12 @@ def test_evaluation_views_images_as_the_network_was_trained(tmp_path, monkeypatc
     base = Config(widths=(8, 16), dim=8, crop="resized", crop_scale=0.5)
     evaluate("random-init", [], settings, tmp_path, base=base)
     assert views and set(views) == {("resized", 0.5)}
+
+
+def test_knn_runs_on_its_layers_even_outside_the_linear_layers():
+    """--layers conv2 --knn-layers neck: the k-NN row was silently missing (neck features were never extracted)."""
+    train_set, test_set = load_dataset("digits", "train").subset(torch.arange(200)), load_dataset("digits", "test").subset(torch.arange(100))
+    model = build_model(Config(widths=(8, 16), dim=8), train_set)
+    settings = EvalSettings(layers=["conv2"], knn=(5,), knn_layers=("neck",), mlp=False, progress=False)
+    protocols = evaluate_network(model, train_set, test_set, 8, settings)["protocols"]
+    assert list(protocols["linear"]) == ["conv2"] and list(protocols["knn5"]) == ["neck"]

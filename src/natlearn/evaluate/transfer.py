@@ -52,13 +52,14 @@ class EvalSettings:
         return dataclasses.replace(self, crop=config.crop, crop_scale=config.crop_scale, flip=config.flip)
 
 
-def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Tensor, settings: EvalSettings) -> dict:
+def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Tensor, settings: EvalSettings, knn_layers: list[str]) -> dict:
+    """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones) and k-NN on ``knn_layers``."""
     results: dict[str, dict[str, dict]] = {}
     for layer in train:
-        if settings.linear:
+        if settings.linear and (settings.layers is None or layer in settings.layers or layer == "pixels"):
             result = linear_probe(train[layer], train_y, test[layer], test_y, epochs=settings.probe_epochs, progress=settings.progress)
             results.setdefault("linear", {})[layer] = result.as_dict()
-        for k in settings.knn if layer in settings.knn_layers or layer == "pixels" else ():
+        for k in settings.knn if layer in knn_layers else ():
             results.setdefault(f"knn{k}", {})[layer] = knn_classify(train[layer], train_y, test[layer], test_y, k=k).as_dict()
     return results
 
@@ -66,12 +67,13 @@ def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Ten
 def evaluate_network(model: Network, train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings) -> dict:
     """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split scores)."""
     started = time.perf_counter()
-    layers = settings.layers or [*model.conv_names, "neck"]
+    layers = list(dict.fromkeys([*(settings.layers or [*model.conv_names, "neck"]), *settings.knn_layers]))  # k-NN layers too
     wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
     view = {"crop": settings.crop, "scale": settings.crop_scale, "progress": settings.progress}
     train = extract_features(model, train_set.images, wanted, crop_size, **view)
     test = extract_features(model, test_set.images, wanted, crop_size, **view)
-    results = _probe_all({k: train[k] for k in layers}, {k: test[k] for k in layers}, train_set.labels, test_set.labels, settings)
+    probed = ({k: train[k] for k in layers}, {k: test[k] for k in layers})
+    results = _probe_all(*probed, train_set.labels, test_set.labels, settings, list(settings.knn_layers))
     if settings.mlp:
         last = model.conv_names[-1]
         hidden = settings.mlp_hidden or (4096 if model.arch == "alexnet" else 512)
@@ -88,7 +90,7 @@ def evaluate_pixels(train_set: ImageDataset, test_set: ImageDataset, crop_size: 
     started = time.perf_counter()
     train = {"pixels": eval_view(train_set.images, crop_size, settings.crop, settings.crop_scale).flatten(1)}
     test = {"pixels": eval_view(test_set.images, crop_size, settings.crop, settings.crop_scale).flatten(1)}
-    results = _probe_all(train, test, train_set.labels, test_set.labels, settings)
+    results = _probe_all(train, test, train_set.labels, test_set.labels, settings, ["pixels"])
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
