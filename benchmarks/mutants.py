@@ -187,7 +187,7 @@ MUTANTS = [
         "        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)\n",
         "        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)\n"
         "        fits = [_choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, progress)[0] for wd in weight_decays]\n"
-        "        tests = [float((f(((test_x - mean) / std).to(device)).argmax(1).cpu() == test_y).double().mean()) for f in fits]\n"
+        "        tests = [float((f(standardise(test_x).to(device)).argmax(1).cpu() == test_y).double().mean()) for f in fits]\n"
         "        best = max(range(len(tests)), key=tests.__getitem__)\n"
         "        final = fits[best]\n",
         (f"{HONEST}::test_permuting_the_test_labels_changes_no_choice_of_the_linear_probe",),

@@ -25,6 +25,7 @@ from natlearn.assignment import Assignment
 from natlearn.checkpoint import PARTIAL_NAME, latest_checkpoint, prune_checkpoints, remove_checkpoint, rng_state, save_checkpoint, set_rng_state
 from natlearn.config import RESUME_LOCKED, Config, apply_overrides
 from natlearn.data import ImageDataset, StreamingFolder, augment, require_labels
+from natlearn.devices import resolve_device
 from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
@@ -181,17 +182,6 @@ def pretraining_data(config: Config) -> ImageDataset | StreamingFolder:
         raise NatlearnError(f"subset={config.subset} is larger than the data set (n={len(dataset)}); lower subset or set subset=0 (all)")
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, len(dataset)]).generate_state(1)[0]))
     return dataset.subset(torch.randperm(len(dataset), generator=generator)[: config.subset].sort().values)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NatlearnError(f"device={name} asked for, but no CUDA GPU is visible; use device=cpu or device=auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise NatlearnError(f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
 
 
 def build_model(config: Config, dataset: ImageDataset | StreamingFolder) -> Network:

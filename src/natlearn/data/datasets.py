@@ -21,8 +21,6 @@ from natlearn.data.folder import FolderListing, decode_folder, default_cache_dir
 from natlearn.data.stream import StreamingFolder
 from natlearn.errors import NatlearnError
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (ids (b,) int64, images (b, C, H, W) uint8)
-
 __all__ = ["ImageDataset", "DATASETS", "SPLITS", "DATA_MODES", "load_dataset", "held_out", "require_labels"]
 
 DATA_MODES = ("auto", "memory", "stream")

@@ -19,8 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 from natlearn.data.folder import FolderListing, try_decode
 from natlearn.errors import NatlearnError
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (ids (b,) int64, images (b, C, H, W) uint8)
-
 __all__ = ["StreamingFolder"]
 
 

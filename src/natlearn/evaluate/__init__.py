@@ -6,11 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-
 from natlearn.checkpoint import load_checkpoint, network_from_state
 from natlearn.config import Config, apply_overrides
 from natlearn.data import require_labels
+from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
@@ -57,7 +56,7 @@ def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str
         results = evaluate_pixels(train_set, test_set, crop_size, settings)
     else:
         model = network_from_state(state) if state else build_model(config, train_set).eval()
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device()
         results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
     results = {
         "model": source,

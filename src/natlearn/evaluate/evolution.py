@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint, network_from_state
 from natlearn.config import Config, apply_overrides
+from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.figures import line_plot
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network
@@ -38,7 +37,7 @@ def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] 
     train_set, test_set = labelled_splits(config)
     crop_size = config.crop_size or train_set.image_size
     settings = settings.matching(config)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     rows = [{"epoch": 0, **evaluate_network(build_model(config, train_set).to(device), train_set, test_set, crop_size, settings)}]
     for path in paths:
         state = load_checkpoint(path)

@@ -6,13 +6,15 @@ They see training features and labels only; the test set is scored once, after e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from natlearn.devices import resolve_device
 
 __all__ = ["ProbeResult", "linear_probe", "mlp_probe", "knn_classify", "topk_accuracy", "WEIGHT_DECAYS"]
 
@@ -53,8 +55,10 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
     return top1, top5
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _standardiser(train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-feature standardisation with the *training* features' mean and std (test features never inform it)."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
+    return lambda features: (features - mean) / std
 
 
 def _held_out_split(n: int, fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +91,9 @@ def linear_probe(
         train_x: (n_train, f) features; train_y: (n_train,) int64 labels in [0, classes).
         test_x: (n_test, f) features; test_y: (n_test,) labels, used only for the final score.
     """
-    device = _device()
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    x = ((train_x - mean) / std).to(device)
+    device = resolve_device()
+    standardise = _standardiser(train_x)
+    x = standardise(train_x).to(device)
     y = train_y.to(device)
     classes = int(train_y.max()) + 1
     if solver == "auto":
@@ -97,7 +101,7 @@ def linear_probe(
     with _single_thread_if(x.numel() <= 5e7 and x.device.type == "cpu"):
         final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)
     with torch.no_grad():
-        test_scores = torch.cat([final(((chunk - mean) / std).to(device)).cpu() for chunk in test_x.split(4096)])
+        test_scores = torch.cat([final(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)])
     top1, top5 = topk_accuracy(test_scores, test_y)
     return ProbeResult(top1, top5, weight_decay=float(weight_decays[best]), held_out_top1=float(scores[best]), solver=solver)
 
@@ -228,9 +232,9 @@ def mlp_probe(
     """The paper's transfer protocol on frozen conv features: fresh fc6-fc8 (Linear-BN-ReLU-Dropout(0.5),
     Linear-BN-ReLU, Linear), SGD with momentum 0.9 and cosine decay. Trained on cached features of
     centre crops (the paper also used random crops; caching makes the protocol affordable on a CPU)."""
-    device = _device()
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    x, y = ((train_x - mean) / std).to(device), train_y.to(device)
+    device = resolve_device()
+    standardise = _standardiser(train_x)
+    x, y = standardise(train_x).to(device), train_y.to(device)
     classes = int(train_y.max()) + 1
     torch.manual_seed(0)
     mlp = nn.Sequential(
@@ -258,7 +262,7 @@ def mlp_probe(
             schedule.step()
     mlp.eval()
     with torch.no_grad():
-        scores = torch.cat([mlp(((chunk - mean) / std).to(device)).cpu() for chunk in test_x.split(4096)])
+        scores = torch.cat([mlp(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)])
     top1, top5 = topk_accuracy(scores, test_y)
     return ProbeResult(top1, top5, steps=steps)
 
@@ -269,7 +273,7 @@ def knn_classify(
     """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
     exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer than k
     training images every one votes; the result's ``k`` says how many did."""
-    device = _device()
+    device = resolve_device()
     bank = F.normalize(train_x.float(), dim=1).to(device)
     k = min(k, len(bank))
     labels = train_y.to(device)
