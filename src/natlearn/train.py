@@ -81,7 +81,8 @@ class NoiseAsTargets:
             # The softmax loss scores each image against every target of the global batch.
             batch_ids = self.ranks.gather(ids.to(outputs.device)) if self.loss_kind == "softmax" else ids
             batch_targets = self.targets[self.assignment[batch_ids].to(outputs.device)]
-        mine = torch.arange(first, first + len(ids), device=outputs.device) - (0 if len(batch_targets) > len(ids) else first)
+        offset = first if len(batch_targets) > len(ids) else 0  # batch_targets: the global batch's, or this rank's only
+        mine = torch.arange(offset, offset + len(ids), device=outputs.device)
         targets = batch_targets[mine]
         outputs = outputs.float()
         if self.loss_kind == "square":
