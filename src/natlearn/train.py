@@ -359,7 +359,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         _prepare_run_dir(run_dir, overwrite)  # only once every input has been checked: no stray files
     ranks.barrier()
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    start_epoch, history, last_path, progress = 0, [], None, None
+    start_epoch, history, last_path, epoch_state = 0, [], None, None
     if resume:
         found = latest_checkpoint(run_dir)
         if found is None:
@@ -371,7 +371,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         objective.load_state_dict(state["objective"])
         set_rng_state(state["rng"])
         start_epoch = state["epoch"]
-        progress = _EpochProgress(**state["progress"]) if "progress" in state else None
+        epoch_state = _EpochProgress(**state["progress"]) if "progress" in state else None
         history = _read_log(run_dir / "log.jsonl", start_epoch, truncate=ranks.main)
     if ranks.main:
         config_text = yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False)
@@ -402,18 +402,18 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         generator = _epoch_generator(config.seed, epoch)
         # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
         batch_ids = torch.tensor_split(torch.randperm(len(dataset), generator=generator), num_batches)
-        progress = progress or _EpochProgress()
-        if progress.generator is not None:  # continuing this epoch mid-way
-            generator.set_state(progress.generator)
+        epoch_state = epoch_state or _EpochProgress()
+        if epoch_state.generator is not None:  # continuing this epoch mid-way
+            generator.set_state(epoch_state.generator)
         step_model.train()
         reassigns = isinstance(objective, NoiseAsTargets) and objective.reassigns(epoch)
         desc = f"epoch {epoch + 1}/{config.epochs}" + (" (re-assign)" if reassigns else "")
         batches = tqdm(
-            dataset.batches([ranks.shard(ids) for ids in batch_ids[progress.step :]], device, config.workers),
-            total=num_batches, initial=progress.step, desc=desc, leave=False, disable=None if config.progress and ranks.main else True,
+            dataset.batches([ranks.shard(ids) for ids in batch_ids[epoch_state.step :]], device, config.workers),
+            total=num_batches, initial=epoch_state.step, desc=desc, leave=False, disable=None if config.progress and ranks.main else True,
         )  # fmt: skip
-        started = time.perf_counter() - progress.seconds
-        for step, (ids, images) in enumerate(batches, start=progress.step):
+        started = time.perf_counter() - epoch_state.seconds
+        for step, (ids, images) in enumerate(batches, start=epoch_state.step):
             rows = _global_rows(ranks, images, len(batch_ids[step]), may_drop)  # this rank's rows of the global batch
             inputs = augment(images, size, generator, config.crop, config.crop_padding, config.crop_scale, config.flip, rows)
             # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation uses them).
@@ -434,31 +434,32 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                     buffer.copy_(saved)
                 _nonfinite(config, what, epoch, step, last_path, recoverable=buffers is None or not ranks.any(not _weights_finite(model)))
                 optimizer.zero_grad(set_to_none=True)
-                progress.skipped += 1
+                epoch_state.skipped += 1
             else:
                 optimizer.step()
                 names = sorted(stats)
                 means = ranks.sum(torch.tensor([float(stats[k]) for k in names])) / ranks.world_size
                 for key, value in zip(names, means.tolist(), strict=True):
-                    progress.sums[key] = progress.sums.get(key, 0.0) + value
-                trained = step + 1 - progress.skipped
-                batches.set_postfix({k: f"{progress.sums[k] / trained:.4f}" for k in ("loss", "cosine", "train_accuracy") if k in progress.sums})
-            progress.step = step + 1
+                    epoch_state.sums[key] = epoch_state.sums.get(key, 0.0) + value
+                trained = step + 1 - epoch_state.skipped
+                shown = [k for k in ("loss", "cosine", "train_accuracy") if k in epoch_state.sums]
+                batches.set_postfix({k: f"{epoch_state.sums[k] / trained:.4f}" for k in shown})
+            epoch_state.step = step + 1
             fault_point(f"after-step:{epoch + 1}:{step + 1}")
-            if config.checkpoint_every_steps and progress.step % config.checkpoint_every_steps == 0 and progress.step < num_batches:
-                progress.seconds, progress.generator = time.perf_counter() - started, generator.get_state()
+            if config.checkpoint_every_steps and epoch_state.step % config.checkpoint_every_steps == 0 and epoch_state.step < num_batches:
+                epoch_state.seconds, epoch_state.generator = time.perf_counter() - started, generator.get_state()
                 if ranks.main:
-                    save_checkpoint(partial_path, {**snapshot(epoch), "progress": dataclasses.asdict(progress)})
+                    save_checkpoint(partial_path, {**snapshot(epoch), "progress": dataclasses.asdict(epoch_state)})
                 ranks.barrier()
         objective.check()
         if not _weights_finite(model):
             _nonfinite(config, "weights or BatchNorm statistics", epoch, num_batches - 1, last_path, recoverable=False)
         seconds = time.perf_counter() - started
-        trained = max(1, num_batches - progress.skipped)
+        trained = max(1, num_batches - epoch_state.skipped)
         row = {
             "epoch": epoch + 1,
-            **{key: value / trained for key, value in progress.sums.items()},
-            "skipped_batches": progress.skipped,
+            **{key: value / trained for key, value in epoch_state.sums.items()},
+            "skipped_batches": epoch_state.skipped,
             "lr": lr,
             "seconds": seconds,
             "images_per_s": len(dataset) / seconds,
@@ -475,7 +476,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             if config.progress:
                 tqdm.write(f"{desc}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
         ranks.barrier()
-        progress = None
+        epoch_state = None
     return TrainResult(model, objective, config, run_dir, history)
 
 

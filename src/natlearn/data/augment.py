@@ -65,12 +65,12 @@ def augment(
         top = torch.full((b, 1), (height - size) // 2)
         left = torch.full((b, 1), (width - size) // 2)
     span = torch.arange(size)
-    rows, cols = top + span, left + span
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    ys, xs = top + span, left + span  # pixel indices of each crop
+    xs = torch.where(flips[:, None], xs.flip(1), xs)
     device = images.device
     batch = torch.arange(b, device=device)[:, None, None, None]
     channel = torch.arange(x.shape[1], device=device)[None, :, None, None]
-    out = x[batch, channel, rows.to(device)[:, None, :, None], cols.to(device)[:, None, None, :]]
+    out = x[batch, channel, ys.to(device)[:, None, :, None], xs.to(device)[:, None, None, :]]
     return out.float().div_(255)
 
 
