@@ -2,7 +2,7 @@ import pytest
 
 from natlearn.config import PRESETS_DIR, RESUME_LOCKED, Config, apply_overrides, load_preset
 from natlearn.errors import NatlearnError
-from natlearn.train import _check_resumable
+from natlearn.train import check_resumable
 
 
 def test_overrides_are_typed():
@@ -90,13 +90,13 @@ def test_resume_locks_what_the_saved_state_depends_on():
     assert {"spare_targets", "test_fraction", "loss"} <= set(RESUME_LOCKED)
     saved = Config(k=1300).to_dict()
     with pytest.raises(NatlearnError, match=r"in spare_targets \(checkpoint 0, now 4\)"):
-        _check_resumable(Config(k=1300, spare_targets=4), saved)
+        check_resumable(Config(k=1300, spare_targets=4), saved)
     with pytest.raises(NatlearnError, match=r"test_fraction \(checkpoint 0.2, now 0.5\)"):
-        _check_resumable(Config(k=1300, test_fraction=0.5), saved)
+        check_resumable(Config(k=1300, test_fraction=0.5), saved)
     # schedule, optimiser and speed settings may change
-    _check_resumable(Config(k=1300, epochs=99, lr=0.1, reassign_every=1, assign_block=64, progress=False, precision="fp32"), saved)
+    check_resumable(Config(k=1300, epochs=99, lr=0.1, reassign_every=1, assign_block=64, progress=False, precision="fp32"), saved)
     # auto values compare resolved; a key an older checkpoint lacks had its default
     older = {key: value for key, value in saved.items() if key not in ("spare_targets", "test_fraction")}
-    _check_resumable(Config(k=1300, loss="square", train_split="train"), older)
+    check_resumable(Config(k=1300, loss="square", train_split="train"), older)
     with pytest.raises(NatlearnError, match=r"loss \(checkpoint 'auto', now 'square'\)"):  # logits head -> dim outputs
-        _check_resumable(Config(objective="supervised", loss="square"), Config(objective="supervised").to_dict())
+        check_resumable(Config(objective="supervised", loss="square"), Config(objective="supervised").to_dict())

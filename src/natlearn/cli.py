@@ -139,10 +139,10 @@ def _train_config(args: argparse.Namespace) -> Config:
         found = latest_checkpoint(out)
     if found is None:
         raise NatlearnError(f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; drop --resume to start a new run")
-    from natlearn.train import _check_resumable
+    from natlearn.train import check_resumable
 
     config = apply_overrides(base or apply_overrides(Config(), found[1]["config"]), settings)
-    _check_resumable(config, found[1]["config"])
+    check_resumable(config, found[1]["config"])
     return config
 
 

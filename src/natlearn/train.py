@@ -248,7 +248,7 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
         stale.unlink()
 
 
-def _check_resumable(config: Config, saved: dict) -> None:
+def check_resumable(config: Config, saved: dict) -> None:
     # A key the checkpoint lacks (written before it existed) had its default; auto values compare resolved.
     fields = Config().to_dict()
     before = apply_overrides(Config(), {key: value for key, value in saved.items() if key in fields})
@@ -365,7 +365,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         if found is None:
             raise NatlearnError(f"nothing to resume: no readable checkpoint in {run_dir / 'checkpoints'}; drop --resume to start a new run")
         last_path, state = found
-        _check_resumable(config, state["config"])
+        check_resumable(config, state["config"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         objective.load_state_dict(state["objective"])
@@ -427,7 +427,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             if what is None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if ranks.any(not _gradients_finite(model)):
+                if not _gradients_finite(model):  # DDP all-reduced them: the same answer on every rank, no extra collective
                     what = "gradients"
             if what:
                 for buffer, saved in zip(model.buffers(), buffers or [], strict=False):

@@ -23,7 +23,7 @@ from natlearn.files import atomic_write
 
 __all__ = [
     "FolderListing", "scan_folder", "decode_image", "try_decode", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES",
-    "IMAGE_EXTENSIONS",
+    "IMAGE_EXTENSIONS", "no_readable_image",
 ]  # fmt: skip
 
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -103,8 +103,10 @@ def _wide_to_8bit(array: np.ndarray) -> np.ndarray:
     return np.rint(wide * (255.0 / peak)).astype(np.uint8)
 
 
-def _no_readable_image(root: Path, first_bad: Path, count: int) -> NatlearnError:
-    return NatlearnError(f"no readable image in {root}: all {count} image file(s) are unreadable, the first {first_bad}; replace them")
+def no_readable_image(root: Path, first_bad: Path, count: int, sampled_from: int | None = None) -> NatlearnError:
+    """The error for a folder none of whose ``count`` image files (a sample of ``sampled_from``) decodes."""
+    of = f" sampled of {sampled_from}" if sampled_from not in (None, count) else ""
+    return NatlearnError(f"no readable image in {root}: all {count} image file(s){of} are unreadable, the first {first_bad}; replace them")
 
 
 def try_decode(path: Path, size: int) -> np.ndarray | None:
@@ -125,7 +127,7 @@ def first_image_size(listing: FolderListing) -> int:
                 return min(image.size)
         except (OSError, ValueError, SyntaxError):
             continue
-    raise _no_readable_image(listing.root, listing.files[0], len(listing.files))
+    raise no_readable_image(listing.root, listing.files[0], len(listing.files))
 
 
 def default_cache_dir() -> Path:
@@ -166,7 +168,7 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
     bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
     keep = [i for i, array in enumerate(arrays) if array is not None]
     if not keep:
-        raise _no_readable_image(listing.root, bad[0], len(bad))
+        raise no_readable_image(listing.root, bad[0], len(bad))
     if bad and on_bad_image == "error":
         raise NatlearnError(f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip")
     stored = {

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from natlearn.data.folder import FolderListing, try_decode
+from natlearn.data.folder import FolderListing, no_readable_image, try_decode
 from natlearn.errors import NatlearnError
 
 __all__ = ["StreamingFolder"]
@@ -39,11 +39,7 @@ class StreamingFolder(Dataset):
         picks = np.linspace(0, len(listing.files) - 1, min(stats_sample, len(listing.files))).astype(int)
         sample = [a for a in (try_decode(listing.files[i], size) for i in picks) if a is not None]
         if not sample:
-            of = "" if len(picks) == len(listing.files) else f" sampled of {len(listing.files)}"
-            raise NatlearnError(
-                f"no readable image in {listing.root}: all {len(picks)} image file(s){of} are unreadable, "
-                f"the first {listing.files[picks[0]]}; replace them"
-            )
+            raise no_readable_image(listing.root, listing.files[picks[0]], len(picks), sampled_from=len(listing.files))
         pixels = np.stack(sample).reshape(-1, 3) / 255.0
         self.mean = tuple(float(v) for v in pixels.mean(axis=0))
         self.std = tuple(max(float(v), 1e-3) for v in pixels.std(axis=0))
