@@ -1,8 +1,7 @@
 import pytest
 
-from natlearn.config import PRESETS_DIR, RESUME_LOCKED, Config, apply_overrides, load_preset
+from natlearn.config import PRESETS_DIR, RESUME_LOCKED, Config, apply_overrides, choices, load_preset
 from natlearn.errors import NatlearnError
-from natlearn.train import check_resumable
 
 
 def test_overrides_are_typed():
@@ -49,12 +48,26 @@ def test_validation_names_the_field(changes, message):
         apply_overrides(Config(), changes).validate()
 
 
-def test_k_is_checked_against_the_data_size():
+def test_what_depends_on_the_data_is_checked_when_resolved():
     with pytest.raises(NatlearnError, match="k >= n"):
-        Config(k=5).check_dataset_size(10)
+        Config(k=5, batch_size=4).resolve(8, 10)
     with pytest.raises(NatlearnError, match="spare_targets"):
-        Config(k=12, spare_targets=3).check_dataset_size(10)
-    assert Config().check_dataset_size(300) == 300
+        Config(k=12, spare_targets=3, batch_size=4).resolve(8, 10)
+    with pytest.raises(NatlearnError, match="subset=400 is larger than the data set"):
+        Config(subset=400).resolve(8, 300)
+    with pytest.raises(NatlearnError, match="at least 2 images per rank"):
+        Config(batch_size=6).resolve(8, 300, world_size=4)
+    resolved = Config(subset=200, batch_size=64).resolve(8, 300)
+    assert (resolved.n, resolved.k, resolved.crop_size, resolved.loss) == (200, 200, 8, "square")
+    assert Config(crop_size=24, objective="supervised").resolve(32).crop_size == 24
+    assert Config(objective="supervised").resolve(32).loss == "softmax"
+    assert Config(precision="auto", device="cpu").resolve(8).precision == "fp32"
+
+
+def test_choices_come_from_the_field_types():
+    assert choices("crop") == ("pad", "resized", "none") and choices("seed") == ()
+    with pytest.raises(NatlearnError, match="crop='box' is not valid; choose one of: pad, resized, none"):
+        Config(crop="box").validate()
 
 
 @pytest.mark.parametrize("path", sorted(PRESETS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
@@ -90,13 +103,13 @@ def test_resume_locks_what_the_saved_state_depends_on():
     assert {"spare_targets", "test_fraction", "loss"} <= set(RESUME_LOCKED)
     saved = Config(k=1300).to_dict()
     with pytest.raises(NatlearnError, match=r"in spare_targets \(checkpoint 0, now 4\)"):
-        check_resumable(Config(k=1300, spare_targets=4), saved)
+        Config(k=1300, spare_targets=4).check_resumable(saved)
     with pytest.raises(NatlearnError, match=r"test_fraction \(checkpoint 0.2, now 0.5\)"):
-        check_resumable(Config(k=1300, test_fraction=0.5), saved)
+        Config(k=1300, test_fraction=0.5).check_resumable(saved)
     # schedule, optimiser and speed settings may change
-    check_resumable(Config(k=1300, epochs=99, lr=0.1, reassign_every=1, assign_block=64, progress=False, precision="fp32"), saved)
+    Config(k=1300, epochs=99, lr=0.1, reassign_every=1, assign_block=64, progress=False, precision="fp32").check_resumable(saved)
     # auto values compare resolved; a key an older checkpoint lacks had its default
     older = {key: value for key, value in saved.items() if key not in ("spare_targets", "test_fraction")}
-    check_resumable(Config(k=1300, loss="square", train_split="train"), older)
+    Config(k=1300, loss="square", train_split="train").check_resumable(older)
     with pytest.raises(NatlearnError, match=r"loss \(checkpoint 'auto', now 'square'\)"):  # logits head -> dim outputs
-        check_resumable(Config(objective="supervised", loss="square"), Config(objective="supervised").to_dict())
+        Config(objective="supervised", loss="square").check_resumable(Config(objective="supervised").to_dict())

@@ -1,32 +1,93 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, RNG capture, pruning, backbone export."""
+"""Run folders and checkpoints: atomic writes, ``weights_only`` loads, RNG capture, pruning, backbone export."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from natlearn.config import Config, apply_overrides
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
 from natlearn.files import atomic_write
-from natlearn.models import Network, network_for
+from natlearn.models import Network, build_model
 
 __all__ = [
-    "FORMAT", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
-    "checkpoint_paths", "prune_checkpoints", "rng_state", "set_rng_state", "load_model", "network_from_state", "export_backbone",
+    "FORMAT", "RunFolder", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_paths", "prune_checkpoints",
+    "remove_checkpoint", "rng_state", "set_rng_state", "load_model", "network_from_state", "export_backbone",
 ]  # fmt: skip
 
 FORMAT = "natlearn-checkpoint-v1"
 _NAME = re.compile(r"epoch_(\d+)\.pt$")
 PARTIAL_NAME = "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
 EXPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+class RunFolder:
+    """A run's folder: ``config.yaml``, ``log.jsonl`` (one JSON line per epoch) and ``checkpoints/``
+    (``epoch_NNNN.pt`` at epoch ends, ``partial.pt`` mid-epoch). Only rank 0 writes to it."""
+
+    _FILES = ("checkpoints", "log.jsonl", "config.yaml")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.log = self.path / "log.jsonl"
+        self.partial = self.path / "checkpoints" / PARTIAL_NAME
+
+    def epoch_checkpoint(self, epochs_done: int) -> Path:
+        return self.path / "checkpoints" / f"epoch_{epochs_done:04d}.pt"
+
+    def holds_checkpoint(self) -> bool:
+        return self.partial.is_file() or bool(checkpoint_paths(self.path))
+
+    def check(self, resume: bool, overwrite: bool) -> None:
+        """Refuse (one line) to start over a run without --overwrite, or to resume one that is not there."""
+        # A folder with only config.yaml and an empty checkpoints/ (a run that failed before its first checkpoint
+        # and log line) holds nothing to resume or to lose: a plain re-run may reuse it.
+        if not (resume or overwrite) and (self.log.exists() or self.holds_checkpoint()):
+            raise NatlearnError(f"run folder {self.path} already holds a run; pass --resume to continue it or --overwrite to start over")
+        if resume and not self.holds_checkpoint():
+            raise NatlearnError(f"nothing to resume: no checkpoint in {self.path / 'checkpoints'}; drop --resume to start a new run")
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the folder (emptied first with ``overwrite``) and drop temporary files a killed run left."""
+        if overwrite:
+            for path in (self.path / name for name in self._FILES):
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        try:
+            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise NatlearnError(f"cannot create run folder {self.path}: {error.strerror}; choose another out=") from None
+        for stale in (self.path / "checkpoints").glob(".*.tmp"):
+            stale.unlink()
+
+    def write_config(self, config: Config) -> None:
+        text = yaml.safe_dump({**config.to_dict(), "widths": list(config.widths)}, sort_keys=False)
+        atomic_write(self.path / "config.yaml", lambda tmp: tmp.write_text(text))
+
+    def read_log(self, epochs_done: int, truncate: bool) -> list[dict]:
+        """The log lines of the epochs a checkpoint covers; ``truncate`` drops the rest from the file (a crash
+        may have logged one more)."""
+        if not self.log.exists():
+            return []
+        rows = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        rows = [row for row in rows if row["epoch"] <= epochs_done]
+        if truncate:
+            self.log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return rows
+
+    def append_log(self, row: dict) -> None:
+        with open(self.log, "a") as log:
+            log.write(json.dumps(row) + "\n")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -154,8 +215,7 @@ def set_rng_state(state: dict) -> None:
 
 def network_from_state(state: dict) -> Network:
     """The network of a loaded checkpoint, with its weights, in eval mode on the CPU."""
-    config = apply_overrides(Config(), state["config"])
-    model = network_for(config, **state["network"])
+    model = build_model(Config.from_checkpoint(state["config"]), state["network"])
     model.load_state_dict(state["model"])
     return model.eval()
 

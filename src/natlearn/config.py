@@ -8,51 +8,70 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import yaml
 
 from natlearn.errors import NatlearnError
 
-__all__ = ["Config", "load_preset", "apply_overrides", "PRESETS_DIR", "RESUME_LOCKED"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Config", "Resolved", "load_preset", "apply_overrides", "choices", "PRESETS_DIR", "RESUME_LOCKED"]
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
-# A resumed run must agree with its checkpoint on these, or its weights/targets mean something else.
-# spare_targets: the checkpoint's assignment carries its own m, which would silently win over a new value;
-# loss: for objective=supervised it decides the head (class logits or dim outputs), so the weights would not load;
-# test_fraction, split_seed: which folder images are pre-trained on, so what the assignment's image indices mean.
-RESUME_LOCKED = (
-    "data", "data_root", "train_split", "test_fraction", "split_seed", "image_size", "crop_size", "arch", "widths", "input", "dim", "k",
-    "targets", "num_clusters", "seed", "objective", "batch_size", "subset", "spare_targets", "loss",
-)  # fmt: skip
+_T = TypeVar("_T")
+_LOCKED = "resume-locked"
+# A resumed run must agree with its checkpoint on a Locked field, or its weights/targets mean something else
+# (e.g. spare_targets: the checkpoint's assignment carries its own m, which would silently win over a new value;
+# loss: for objective=supervised it decides the head, so the weights would not load; test_fraction and
+# split_seed: which folder images are pre-trained on, so what the assignment's image indices mean).
+Locked = Annotated[_T, _LOCKED]
+
+# The allowed values of every choice field; modules take these types and trust a validated Config.
+TrainSplit = Literal["auto", "train", "test", "all", "extra", "unlabeled", "train+unlabeled"]
+Crop = Literal["pad", "resized", "none"]
+BadImagePolicy = Literal["error", "skip"]
+DataMode = Literal["auto", "memory", "stream"]
+InputMode = Literal["rgb", "gray", "sobel"]
+Arch = Literal["small", "alexnet"]
+Objective = Literal["nat", "supervised"]
+TargetKind = Literal["sphere", "discrete"]
+LossKind = Literal["auto", "square", "softmax"]
+Reduction = Literal["mean", "sum"]
+Schedule = Literal["constant", "cosine", "step"]
+Precision = Literal["auto", "fp32", "bf16"]
+NonfinitePolicy = Literal["stop", "skip"]
 
 
 @dataclass
 class Config:
     # data
-    data: str = "digits"
+    data: Locked[str] = "digits"
     """Data set: digits (bundled), synthetic (random images: speed tests), cifar10, cifar100, mnist, fashion-mnist,
     svhn, stl10 (torchvision), or an image folder."""
-    data_root: str = ""
+    data_root: Locked[str] = ""
     """Folder holding a named data set in torchvision's layout (default ./data); unused for digits and folders."""
     download: bool = False
     """Let torchvision download a named data set missing from data_root (needs internet)."""
-    train_split: str = "auto"
+    train_split: Locked[TrainSplit] = "auto"
     """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus train; train for supervised)."""
-    test_fraction: float = 0.2
+    test_fraction: Locked[float] = 0.2
     """Class folders without train/ and test/: the fraction of each class held out (stratified, seeded by split_seed) as the
     test split; pre-training leaves it out (train_split=all pre-trains on every image)."""
-    split_seed: int = 0
+    split_seed: Locked[int] = 0
     """Seeds that held-out split; apart from seed, so runs with other seeds are scored on the same test images."""
-    image_size: int = 0
+    image_size: Locked[int] = 0
     """Folders: side images are resized to (short side; smaller ones upscaled), then centre-cropped; 0 = first image's."""
-    crop_size: int = 0
+    crop_size: Locked[int] = 0
     """Side of the random training crop and of the evaluation centre crop; 0 = the image size."""
-    crop: str = "pad"
+    crop: Crop = "pad"
     """pad (zero-pad by crop_padding, then random crop), resized (random box of crop_scale..1 of the area), none (centre)."""
     crop_padding: int = 1
     """Pixels of zero padding on each side for crop=pad (0 = random crops inside the image)."""
@@ -60,63 +79,63 @@ class Config:
     """Smallest area fraction of a crop=resized box."""
     flip: bool = True
     """Random horizontal flip."""
-    input: str = "sobel"
+    input: Locked[InputMode] = "sobel"
     """Input layer: rgb, gray or sobel (the paper's)."""
-    on_bad_image: str = "error"
+    on_bad_image: BadImagePolicy = "error"
     """A folder file that is not a readable image: error (name it and stop) or skip (one warning listing them)."""
-    data_mode: str = "auto"
+    data_mode: DataMode = "auto"
     """Folders: memory (decode once, cached), stream (DataLoader workers read from disk), auto (stream above 4 GiB)."""
     workers: int = 2
     """DataLoader worker processes for data_mode=stream."""
     cache: bool = True
     """Cache decoded folder images ($NATLEARN_CACHE or ~/.cache/natlearn), keyed by the folder's content."""
-    subset: int = 0
+    subset: Locked[int] = 0
     """Pre-train on a random subset of this many images (fixed by seed; 0 = all): quick experiments, ablations."""
     # network
-    arch: str = "small"
+    arch: Locked[Arch] = "small"
     """small (conv net for 8x8..64x64 images) or alexnet (the paper's AlexNet-BN, 224x224)."""
-    widths: tuple[int, ...] = (32, 64, 128, 128)
+    widths: Locked[tuple[int, ...]] = (32, 64, 128, 128)
     """Channels of the small conv net's blocks."""
-    dim: int = 128
+    dim: Locked[int] = 128
     """d: dimension of the output and of the targets (paper: 2048)."""
     # NAT
-    objective: str = "nat"
+    objective: Locked[Objective] = "nat"
     """nat (noise as targets) or supervised (labels; a baseline on the same network)."""
-    k: int | None = None
+    k: Locked[int | None] = None
     """Number of targets, k >= n; None = n (official)."""
-    targets: str = "sphere"
+    targets: Locked[TargetKind] = "sphere"
     """sphere (the paper) or discrete (one-hot, shared by several images: the clustering ablation)."""
-    num_clusters: int | None = None
+    num_clusters: Locked[int | None] = None
     """Distinct discrete targets; None = dim."""
     reassign_every: int = 3
     """Re-assign targets in epochs where epoch % reassign_every == 0 (official 3); 0 = never."""
-    spare_targets: int = 0
+    spare_targets: Locked[int] = 0
     """m unassigned targets added to each batch problem (needs k >= n + m)."""
     assign_block: int = 0
     """Solve a batch's re-assignment in near-equal blocks of at most this many images (0 = the whole batch, official).
     The Hungarian method is O(b^3): blocks bound its cost for large (multi-GPU) batches."""
-    loss: str = "auto"
+    loss: Locked[LossKind] = "auto"
     """square (the paper's) or softmax; auto = square for nat, softmax (cross-entropy) for supervised."""
     temperature: float = 0.1
     """Softmax temperature of the NAT softmax loss."""
-    loss_reduction: str = "mean"
+    loss_reduction: Reduction = "mean"
     """mean over the batch, or sum (the official code: gradient scales with the batch)."""
     # optimisation
     epochs: int = 30
-    batch_size: int = 256
+    batch_size: Locked[int] = 256
     """Images per step, over all ranks: under torchrun with N processes each rank trains on batch_size / N."""
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"
+    lr_schedule: Schedule = "cosine"
     """constant (official), cosine, or step (x0.1 at 50% and 75% of training)."""
     warmup_epochs: int = 0
     # run
-    seed: int = 1111
+    seed: Locked[int] = 1111
     """Seeds everything: model init, targets, assignment, batch order, augmentation."""
     device: str = "auto"
     """auto (cuda when present), cpu, cuda, or cuda:N (under torchrun each rank takes cuda:LOCAL_RANK)."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """Forward/backward arithmetic: fp32, bf16 (autocast; the loss and the assignment stay fp32), auto = bf16 on GPUs, fp32 on CPUs."""
     channels_last: bool = True
     """On GPUs, keep activations in channels-last layout (faster convolutions with bf16); ignored on CPUs."""
@@ -128,43 +147,30 @@ class Config:
     """Most recent epoch checkpoints kept."""
     checkpoint_every_steps: int = 0
     """Also checkpoint every N steps inside an epoch (0 = only at epoch ends), so a crash loses fewer steps."""
-    on_nonfinite: str = "stop"
+    on_nonfinite: NonfinitePolicy = "stop"
     """A NaN/inf output or loss: stop (one-line error naming epoch, step, last good checkpoint) or skip the batch."""
     keep_every: int = 0
     """Also keep every N-th epoch's checkpoint (0 = none), e.g. for feature-evolution plots."""
     progress: bool = True
     """Show a progress bar."""
 
-    def resolved_train_split(self) -> str:
-        if self.train_split != "auto":
-            return self.train_split
-        # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train split.
-        return "train+unlabeled" if self.data == "stl10" and self.objective != "supervised" else "train"
-
-    def load_data(self, split: str):
-        """The data set this config names, for ``split`` (``"pretrain"`` = resolved_train_split())."""
-        from natlearn.data import load_dataset
-
-        split = self.resolved_train_split() if split == "pretrain" else split
-        return load_dataset(
-            self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode,
-            seed=self.split_seed, test_fraction=self.test_fraction,
-        )  # fmt: skip
-
-    def resolved_loss(self) -> str:
-        if self.loss != "auto":
-            return self.loss
-        return "square" if self.objective == "nat" else "softmax"
+    @classmethod
+    def from_checkpoint(cls, saved: dict, overrides: dict[str, object] | list[str] = ()) -> Config:
+        """The config a checkpoint was trained with (``state["config"]``), then ``overrides``. Keys the
+        checkpoint lacks (written before they existed) take their defaults."""
+        known = {key: value for key, value in saved.items() if key in _FIELDS}
+        return apply_overrides(apply_overrides(cls(), known), list(overrides) if isinstance(overrides, tuple) else overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        """Range-check every field; raises NatlearnError naming the field and the fix."""
-        for name, choices in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise NatlearnError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+        """Check every field on its own; raises NatlearnError naming the field and the fix. What depends on the
+        data or the machine is checked by :meth:`resolve`."""
+        for name in _FIELDS:
+            allowed = choices(name)
+            if allowed and getattr(self, name) not in allowed:
+                raise NatlearnError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(allowed)}")
         for name, low in _AT_LEAST.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -186,33 +192,115 @@ class Config:
             raise NatlearnError(f"num_clusters={self.num_clusters} cannot exceed dim={self.dim} (one-hot targets)")
         return self
 
-    def check_dataset_size(self, n: int) -> int:
-        """Validate k and spare_targets against the number of images n; returns k."""
-        k = n if self.k is None else self.k
-        if k < n:
-            raise NatlearnError(f"k={k} is smaller than the number of images n={n}; NAT needs k >= n (or k=none for k=n)")
-        if self.spare_targets > k - n:
-            raise NatlearnError(f"spare_targets={self.spare_targets} needs k >= n + spare_targets = {n + self.spare_targets}, got k={k}")
-        if self.batch_size > n:
-            raise NatlearnError(f"batch_size={self.batch_size} is larger than the data set (n={n}); lower batch_size")
-        return k
+    def resolve(self, image_size: int, images: int | None = None, world_size: int = 1, local_rank: int = 0) -> Resolved:
+        """Every value this config leaves to the data or the machine, checked once.
+
+        Args:
+            image_size: side of the data set's images (the crop size when ``crop_size=0``).
+            images: for a training run, how many images its training split holds: ``subset``, ``k``,
+                ``spare_targets`` and ``batch_size`` are checked against it. None for evaluation.
+            world_size, local_rank: under torchrun, the processes and this one's GPU.
+        """
+        self.validate()
+        n = k = None
+        if images is not None:
+            if self.subset > images:
+                raise NatlearnError(f"subset={self.subset} is larger than the data set (n={images}); lower subset or set subset=0 (all)")
+            n = self.subset or images
+            k = n if self.k is None else self.k
+            if k < n:
+                raise NatlearnError(f"k={k} is smaller than the number of images n={n}; NAT needs k >= n (or k=none for k=n)")
+            if self.spare_targets > k - n:
+                raise NatlearnError(f"spare_targets={self.spare_targets} needs k >= n + spare_targets = {n + self.spare_targets}, got k={k}")
+            if self.batch_size > n:
+                raise NatlearnError(f"batch_size={self.batch_size} is larger than the data set (n={n}); lower batch_size")
+            if self.batch_size < 2 * world_size:
+                raise NatlearnError(f"batch_size={self.batch_size} is the global batch: it needs at least 2 images per rank ({world_size} ranks)")
+        rank = local_rank if world_size > 1 else None
+        return Resolved(self._loss(), self._train_split(), self.crop_size or image_size, n, k, self.device, self.precision, rank)
+
+    def check_resumable(self, saved: dict) -> None:
+        """Refuse (one line) to resume a checkpoint whose config (``state["config"]``) differs in a Locked field."""
+        before = Config.from_checkpoint(saved)
+
+        def value(config: Config, key: str) -> object:
+            return {"loss": config._loss, "train_split": config._train_split}.get(key, lambda: getattr(config, key))()
+
+        differ = [
+            f"{key} (checkpoint {getattr(before, key)!r}, now {getattr(self, key)!r})"
+            for key in RESUME_LOCKED
+            if value(before, key) != value(self, key)
+        ]
+        if differ:
+            raise NatlearnError(
+                f"cannot resume: the config differs from the checkpoint's in {'; '.join(differ)}; "
+                "keep the checkpoint's values or start a new run in another out="
+            )
+
+    def load_data(self, split: str):
+        """The data set this config names, for ``split`` (``"pretrain"``: the resolved training split)."""
+        from natlearn.data import load_dataset
+
+        split = self._train_split() if split == "pretrain" else split
+        return load_dataset(
+            self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode,
+            seed=self.split_seed, test_fraction=self.test_fraction,
+        )  # fmt: skip
+
+    def _loss(self) -> Literal["square", "softmax"]:
+        if self.loss != "auto":
+            return self.loss
+        return "square" if self.objective == "nat" else "softmax"
+
+    def _train_split(self) -> str:
+        if self.train_split != "auto":
+            return self.train_split
+        # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train split.
+        return "train+unlabeled" if self.data == "stl10" and self.objective != "supervised" else "train"
 
 
-_CHOICES = {
-    "train_split": ("auto", "train", "test", "all", "extra", "unlabeled", "train+unlabeled"),
-    "crop": ("pad", "resized", "none"),
-    "on_bad_image": ("error", "skip"),
-    "data_mode": ("auto", "memory", "stream"),
-    "on_nonfinite": ("stop", "skip"),
-    "input": ("rgb", "gray", "sobel"),
-    "arch": ("small", "alexnet"),
-    "objective": ("nat", "supervised"),
-    "targets": ("sphere", "discrete"),
-    "loss": ("auto", "square", "softmax"),
-    "loss_reduction": ("mean", "sum"),
-    "lr_schedule": ("constant", "cosine", "step"),
-    "precision": ("auto", "fp32", "bf16"),
-}
+@dataclass(frozen=True)
+class Resolved:
+    """What a config leaves to the data and the machine, worked out once by :meth:`Config.resolve`.
+
+    Attributes:
+        loss: square or softmax (``loss=auto``: square for nat, softmax cross-entropy for supervised).
+        train_split: the split pre-training reads (``train_split=auto`` resolved; stl10 adds its unlabelled images).
+        crop_size: side of the training crop and of the evaluation view.
+        n: images pre-trained on (``subset`` applied); None outside training.
+        k: number of NAT targets (``k=None``: n); None outside training.
+        device: the torch device training runs on (looked up when first read: a checkpoint trained on a GPU
+            still resolves on a machine without one).
+        precision: fp32 or bf16 (``precision=auto``: bf16 on GPUs).
+    """
+
+    loss: Literal["square", "softmax"]
+    train_split: str
+    crop_size: int
+    n: int | None
+    k: int | None
+    device_name: str = "auto"
+    precision_name: Precision = "auto"
+    local_rank: int | None = None  # under torchrun: this process's GPU
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        from natlearn.devices import resolve_device
+
+        return resolve_device(self.device_name, self.local_rank)
+
+    @functools.cached_property
+    def precision(self) -> Literal["fp32", "bf16"]:
+        bf16 = self.precision_name == "bf16" or (self.precision_name == "auto" and self.device.type == "cuda")
+        return "bf16" if bf16 else "fp32"
+
+
+def choices(name: str) -> tuple[str, ...]:
+    """The values a choice field allows (from its Literal type); () for other fields."""
+    kind = _TYPES[name]
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+
+
 _AT_LEAST = {
     "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
     "spare_targets": 0, "assign_block": 0, "subset": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
@@ -220,7 +308,12 @@ _AT_LEAST = {
 }  # fmt: skip
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_TYPES = typing.get_type_hints(Config)
+_TYPES = typing.get_type_hints(Config)  # Locked[...] stripped
+RESUME_LOCKED = tuple(name for name, hint in typing.get_type_hints(Config, include_extras=True).items() if _LOCKED in getattr(hint, "__metadata__", ()))
+
+
+def _is_text(name: str) -> bool:
+    return _TYPES[name] is str or bool(choices(name))
 
 
 def _parse_int(raw: object) -> int:
@@ -288,7 +381,7 @@ def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) ->
                 raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
             key, value = key.strip(), value.strip()
             # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into 1000.0
-            pairs[key] = value if _TYPES.get(key) is str else _yaml_scalar(value)
+            pairs[key] = value if key in _FIELDS and _is_text(key) else _yaml_scalar(value)
         overrides = pairs
     changes = {}
     for key, raw in overrides.items():

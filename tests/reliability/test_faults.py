@@ -5,7 +5,6 @@ file and writes docs/reliability.md from those docstrings and the results.
 """
 
 import errno
-import importlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from torch import nn
 from helpers import assert_same_state, final_state
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.config import Config, apply_overrides
+from natlearn.data import Augmentation
 from natlearn.errors import NatlearnError
 from natlearn.train import train
 
@@ -111,9 +111,9 @@ def test_damaged_newest_checkpoint_is_detected_and_the_previous_used(tmp_path, r
 # `natlearn train` with a recorder: each process saves the target vectors it trains with (all k of them, at
 # construction) and the assignment it last checkpointed (the killed run) or resumed from (the resumed run).
 _RECORDING_TRAIN = """
-import importlib, os, sys, torch
-train = importlib.import_module("natlearn.train")
-record, cls = os.environ["NATLEARN_RECORD"], train.NoiseAsTargets
+import os, sys, torch
+from natlearn.objectives import NoiseAsTargets
+record, cls = os.environ["NATLEARN_RECORD"], NoiseAsTargets
 init, state_dict, load_state_dict = cls.__init__, cls.state_dict, cls.load_state_dict
 seen = {}
 def save(**values):
@@ -199,16 +199,14 @@ def test_nonfinite_batch_stops_or_is_skipped(tmp_path, monkeypatch):
     Expected: by default the run stops with one line naming epoch 1, step 3 and that no checkpoint exists
     yet; with on_nonfinite=skip that batch is skipped, counted in the log (skipped_batches=1), the BatchNorm running
     statistics it had already moved are restored (evaluation uses them), and the run ends."""
-    train_module = importlib.import_module("natlearn.train")  # the module; natlearn.train is also the function
-
-    real_augment, calls = train_module.augment, {"n": 0}
+    real_augment, calls = Augmentation.__call__, {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         out = real_augment(*args, **kwargs)
         return out * float("nan") if calls["n"] == 3 else out
 
-    monkeypatch.setattr(train_module, "augment", poisoned)
+    monkeypatch.setattr(Augmentation, "__call__", poisoned)
     config = apply_overrides(Config(), [*RUN, f"out={tmp_path / 'stop'}", "epochs=2"])
     with pytest.raises(NatlearnError, match="non-finite outputs .* epoch 1, step 3; no checkpoint written yet"):
         train(config)

@@ -3,16 +3,14 @@ line, or with on_nonfinite=skip skips the batch without leaving a trace of it in
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
+from natlearn.objectives import NoiseAsTargets
 from natlearn.train import train
 
-train_module = importlib.import_module("natlearn.train")  # the module; natlearn.train is also the function
 RUN = ["data=digits", "widths=[8,16]", "dim=16", "subset=512", "batch_size=128", "epochs=1", "progress=false"]
 
 
@@ -22,14 +20,14 @@ def _config(tmp_path, *extra: str) -> Config:
 
 def _poison_step(monkeypatch, step: int, poison) -> None:
     """Apply ``poison(loss)`` to the objective's loss at the given (1-based) step."""
-    real, calls = train_module.NoiseAsTargets.__call__, {"n": 0}
+    real, calls = NoiseAsTargets.loss, {"n": 0}
 
     def poisoned(self, *args, **kwargs):
         loss, stats = real(self, *args, **kwargs)
         calls["n"] += 1
         return (poison(loss) if calls["n"] == step else loss), stats
 
-    monkeypatch.setattr(train_module.NoiseAsTargets, "__call__", poisoned)
+    monkeypatch.setattr(NoiseAsTargets, "loss", poisoned)
 
 
 class _InfiniteGradient(torch.autograd.Function):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from natlearn.data.folder import FolderListing, decode_folder, default_cache_dir
 from natlearn.data.stream import StreamingFolder
 from natlearn.errors import NatlearnError
 
-__all__ = ["ImageDataset", "DATASETS", "SPLITS", "DATA_MODES", "load_dataset", "held_out", "require_labels"]
+__all__ = ["ImageData", "ImageDataset", "DATASETS", "SPLITS", "DATA_MODES", "load_dataset", "held_out", "require_labels"]
 
 DATA_MODES = ("auto", "memory", "stream")
 # Folders whose decoded images would exceed this stream from disk instead (data_mode=auto).
@@ -40,6 +41,35 @@ DATASETS = ("digits", "synthetic", *_TORCHVISION)
 SYNTHETIC_IMAGES = 10_000
 SYNTHETIC_TEST_IMAGES = 2_000
 SPLITS = ("train", "test", "all", "extra", "unlabeled", "train+unlabeled")
+
+
+@runtime_checkable
+class ImageData(Protocol):
+    """What training and evaluation read from a data set, in memory (:class:`ImageDataset`) or streamed from
+    disk (:class:`~natlearn.data.stream.StreamingFolder`)."""
+
+    labels: torch.Tensor | None
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    split_note: str
+
+    def __len__(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    def subset(self, indices: torch.Tensor) -> ImageData:
+        """The images at ``indices``, with the whole set's mean and std."""
+        ...
+
+    def batches(self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(ids, images)`` per batch of ``batch_ids`` on ``device``: images (b, C, H, W) uint8. A stream with
+        ``on_bad_image=skip`` may deliver fewer ids than asked for."""
+        ...
 
 
 @dataclass
@@ -104,7 +134,7 @@ def _dataset(images: torch.Tensor, labels: torch.Tensor | None, classes: list[st
     return ImageDataset(images.contiguous(), labels, classes, *_channel_stats(images), split_note=split_note)
 
 
-def require_labels(dataset: ImageDataset | StreamingFolder, purpose: str) -> torch.Tensor:
+def require_labels(dataset: ImageData, purpose: str) -> torch.Tensor:
     """The labels of ``dataset``, or a one-line NatlearnError naming the fix when it is unlabelled or holds
     unlabelled images (label -1, e.g. stl10's ``unlabeled`` images). ``purpose``: who needs them."""
     if dataset.labels is None:

@@ -1,40 +1,49 @@
-"""Models: the frozen input layer, the paper's AlexNet-BN, a small conv net, and the NAT head."""
+"""Models: the frozen input layer, the paper's AlexNet-BN, a small conv net, and the NAT head.
+
+Two ways to get a network: :func:`initial_model` (what a run starts from: the config's network for a data
+set, initialised from ``config.seed``) and :func:`build_model` (the same shape from a checkpoint's stored
+:func:`network_spec`, before its weights are loaded).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from natlearn.models.input import INPUT_MODES, InputLayer
-from natlearn.models.network import ALEXNET_CONVS, ARCHITECTURES, Head, Network, alexnet_bn, small_convnet
+import torch
+
+from natlearn.models.input import InputLayer
+from natlearn.models.network import ALEXNET_CONVS, Head, Network, alexnet_bn, small_convnet
 
 if TYPE_CHECKING:
     from natlearn.config import Config
+    from natlearn.data import ImageData
 
 __all__ = [
-    "ARCHITECTURES", "INPUT_MODES", "Head", "InputLayer", "Network", "alexnet_bn", "build_network", "feature_layers", "network_for",
-    "small_convnet",
+    "Head", "InputLayer", "Network", "alexnet_bn", "build_model", "feature_layers", "initial_model", "network_spec", "small_convnet",
 ]  # fmt: skip
 
 
-def build_network(
-    arch: str,
-    input_mode: str,
-    in_channels: int,
-    image_size: int,
-    out_dim: int,
-    normalize: bool = True,
-    widths: Sequence[int] = (32, 64, 128, 128),
-    mean: Sequence[float] = (0.5,),
-    std: Sequence[float] = (0.25,),
-) -> Network:
-    """A network by architecture name; ``normalize=False`` gives a plain classifier head (logits)."""
-    input_layer = InputLayer(input_mode, in_channels, mean, std)
-    if arch == "small":
-        return small_convnet(input_layer, out_dim, image_size, widths, normalize)
-    if arch == "alexnet":
-        return alexnet_bn(input_layer, out_dim, normalize, image_size)
-    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+def network_spec(data: ImageData, crop_size: int) -> dict:
+    """What, besides the config, fixes a network's shape: stored in checkpoints to rebuild it."""
+    return {"channels": data.channels, "image_size": crop_size, "num_classes": len(data.classes), "mean": list(data.mean), "std": list(data.std)}
+
+
+def build_model(config: Config, spec: dict) -> Network:
+    """The network ``config`` trains, for a :func:`network_spec`: a unit-norm ``dim`` output, or class logits
+    for the supervised cross-entropy baseline. Parameters are drawn from the global torch RNG."""
+    logits = config.objective == "supervised" and config.resolve(spec["image_size"]).loss == "softmax"
+    input_layer = InputLayer(config.input, spec["channels"], spec.get("mean", (0.5,)), spec.get("std", (0.25,)))
+    out_dim = spec["num_classes"] if logits else config.dim
+    if config.arch == "alexnet":
+        return alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
+    return small_convnet(input_layer, out_dim, spec["image_size"], config.widths, not logits)
+
+
+def initial_model(config: Config, data: ImageData) -> Network:
+    """The network ``config`` trains on ``data``, initialised from ``config.seed`` (as a run starts)."""
+    torch.manual_seed(config.seed)
+    return build_model(config, network_spec(data, config.resolve(data.image_size).crop_size))
 
 
 def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
@@ -42,22 +51,3 @@ def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> lis
     its conv blocks, ``neck`` and ``head``."""
     convs = list(ALEXNET_CONVS) if arch == "alexnet" else [f"conv{i}" for i in range(1, len(widths) + 1)]
     return [*convs, "neck", "head"]
-
-
-def network_for(
-    config: Config, channels: int, image_size: int, num_classes: int, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,)
-) -> Network:
-    """The network a config trains on ``image_size`` inputs: a unit-norm ``dim`` output, or class logits
-    for the supervised cross-entropy baseline. Parameters are drawn from the global torch RNG."""
-    logits = config.objective == "supervised" and config.resolved_loss() == "softmax"
-    return build_network(
-        config.arch,
-        config.input,
-        channels,
-        image_size,
-        out_dim=num_classes if logits else config.dim,
-        normalize=not logits,
-        widths=config.widths,
-        mean=mean,
-        std=std,
-    )
