@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from natlearn.data import StreamingFolder, augment, center_crop, load_dataset
+from natlearn.config import Config
+from natlearn.data import (
+    Augmentation,
+    ImageData,
+    ImageDataset,
+    StreamingFolder,
+    center_crop,
+    load_dataset,
+)
 from natlearn.data import folder as folder_module
 from natlearn.errors import NatlearnError
 
@@ -22,24 +30,33 @@ def _private_cache(tmp_path, monkeypatch):
 def _write_folder(root: Path, per_class: int = 8) -> None:
     """A labelled folder mixing PNG/JPEG with gray, RGBA, palette and 16-bit images of odd sizes."""
     rng = np.random.default_rng(0)
+
+    def noise(shape: tuple[int, ...], high: int = 255, dtype: type = np.uint8) -> np.ndarray:
+        return rng.integers(0, high, shape, dtype=dtype)
+
     for name in ("cat", "dog", "eel"):
-        (root / name).mkdir(parents=True)
+        folder = root / name
+        folder.mkdir(parents=True)
         for i in range(per_class):
             kind = i % 5
             if kind == 0:
-                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+                Image.fromarray(noise((12, 12, 3))).save(folder / f"{i}.png")
             elif kind == 1:
-                Image.fromarray(rng.integers(0, 255, (12, 15), dtype=np.uint8)).save(root / name / f"{i}.jpg", quality=90)
+                Image.fromarray(noise((12, 15))).save(folder / f"{i}.jpg", quality=90)
             elif kind == 2:
-                Image.fromarray(rng.integers(0, 255, (16, 12, 4), dtype=np.uint8), "RGBA").save(root / name / f"{i}.png")
+                Image.fromarray(noise((16, 12, 4)), "RGBA").save(folder / f"{i}.png")
             elif kind == 3:
-                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).convert("P").save(root / name / f"{i}.gif")
+                Image.fromarray(noise((12, 12, 3))).convert("P").save(folder / f"{i}.gif")
             else:
-                Image.fromarray(rng.integers(0, 65535, (12, 12), dtype=np.uint16)).save(root / name / f"{i}.png")
+                Image.fromarray(noise((12, 12), 65535, np.uint16)).save(folder / f"{i}.png")
 
 
 def test_digits_split_is_fixed_and_disjoint():
-    train, test, everything = load_dataset("digits", "train"), load_dataset("digits", "test"), load_dataset("digits", "all")
+    train, test, everything = (
+        load_dataset("digits", "train"),
+        load_dataset("digits", "test"),
+        load_dataset("digits", "all"),
+    )
     assert len(train) + len(test) == len(everything) == 1797
     assert train.images.shape[1:] == (1, 8, 8) and train.images.dtype == torch.uint8
     assert int(train.images.max()) == 255
@@ -52,17 +69,23 @@ def test_digits_split_is_fixed_and_disjoint():
 @pytest.mark.parametrize("crop", ["pad", "resized", "none"])
 def test_augmentation_is_seeded_shaped_and_in_range(crop):
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
-    a = augment(images, 28, torch.Generator().manual_seed(0), crop, 4, 0.3)
-    b = augment(images, 28, torch.Generator().manual_seed(0), crop, 4, 0.3)
-    c = augment(images, 28, torch.Generator().manual_seed(1), crop, 4, 0.3)
+    augmentation = Augmentation(28, crop, 4, 0.3)
+    a = augmentation(images, torch.Generator().manual_seed(0))
+    b = augmentation(images, torch.Generator().manual_seed(0))
+    c = augmentation(images, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == (64, 3, 28, 28) and a.dtype == torch.float32
     assert float(a.min()) >= 0 and float(a.max()) <= 1
 
 
+def test_augmentation_is_built_from_the_config():
+    config = Config(crop="resized", crop_padding=3, crop_scale=0.5, flip=False)
+    assert Augmentation.from_config(config, 28) == Augmentation(28, "resized", 3, 0.5, False)
+
+
 def test_pad_crop_and_flip_move_exact_pixels():
     image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(200, 1, 1, 1)
-    out = augment(image, 4, torch.Generator().manual_seed(0), "pad", 1) * 255
+    out = Augmentation(4, "pad", 1)(image, torch.Generator().manual_seed(0)) * 255
     padded = torch.nn.functional.pad(image[0, 0], (1, 1, 1, 1)).float()
     windows = [padded[t : t + 4, left : left + 4] for t in range(3) for left in range(3)]
     allowed = windows + [w.flip(1) for w in windows]
@@ -73,14 +96,16 @@ def test_pad_crop_and_flip_move_exact_pixels():
 
 def test_resized_crop_of_the_whole_image_is_the_image():
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    out = augment(images, 16, torch.Generator().manual_seed(0), "resized", scale=1.0, flip=False)
-    # scale=1 and aspect 1 would be exact; aspect jitter clips to the full image on one side at most.
+    out = Augmentation(16, "resized", scale=1.0, flip=False)(
+        images, torch.Generator().manual_seed(0)
+    )
+    # scale=1, aspect 1 would be exact; aspect jitter clips to the full image on one side at most.
     assert (out - images.float() / 255).abs().mean() < 0.15
 
 
 def test_crop_larger_than_the_image_is_a_clear_error():
     with pytest.raises(NatlearnError, match="lower image_size"):
-        augment(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), 12, torch.Generator(), "pad", 1)
+        Augmentation(12, "pad", 1)(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.Generator())
 
 
 def test_eval_transform_is_deterministic():
@@ -93,10 +118,14 @@ def test_folder_with_odd_formats_is_converted(tmp_path):
     _write_folder(tmp_path / "images")
     data = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert data.images.shape == (24, 3, 12, 12)
-    assert data.classes == ["cat", "dog", "eel"] and data.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    assert (
+        data.classes == ["cat", "dog", "eel"]
+        and data.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    )
     assert all(torch.equal(data[i][0], data.images[i]) and data[i][1] == i for i in range(24))
     sixteen_bit = np.array(Image.open(tmp_path / "images" / "cat" / "4.png"), dtype=np.uint32) >> 8
-    assert torch.equal(data.images[4, 0], torch.from_numpy(sixteen_bit.astype(np.uint8)))  # not saturated at 255
+    sixteen_bit = torch.from_numpy(sixteen_bit.astype(np.uint8))
+    assert torch.equal(data.images[4, 0], sixteen_bit)  # not saturated at 255
     palette = np.array(Image.open(tmp_path / "images" / "cat" / "3.gif").convert("RGB"))
     assert torch.equal(data.images[3], torch.from_numpy(palette).permute(2, 0, 1))
 
@@ -122,7 +151,9 @@ def test_cache_is_reused_and_invalidated_when_the_folder_changes(tmp_path, monke
         patch.setattr(folder_module, "try_decode", no_decoding)
         again = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert torch.equal(again.images, first.images)
-    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "images" / "dog" / "new.png")
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(
+        tmp_path / "images" / "dog" / "new.png"
+    )
     changed = load_dataset(str(tmp_path / "images"), "all", image_size=12)
     assert len(changed) == len(first) + 1
     assert len(list((tmp_path / "cache").glob("folder-*.pt"))) == 2
@@ -151,9 +182,20 @@ def test_streaming_folder_gives_the_same_images_through_workers(tmp_path):
     stream = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="stream")
     assert isinstance(stream, StreamingFolder) and len(stream) == len(memory)
     batches = [torch.tensor([5, 0, 11]), torch.tensor([3, 7])]
-    for (ids, images), expected in zip(stream.batches(batches, torch.device("cpu"), workers=2), batches, strict=True):
+    for (ids, images), expected in zip(
+        stream.batches(batches, torch.device("cpu"), workers=2), batches, strict=True
+    ):
         assert torch.equal(ids, expected) and torch.equal(images, memory.images[expected])
     assert stream.mean == pytest.approx(memory.mean, abs=1e-6)
+
+
+def test_in_memory_and_streamed_data_sets_are_both_image_data(tmp_path):
+    _write_folder(tmp_path / "images", per_class=2)
+    memory = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="memory")
+    stream = load_dataset(str(tmp_path / "images"), "all", image_size=12, mode="stream")
+    assert isinstance(memory, ImageDataset) and isinstance(stream, StreamingFolder)
+    assert isinstance(memory, ImageData) and isinstance(stream, ImageData)
+    assert not isinstance(memory.images, ImageData)
 
 
 def test_streaming_folder_handles_a_bad_file(tmp_path):
@@ -218,7 +260,10 @@ def test_hundred_images_of_the_shared_cifar10_copy(tmp_path):
     assert data.classes[:3] == ["airplane", "automobile", "bird"]
     assert torch.equal(torch.bincount(data.labels), torch.full((10,), 10))
     first = sorted((root / "airplane").iterdir())[0]
-    assert torch.equal(data.images[0], torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1))
+    assert torch.equal(
+        data.images[0],
+        torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1),
+    )
 
 
 def test_missing_and_empty_folders_give_clear_errors(tmp_path):
@@ -231,31 +276,44 @@ def test_missing_and_empty_folders_give_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("crop", ["pad", "resized"])
 def test_a_rank_share_is_cropped_exactly_as_its_rows_of_the_global_batch(crop):
-    images = torch.randint(0, 256, (10, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    whole = augment(images, 10, torch.Generator().manual_seed(5), crop, padding=2)
-    share = augment(images[4:7], 10, torch.Generator().manual_seed(5), crop, padding=2, rows=(4, 10))
+    images = torch.randint(
+        0, 256, (10, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    augmentation = Augmentation(10, crop, padding=2)
+    whole = augmentation(images, torch.Generator().manual_seed(5))
+    share = augmentation(images[4:7], torch.Generator().manual_seed(5), rows=(4, 10))
     assert torch.equal(share, whole[4:7])
 
 
 def test_subset_is_a_seeded_sample_of_the_training_split():
-    from natlearn.config import Config
     from natlearn.train import pretraining_data
 
     full = Config(data="digits").load_data("train")
     picked = pretraining_data(Config(data="digits", subset=300, batch_size=64))
     assert len(picked) == 300 and picked.mean == full.mean
-    rows = [int((full.images == image).flatten(1).all(dim=1).nonzero()[0]) for image in picked.images[:20]]
+    rows = [
+        int((full.images == image).flatten(1).all(dim=1).nonzero()[0])
+        for image in picked.images[:20]
+    ]
     assert torch.equal(picked.labels[:20], full.labels[rows])
-    assert torch.equal(pretraining_data(Config(data="digits", subset=300, batch_size=64)).images, picked.images)
-    assert not torch.equal(pretraining_data(Config(data="digits", subset=300, batch_size=64, seed=2)).images, picked.images)
+    assert torch.equal(
+        pretraining_data(Config(data="digits", subset=300, batch_size=64)).images, picked.images
+    )
+    assert not torch.equal(
+        pretraining_data(Config(data="digits", subset=300, batch_size=64, seed=2)).images,
+        picked.images,
+    )
 
 
 def test_synthetic_data_is_deterministic_labelled_and_tests_on_other_images():
-    a, b = load_dataset("synthetic", "train", image_size=8), load_dataset("synthetic", "test", image_size=8)
+    a, b = (
+        load_dataset("synthetic", "train", image_size=8),
+        load_dataset("synthetic", "test", image_size=8),
+    )
     assert a.images.shape == (10_000, 3, 8, 8) and b.images.shape == (2_000, 3, 8, 8)
     assert torch.equal(load_dataset("synthetic", "train", image_size=8).images, a.images)
     train_images = {row.tobytes() for row in a.images.flatten(1).numpy()}
-    assert not any(row.tobytes() in train_images for row in b.images.flatten(1).numpy())  # no test image is a train image
+    assert not any(row.tobytes() in train_images for row in b.images.flatten(1).numpy())  # disjoint
     assert len(a.classes) == 1000 and int(a.labels.max()) < 1000 and int(b.labels.max()) < 1000
 
 
@@ -275,7 +333,9 @@ def _write_noise(folder: Path, count: int, start: int = 0, size: int = 8) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([start, count, len(str(folder))])
     for i in range(count):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{start + i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            folder / f"{start + i:03d}.png"
+        )
 
 
 def _image_keys(data) -> list[bytes]:
@@ -287,17 +347,29 @@ def test_a_class_folder_holds_out_a_seeded_stratified_test_split(tmp_path):
     for name, count in counts.items():
         _write_noise(tmp_path / "data" / name, count, start=100 * len(name) + ord(name[0]))
     root = str(tmp_path / "data")
-    train, test, everything = (load_dataset(root, split, image_size=8, seed=1111) for split in ("train", "test", "all"))
-    assert len(list((tmp_path / "cache").glob("folder-*.pt"))) == 1  # the three splits share one decode
+    train, test, everything = (
+        load_dataset(root, split, image_size=8, seed=1111) for split in ("train", "test", "all")
+    )
+    assert len(list((tmp_path / "cache").glob("folder-*.pt"))) == 1  # the splits share one decode
     assert set(_image_keys(train)).isdisjoint(_image_keys(test))
-    assert sorted(_image_keys(train) + _image_keys(test)) == sorted(_image_keys(everything)) and len(everything) == 20
+    assert (
+        sorted(_image_keys(train) + _image_keys(test)) == sorted(_image_keys(everything))
+        and len(everything) == 20
+    )
     # round(0.2 * count) of each class, at least 1 of a class of 2 or more, none of a class of 1
     assert torch.bincount(test.labels, minlength=4).tolist() == [2, 1, 0, 1]
     assert torch.bincount(train.labels, minlength=4).tolist() == [8, 6, 1, 1]
     assert test.classes == train.classes == ["ant", "bee", "cow", "dog"]
-    assert test.split_note == f"held-out test split: 20% of each class of {root} (split_seed 1111, stratified), 4 of 20 images"
-    assert train.split_note == f"train split: the other 16 of 20 images of {root} (20% of each class held out for testing, split_seed 1111)"
-    assert _image_keys(load_dataset(root, "test", image_size=8, seed=1111)) == _image_keys(test)  # same seed, same split
+    assert test.split_note == (
+        f"held-out test split: 20% of each class of {root} (split_seed 1111, stratified), "
+        "4 of 20 images"
+    )
+    assert train.split_note == (
+        f"train split: the other 16 of 20 images of {root} (20% of each class held out for "
+        "testing, split_seed 1111)"
+    )
+    same_seed = load_dataset(root, "test", image_size=8, seed=1111)
+    assert _image_keys(same_seed) == _image_keys(test)
     assert _image_keys(load_dataset(root, "test", image_size=8, seed=7)) != _image_keys(test)
     stream = load_dataset(root, "test", image_size=8, seed=1111, mode="stream")
     assert isinstance(stream, StreamingFolder) and stream.split_note == test.split_note
@@ -306,26 +378,39 @@ def test_a_class_folder_holds_out_a_seeded_stratified_test_split(tmp_path):
 
 
 def test_pre_training_leaves_the_held_out_images_out(tmp_path):
-    from natlearn.config import Config
-
     for name in ("a", "b"):
         _write_noise(tmp_path / "data" / name, 10, start=ord(name))
     config = Config(data=str(tmp_path / "data"), image_size=8, test_fraction=0.3)
     pretrain, test = config.load_data("pretrain"), config.load_data("test")
-    assert len(pretrain) == 14 and len(test) == 6 and set(_image_keys(pretrain)).isdisjoint(_image_keys(test))
-    assert len(Config(data=str(tmp_path / "data"), image_size=8, train_split="all").load_data("pretrain")) == 20
+    assert (
+        len(pretrain) == 14
+        and len(test) == 6
+        and set(_image_keys(pretrain)).isdisjoint(_image_keys(test))
+    )
+    assert (
+        len(
+            Config(data=str(tmp_path / "data"), image_size=8, train_split="all").load_data(
+                "pretrain"
+            )
+        )
+        == 20
+    )
     with pytest.raises(NatlearnError, match="test_fraction=1.0 must lie in"):
         Config(test_fraction=1.0).validate()
 
 
 def test_a_flat_folder_trains_on_everything_and_has_no_test_split(tmp_path):
     _write_noise(tmp_path / "flat", 5)
-    assert len(load_dataset(str(tmp_path / "flat"), "train", image_size=8)) == len(load_dataset(str(tmp_path / "flat"), "all", image_size=8)) == 5
+    assert (
+        len(load_dataset(str(tmp_path / "flat"), "train", image_size=8))
+        == len(load_dataset(str(tmp_path / "flat"), "all", image_size=8))
+        == 5
+    )
     with pytest.raises(NatlearnError) as error:
         load_dataset(str(tmp_path / "flat"), "test", image_size=8)
     assert str(error.value) == (
-        f"{tmp_path / 'flat'} is an unlabelled flat folder (no class sub-folders): evaluation needs labels; "
-        "put the images in one sub-folder per class"
+        f"{tmp_path / 'flat'} is an unlabelled flat folder (no class sub-folders): evaluation "
+        "needs labels; put the images in one sub-folder per class"
     )
 
 
@@ -343,7 +428,11 @@ def test_train_and_test_sub_folders_are_the_splits(tmp_path):
 def test_every_data_set_says_where_its_images_came_from():
     assert load_dataset("digits", "test").split_note == "digits: fixed stratified 1/3 test split"
     assert "2,000 random test images" in load_dataset("synthetic", "test", image_size=4).split_note
-    assert load_dataset("digits", "train").subset(torch.arange(5)).split_note.endswith("a subset of 5 of them")
+    assert (
+        load_dataset("digits", "train")
+        .subset(torch.arange(5))
+        .split_note.endswith("a subset of 5 of them")
+    )
 
 
 def test_an_added_empty_class_folder_relabels_instead_of_reusing_the_cache(tmp_path):
@@ -363,7 +452,7 @@ def test_16_bit_images_keep_their_high_byte(tmp_path):
     expected = float((values >> 8).mean())
     Image.fromarray(values).save(tmp_path / "gray16.png")
     Image.fromarray(values).save(tmp_path / "gray16.tif")
-    Image.fromarray(values.astype(np.int32), "I").save(tmp_path / "mode_i.tif")  # opens as mode I holding 0..65535
+    Image.fromarray(values.astype(np.int32), "I").save(tmp_path / "mode_i.tif")  # I: 0..65535
     with Image.open(tmp_path / "mode_i.tif") as image:
         assert image.mode == "I"
     for name in ("gray16.png", "gray16.tif", "mode_i.tif"):
@@ -372,22 +461,29 @@ def test_16_bit_images_keep_their_high_byte(tmp_path):
     wide = values.astype(np.int64) * 30_000  # genuinely 32-bit: scaled by its maximum
     Image.fromarray(wide.astype(np.int32), "I").save(tmp_path / "wide.tif")
     expected_wide = float(np.rint(wide * (255 / wide.max())).mean())
-    assert abs(float(folder_module.decode_image(tmp_path / "wide.tif", 16).mean()) - expected_wide) < 0.5
+    assert (
+        abs(float(folder_module.decode_image(tmp_path / "wide.tif", 16).mean()) - expected_wide)
+        < 0.5
+    )
 
 
 def test_non_image_files_are_skipped_with_one_warning(tmp_path):
     _write_noise(tmp_path / "data" / "cat", 3)
     _write_noise(tmp_path / "data" / "dog", 3)
-    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "data" / "dog" / "UPPER.JPG", format="JPEG")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(
+        tmp_path / "data" / "dog" / "UPPER.JPG", format="JPEG"
+    )
     (tmp_path / "data" / "cat" / "notes.txt").write_text("not an image")
     (tmp_path / "data" / "dog" / "labels.csv").write_text("a,b")
-    (tmp_path / "data" / "dog" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: ignored silently
+    (tmp_path / "data" / "dog" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: ignored
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset(str(tmp_path / "data"), "all", image_size=8)
     assert len(data) == 7
     (message,) = [str(w.message) for w in caught]
-    assert "skipped 2 non-image file(s)" in message and "notes.txt" in message and "\n" not in message
+    assert (
+        "skipped 2 non-image file(s)" in message and "notes.txt" in message and "\n" not in message
+    )
     (tmp_path / "only_notes").mkdir()
     (tmp_path / "only_notes" / "readme.md").write_text("#")
     with pytest.raises(NatlearnError, match=r"no image files in .*readme\.md"):
@@ -398,7 +494,9 @@ def test_a_folder_of_only_unreadable_images_names_the_first(tmp_path):
     (tmp_path / "bad").mkdir()
     for name in ("a.png", "b.jpg", "c.png"):
         (tmp_path / "bad" / name).write_bytes(b"garbage")
-    pattern = r"no readable image in .*bad: all 3 image file\(s\) are unreadable, the first .*a\.png"
+    pattern = (
+        r"no readable image in .*bad: all 3 image file\(s\) are unreadable, the first .*a\.png"
+    )
     with pytest.raises(NatlearnError, match=pattern):
         load_dataset(str(tmp_path / "bad"))  # image_size=0: the first readable image's size
     for policy in ("error", "skip"):
@@ -409,14 +507,24 @@ def test_a_folder_of_only_unreadable_images_names_the_first(tmp_path):
 
 
 def test_stl10_supervised_trains_on_its_labelled_split():
-    from natlearn.config import Config
-    from natlearn.data import ImageDataset, require_labels
+    from natlearn.data import require_labels
 
-    assert Config(data="stl10").resolved_train_split() == "train+unlabeled"
-    assert Config(data="stl10", objective="supervised").resolved_train_split() == "train"
-    assert Config(data="stl10", objective="supervised", train_split="unlabeled").resolved_train_split() == "unlabeled"
-    mixed = ImageDataset(torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, -1, -1]), ["a"], (0.5,) * 3, (0.2,) * 3, "stl10 mix")
-    with pytest.raises(NatlearnError, match=r"supervised training needs labels, but 2 of the 3 images of stl10 mix .*train_split=train"):
+    def pretrained_on(**fields) -> str:
+        return Config(data="stl10", **fields).resolve(image_size=96).train_split
+
+    assert pretrained_on() == "train+unlabeled"
+    assert pretrained_on(objective="supervised") == "train"
+    assert pretrained_on(objective="supervised", train_split="unlabeled") == "unlabeled"
+    mixed = ImageDataset(
+        torch.zeros(3, 3, 4, 4, dtype=torch.uint8),
+        torch.tensor([0, -1, -1]),
+        ["a"],
+        (0.5,) * 3,
+        (0.2,) * 3,
+        "stl10 mix",
+    )
+    message = r"supervised training needs labels, but 2 of the 3 images of stl10 mix "
+    with pytest.raises(NatlearnError, match=message + r".*train_split=train"):
         require_labels(mixed, "supervised training")
     assert require_labels(load_dataset("digits", "test"), "evaluation").shape == (599,)
 
@@ -424,14 +532,16 @@ def test_stl10_supervised_trains_on_its_labelled_split():
 def test_eval_view_shows_resized_crops_at_their_mean_training_scale():
     from natlearn.data import eval_view
 
-    ramp = (torch.arange(96) * 2).to(torch.uint8).expand(1, 1, 96, 96)  # value = 2 x column: slope = scale
+    ramp = (torch.arange(96) * 2).to(torch.uint8).expand(1, 1, 96, 96)  # 2 x column: slope = scale
 
-    def slope(view: torch.Tensor) -> float:  # source pixels per output pixel, averaged over the batch
+    def slope(view: torch.Tensor) -> float:  # source pixels per output pixel, batch average
         return float((view[:, 0, :, -1] - view[:, 0, :, 0]).mean()) * 255 / 2 / (view.shape[-1] - 1)
 
-    trained = augment(ramp.expand(4000, 1, 96, 96), 64, torch.Generator().manual_seed(0), "resized", scale=0.25, flip=False)
+    resized = Augmentation(64, "resized", scale=0.25, flip=False)
+    trained = resized(ramp.expand(4000, 1, 96, 96), torch.Generator().manual_seed(0))
     assert slope(eval_view(ramp, 64, "resized", 0.25)) == pytest.approx(slope(trained), rel=0.03)
-    assert slope(center_crop(ramp, 64)) == pytest.approx(1.0) and slope(trained) > 1.1  # the old view: too close
+    old_view = slope(center_crop(ramp, 64))  # shows objects larger than training did on average
+    assert old_view == pytest.approx(1.0) and slope(trained) > 1.1
     assert torch.equal(eval_view(ramp, 64, "pad"), center_crop(ramp, 64))
     full = eval_view(ramp, 64, "resized", 1.0)  # scale=1: the whole image, resized
     assert slope(full) == pytest.approx(1.5, rel=0.02)

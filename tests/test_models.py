@@ -3,8 +3,18 @@ import pytest
 import scipy.ndimage
 import torch
 
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
-from natlearn.models import InputLayer, build_network, feature_layers
+from natlearn.models import InputLayer, build_model, feature_layers
+
+
+def _spec(image_size: int) -> dict:
+    """A 10-class RGB data set's network spec at ``image_size``."""
+    return dict(channels=3, image_size=image_size, num_classes=10, mean=[0.5] * 3, std=[0.25] * 3)
+
+
+def _network(arch="small", input="sobel", image_size=16, dim=8, widths=(32, 64, 128, 128)):
+    return build_model(Config(arch=arch, input=input, widths=widths, dim=dim), _spec(image_size))
 
 
 def test_sobel_equals_scipy_on_the_gray_image():
@@ -13,7 +23,7 @@ def test_sobel_equals_scipy_on_the_gray_image():
     rgb = torch.tensor(np.stack([gray] * 3), dtype=torch.float32)[None]
     layer = InputLayer("sobel", in_channels=3, mean=(0.0,), std=(1.0,))
     out = layer(rgb)[0].double().numpy()
-    # Official kernels are scipy's with the opposite sign (gradient from right to left / bottom to top).
+    # Official kernels are scipy's with the opposite sign (gradient right to left / bottom to top).
     assert np.allclose(out[0], -scipy.ndimage.sobel(gray, axis=1, mode="constant"), atol=1e-5)
     assert np.allclose(out[1], -scipy.ndimage.sobel(gray, axis=0, mode="constant"), atol=1e-5)
 
@@ -21,7 +31,9 @@ def test_sobel_equals_scipy_on_the_gray_image():
 def test_gray_is_the_channel_mean_after_normalisation():
     images = torch.rand(2, 3, 5, 5)
     layer = InputLayer("gray", in_channels=3, mean=(0.1, 0.2, 0.3), std=(0.5, 0.5, 0.5))
-    expected = ((images - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / 0.5).mean(dim=1, keepdim=True)
+    expected = ((images - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / 0.5).mean(
+        dim=1, keepdim=True
+    )
     assert torch.allclose(layer(images), expected)
 
 
@@ -30,18 +42,18 @@ def test_input_layer_has_nothing_to_train(mode, channels):
     layer = InputLayer(mode, in_channels=3)
     assert list(layer.parameters()) == []
     assert layer.out_channels == channels
-    network = build_network("small", mode, 3, 16, out_dim=8)
+    network = _network(input=mode)
     trainable = {name for name, p in network.named_parameters() if p.requires_grad}
     assert not any(name.startswith("input.") for name in trainable)
 
 
 @pytest.mark.parametrize("size", [8, 32])
 def test_small_convnet_shapes_and_unit_outputs(size):
-    network = build_network("small", "sobel", 3, size, out_dim=16, widths=(8, 16, 32)).eval()
+    network = _network(image_size=size, dim=16, widths=(8, 16, 32)).eval()
     images = torch.rand(4, 3, size, size)
     assert network.conv_names == ["conv1", "conv2", "conv3"]
     feats = network.features(images, ["conv1", "conv3", "neck", "head"])
-    assert feats["conv1"].shape == (4, 8, size, size)  # before its max-pool (DeepCluster convention)
+    assert feats["conv1"].shape == (4, 8, size, size)  # before its max-pool (DeepCluster's)
     assert feats["conv3"].shape[-1] == (2 if size == 8 else 8)
     assert feats["neck"].shape == (4, 32)
     assert torch.allclose(network(images).norm(dim=1), torch.ones(4), atol=1e-5)
@@ -49,10 +61,10 @@ def test_small_convnet_shapes_and_unit_outputs(size):
 
 
 def test_alexnet_bn_matches_the_paper_shapes():
-    network = build_network("alexnet", "sobel", 3, 224, out_dim=2048).eval()
+    network = _network("alexnet", image_size=224, dim=2048).eval()
     images = torch.rand(2, 3, 224, 224)
     feats = network.features(images, ["conv1", "conv2", "conv5", "neck"])
-    assert feats["conv1"].shape == (2, 96, 55, 55)  # before pooling, as DeepCluster's probes take them
+    assert feats["conv1"].shape == (2, 96, 55, 55)  # before pooling (DeepCluster's)
     assert feats["conv2"].shape == (2, 256, 27, 27)
     assert feats["conv5"].shape == (2, 256, 13, 13)
     assert feats["neck"].shape == (2, 4096)
@@ -61,22 +73,34 @@ def test_alexnet_bn_matches_the_paper_shapes():
 
 
 def test_unknown_layer_name_is_rejected():
-    network = build_network("small", "rgb", 3, 8, out_dim=4, widths=(4,))
+    network = _network(input="rgb", image_size=8, dim=4, widths=(4,))
     with pytest.raises(ValueError, match="conv1"):
         network.features(torch.rand(1, 3, 8, 8), ["conv9"])
 
 
 def test_alexnet_refuses_images_it_cannot_process():
-    with pytest.raises(NatlearnError, match="arch=alexnet needs images .* at least 63x63 pixels, got 62x62; use arch=small"):
-        build_network("alexnet", "sobel", 3, 62, out_dim=8)
-    network = build_network("alexnet", "sobel", 3, 63, out_dim=8).eval()  # the smallest that works
+    with pytest.raises(
+        NatlearnError,
+        match="arch=alexnet needs images .* at least 63x63 pixels, got 62x62; use arch=small",
+    ):
+        _network("alexnet", image_size=62)
+    network = _network("alexnet", image_size=63).eval()  # the smallest that works
     assert network(torch.rand(1, 3, 63, 63)).shape == (1, 8)
     assert feature_layers("alexnet") == [*network.conv_names, "neck", "head"]
 
 
 @pytest.mark.parametrize("widths", [(4,), (4, 8, 8, 16, 16)])
 def test_feature_layers_name_what_features_accepts(widths):
-    network = build_network("small", "rgb", 3, 8, out_dim=4, widths=widths).eval()
+    network = _network(input="rgb", image_size=8, dim=4, widths=widths).eval()
     names = feature_layers("small", widths)
     assert names == [*network.conv_names, "neck", "head"]
     assert set(network.features(torch.rand(2, 3, 8, 8), names)) == set(names)
+
+
+def test_the_supervised_baseline_has_a_class_logit_head():
+    nat = _network(dim=8)
+    supervised = build_model(Config(objective="supervised", dim=8), _spec(16))
+    assert (nat.head.linear.out_features, nat.head.normalize) == (8, True)
+    assert (supervised.head.linear.out_features, supervised.head.normalize) == (10, False)
+    square = build_model(Config(objective="supervised", loss="square", dim=8), _spec(16))
+    assert (square.head.linear.out_features, square.head.normalize) == (8, True)

@@ -64,7 +64,7 @@ def test_discrete_targets_are_shared_one_hot_vectors():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(k=0, d=4), dict(k=4, d=0), dict(k=4, d=4, kind="cube"), dict(k=4, d=4, kind="discrete", num_clusters=5)],
+    [dict(k=0, d=4), dict(k=4, d=0), dict(k=4, d=4, kind="discrete", num_clusters=5)],
 )
 def test_bad_target_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["square_loss", "softmax_loss", "LOSSES"]
+from natlearn.config import Reduction
 
-LOSSES = ("square", "softmax")
+__all__ = ["square_loss", "softmax_loss"]
 
 
-def square_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def square_loss(
+    outputs: torch.Tensor, targets: torch.Tensor, reduction: Reduction | Literal["none"] = "mean"
+) -> torch.Tensor:
     """||outputs - targets||^2 per row, reduced over the batch.
 
     For unit vectors this equals 2 - 2 cos(outputs, targets). Call it with the targets *after* the
@@ -19,8 +23,8 @@ def square_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "
     Args:
         outputs: (b, d) L2-normalised network outputs.
         targets: (b, d) the targets assigned to those rows.
-        reduction: ``"mean"`` over rows, ``"sum"`` (the official Lua code; scales the gradient by b), or
-            ``"none"`` (the (b,) per-row losses).
+        reduction: ``"mean"`` over rows, ``"sum"`` (the official Lua code; scales the gradient by
+            b), or ``"none"`` (the (b,) per-row losses).
     Returns:
         scalar tensor, or (b,) with ``reduction="none"``.
     """
@@ -39,12 +43,12 @@ def softmax_loss(
     candidates: torch.Tensor,
     labels: torch.Tensor,
     temperature: float = 0.1,
-    reduction: str = "mean",
+    reduction: Reduction | Literal["none"] = "mean",
 ) -> torch.Tensor:
     """Cross-entropy of cosine logits ``outputs @ candidates.T / temperature`` against ``labels``.
 
-    With ``candidates`` the batch's assigned targets and ``labels = arange(b)``, each image must pick
-    its own target among the batch's: the softmax counterpart of :func:`square_loss`.
+    With ``candidates`` the batch's assigned targets and ``labels = arange(b)``, each image must
+    pick its own target among the batch's: the softmax counterpart of :func:`square_loss`.
 
     Args:
         outputs: (b, d) L2-normalised outputs.

@@ -12,9 +12,9 @@ import math
 
 import torch
 
-__all__ = ["NoiseTargets", "TARGET_KINDS", "splitmix64"]
+from natlearn.config import TargetKind
 
-TARGET_KINDS = ("sphere", "discrete")
+__all__ = ["NoiseTargets", "splitmix64"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -71,15 +71,22 @@ class NoiseTargets:
         num_clusters: distinct vectors of the discrete kind (default d; at most d).
     """
 
-    def __init__(self, k: int, d: int, seed: int = 0, kind: str = "sphere", num_clusters: int | None = None):
+    def __init__(
+        self,
+        k: int,
+        d: int,
+        seed: int = 0,
+        kind: TargetKind = "sphere",
+        num_clusters: int | None = None,
+    ):
         if k < 1 or d < 1:
             raise ValueError(f"NoiseTargets needs k >= 1 and d >= 1, got k={k}, d={d}")
-        if kind not in TARGET_KINDS:
-            raise ValueError(f"unknown target kind {kind!r}; choose one of {', '.join(TARGET_KINDS)}")
         self.k, self.d, self.seed, self.kind = k, d, seed, kind
         self.num_clusters = d if num_clusters is None else num_clusters
         if kind == "discrete" and not 1 <= self.num_clusters <= d:
-            raise ValueError(f"discrete targets need 1 <= num_clusters <= d={d}, got {self.num_clusters}")
+            raise ValueError(
+                f"discrete targets need 1 <= num_clusters <= d={d}, got {self.num_clusters}"
+            )
         # The seed's hash offsets every counter, so different seeds read unrelated streams.
         self._key = _as_int64(splitmix64(torch.tensor([seed], dtype=torch.int64)).item())
 
@@ -93,7 +100,8 @@ class NoiseTargets:
             raise TypeError(f"target ids must be an integer tensor, got {ids.dtype}")
         ids = ids.to(torch.int64)
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.k):
-            raise IndexError(f"target ids must lie in [0, {self.k}), got range [{int(ids.min())}, {int(ids.max())}]")
+            low, high = int(ids.min()), int(ids.max())
+            raise IndexError(f"target ids must lie in [0, {self.k}), got range [{low}, {high}]")
         if self.kind == "discrete":
             return torch.nn.functional.one_hot(ids % self.num_clusters, self.d).to(torch.float32)
         return self._sphere(ids)
@@ -106,7 +114,8 @@ class NoiseTargets:
         radius = torch.sqrt(-2.0 * torch.log(_uniform_open(splitmix64(counter))))
         angle = (2.0 * math.pi) * _uniform_open(splitmix64(counter + 1))
         # float64 keeps the CPU and GPU results equal after rounding to float32.
-        gauss = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, : self.d]
+        gauss = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+        gauss = gauss[:, : self.d]
         return torch.nn.functional.normalize(gauss, dim=1).to(torch.float32)
 
     def __repr__(self) -> str:

@@ -1,9 +1,9 @@
 """Folders of images: scanning, robust decoding (odd modes, bad files), and a decode-once cache.
 
-Small images are decoded once into one uint8 tensor, saved in a cache file outside the data folder and
-keyed by the folder's content (paths, sizes, modification times, class names and labels) and the decode
-settings, so the second run starts at once and any change to the folder makes a new cache. Only files with
-an image extension are candidates (others are skipped with one warning).
+Small images are decoded once into one uint8 tensor, saved in a cache file outside the data folder
+and keyed by the folder's content (paths, sizes, modification times, class names and labels) and the
+decode settings, so the second run starts at once and any change to the folder makes a new cache.
+Only files with an image extension are candidates (others are skipped with one warning).
 """
 
 from __future__ import annotations
@@ -18,17 +18,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from natlearn.config import BadImagePolicy
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 
 __all__ = [
-    "FolderListing", "scan_folder", "decode_image", "try_decode", "decode_folder", "default_cache_dir", "BAD_IMAGE_POLICIES",
-    "IMAGE_EXTENSIONS", "no_readable_image",
-]  # fmt: skip
+    "FolderListing",
+    "scan_folder",
+    "decode_image",
+    "try_decode",
+    "decode_folder",
+    "default_cache_dir",
+    "IMAGE_EXTENSIONS",
+    "no_readable_image",
+]
 
-BAD_IMAGE_POLICIES = ("error", "skip")
 # torchvision's IMG_EXTENSIONS, plus .gif (PIL reads it; folders of GIFs worked before the filter).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+)
 _CACHE_FORMAT = "natlearn-folder-cache-v2"  # v2: the key holds the class names and labels
 
 
@@ -43,14 +60,20 @@ class FolderListing:
 
 
 def scan_folder(root: Path) -> FolderListing:
-    """Class sub-folders give labels (files at any depth below them); a folder without sub-folders is
-    unlabelled. Hidden files are ignored; files with an image extension (:data:`IMAGE_EXTENSIONS`, any
-    case) are candidate images, the others are skipped with one warning naming the first."""
+    """Class sub-folders give labels (files at any depth below them); a folder without sub-folders
+    is unlabelled. Hidden files are ignored; files with an image extension
+    (:data:`IMAGE_EXTENSIONS`, any case) are candidate images, the others are skipped with one
+    warning naming the first."""
     if not root.is_dir():
         raise NatlearnError(f"data folder {root} does not exist; give an existing folder of images")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
-        pairs = [(f, label) for label, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if _visible_file(f, d)]
+        pairs = [
+            (f, label)
+            for label, d in enumerate(subdirs)
+            for f in sorted(d.rglob("*"))
+            if _visible_file(f, d)
+        ]
         classes = [d.name for d in subdirs]
     else:
         pairs = [(f, -1) for f in sorted(root.iterdir()) if _visible_file(f, root)]
@@ -60,12 +83,18 @@ def scan_folder(root: Path) -> FolderListing:
     if not pairs:
         if others:
             raise NatlearnError(
-                f"no image files in {root}: {len(others)} file(s) without an image extension, the first {others[0]} "
-                f"(images end in {' '.join(IMAGE_EXTENSIONS)})"
+                f"no image files in {root}: {len(others)} file(s) without an image extension, "
+                f"the first {others[0]} (images end in {' '.join(IMAGE_EXTENSIONS)})"
             )
-        raise NatlearnError(f"no files found in {root}; put images in it (or in one sub-folder per class)")
+        raise NatlearnError(
+            f"no files found in {root}; put images in it (or in one sub-folder per class)"
+        )
     if others:
-        warnings.warn(f"skipped {len(others)} non-image file(s) in {root} (no image extension), the first {others[0]}", stacklevel=3)
+        warnings.warn(
+            f"skipped {len(others)} non-image file(s) in {root} (no image extension), "
+            f"the first {others[0]}",
+            stacklevel=3,
+        )
     return FolderListing(root, [f for f, _ in pairs], [label for _, label in pairs], classes)
 
 
@@ -86,16 +115,19 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         rgb = image.convert("RGB")
     if rgb.size != (size, size):
         scale = size / min(rgb.size)
-        rgb = rgb.resize((max(size, round(rgb.width * scale)), max(size, round(rgb.height * scale))), Image.BILINEAR)
+        rgb = rgb.resize(
+            (max(size, round(rgb.width * scale)), max(size, round(rgb.height * scale))),
+            Image.BILINEAR,
+        )
         left, top = (rgb.width - size) // 2, (rgb.height - size) // 2
         rgb = rgb.crop((left, top, left + size, top + size))
     return np.array(rgb, dtype=np.uint8)  # a writable copy, so torch.from_numpy is safe
 
 
 def _wide_to_8bit(array: np.ndarray) -> np.ndarray:
-    """16- or 32-bit gray to uint8. PIL's own conversion saturates at 255, so: values up to 65535 (16-bit
-    images, whether PIL opens them as ``I;16`` or ``I``) keep their high byte; genuinely 32-bit data are
-    scaled by their maximum. Negative values become 0."""
+    """16- or 32-bit gray to uint8. PIL's own conversion saturates at 255, so: values up to 65535
+    (16-bit images, whether PIL opens them as ``I;16`` or ``I``) keep their high byte; genuinely
+    32-bit data are scaled by their maximum. Negative values become 0."""
     wide = np.clip(array.astype(np.int64), 0, None)
     peak = int(wide.max(initial=0))
     if peak <= 65535:
@@ -103,17 +135,23 @@ def _wide_to_8bit(array: np.ndarray) -> np.ndarray:
     return np.rint(wide * (255.0 / peak)).astype(np.uint8)
 
 
-def no_readable_image(root: Path, first_bad: Path, count: int, sampled_from: int | None = None) -> NatlearnError:
-    """The error for a folder none of whose ``count`` image files (a sample of ``sampled_from``) decodes."""
+def no_readable_image(
+    root: Path, first_bad: Path, count: int, sampled_from: int | None = None
+) -> NatlearnError:
+    """The error for a folder none of whose ``count`` image files (a sample of ``sampled_from``)
+    decodes."""
     of = f" sampled of {sampled_from}" if sampled_from not in (None, count) else ""
-    return NatlearnError(f"no readable image in {root}: all {count} image file(s){of} are unreadable, the first {first_bad}; replace them")
+    return NatlearnError(
+        f"no readable image in {root}: all {count} image file(s){of} are unreadable, "
+        f"the first {first_bad}; replace them"
+    )
 
 
 def try_decode(path: Path, size: int) -> np.ndarray | None:
     """:func:`decode_image`, or None for a file that is not a readable image."""
     try:
         return decode_image(path, size)
-    except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, corrupt or non-image files
+    except (OSError, ValueError, SyntaxError):  # PIL's: truncated, corrupt or not an image
         return None
 
 
@@ -134,17 +172,27 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("NATLEARN_CACHE") or Path.home() / ".cache" / "natlearn")
 
 
-def _cache_key(listing: FolderListing, size: int, on_bad_image: str) -> str:
-    digest = hashlib.sha256(f"{_CACHE_FORMAT}\n{listing.root.resolve()}\n{size}\n{on_bad_image}\n".encode())
-    digest.update(("classes\t" + "\t".join(listing.classes) + "\n").encode())  # an added class folder shifts labels
+def _cache_key(listing: FolderListing, size: int, on_bad_image: BadImagePolicy) -> str:
+    digest = hashlib.sha256(
+        f"{_CACHE_FORMAT}\n{listing.root.resolve()}\n{size}\n{on_bad_image}\n".encode()
+    )
+    # An added class folder shifts the labels.
+    digest.update(("classes\t" + "\t".join(listing.classes) + "\n").encode())
     for path, label in zip(listing.files, listing.labels, strict=True):
         stat = path.stat()
-        digest.update(f"{path.relative_to(listing.root)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n".encode())
+        line = f"{path.relative_to(listing.root)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n"
+        digest.update(line.encode())
     return digest.hexdigest()[:24]
 
 
-def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error", cache_dir: Path | None = None) -> dict:
-    """Decode every image of ``listing`` to ``size`` x ``size``, through the cache when ``cache_dir`` is set.
+def decode_folder(
+    listing: FolderListing,
+    size: int,
+    on_bad_image: BadImagePolicy = "error",
+    cache_dir: Path | None = None,
+) -> dict:
+    """Decode every image of ``listing`` to ``size`` x ``size``, through the cache when
+    ``cache_dir`` is set.
 
     Bad files (unreadable or not images) stop with an error naming the first one, or with
     ``on_bad_image="skip"`` are left out with one warning listing them.
@@ -152,9 +200,9 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
     Returns:
         {"images": (n, 3, size, size) uint8, "labels": (n,) int64, "files": [relative paths]}.
     """
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise NatlearnError(f"on_bad_image={on_bad_image!r} is not valid; choose one of: {', '.join(BAD_IMAGE_POLICIES)}")
-    cache = cache_dir / f"folder-{_cache_key(listing, size, on_bad_image)}.pt" if cache_dir else None
+    cache = (
+        cache_dir / f"folder-{_cache_key(listing, size, on_bad_image)}.pt" if cache_dir else None
+    )
     if cache is not None and cache.is_file():
         try:
             stored = torch.load(cache, map_location="cpu", weights_only=True)
@@ -170,10 +218,15 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
     if not keep:
         raise no_readable_image(listing.root, bad[0], len(bad))
     if bad and on_bad_image == "error":
-        raise NatlearnError(f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); remove it or set on_bad_image=skip")
+        raise NatlearnError(
+            f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); "
+            "remove it or set on_bad_image=skip"
+        )
     stored = {
         "format": _CACHE_FORMAT,
-        "images": torch.from_numpy(np.stack([arrays[i] for i in keep]).transpose(0, 3, 1, 2).copy()),
+        "images": torch.from_numpy(
+            np.stack([arrays[i] for i in keep]).transpose(0, 3, 1, 2).copy()
+        ),
         "labels": torch.tensor([listing.labels[i] for i in keep], dtype=torch.int64),
         "files": [str(listing.files[i].relative_to(listing.root)) for i in keep],
         "skipped": [str(path.relative_to(listing.root)) for path in bad],
@@ -183,11 +236,17 @@ def decode_folder(listing: FolderListing, size: int, on_bad_image: str = "error"
         try:
             atomic_write(cache, lambda tmp: torch.save(stored, tmp))
         except OSError as error:
-            warnings.warn(f"cannot write the decode cache in {cache_dir} ({error.strerror}); set NATLEARN_CACHE to a writable folder", stacklevel=2)
+            warnings.warn(
+                f"cannot write the decode cache in {cache_dir} ({error.strerror}); "
+                "set NATLEARN_CACHE to a writable folder",
+                stacklevel=2,
+            )
     return stored
 
 
 def _warn_skipped(root: Path, skipped: list[str]) -> None:
     if skipped:
-        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        shown = ", ".join(skipped[:10]) + (
+            f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        )
         warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {root}: {shown}", stacklevel=3)

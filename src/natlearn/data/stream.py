@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from natlearn.config import BadImagePolicy
 from natlearn.data.folder import FolderListing, no_readable_image, try_decode
 from natlearn.errors import NatlearnError
 
@@ -30,16 +31,27 @@ class StreamingFolder(Dataset):
     ``split_note`` says where the images came from (default: the listing's folder).
     """
 
-    def __init__(self, listing: FolderListing, size: int, on_bad_image: str = "error", stats_sample: int = 512, split_note: str = ""):
+    def __init__(
+        self,
+        listing: FolderListing,
+        size: int,
+        on_bad_image: BadImagePolicy = "error",
+        stats_sample: int = 512,
+        split_note: str = "",
+    ):
         self.listing, self.size, self.on_bad_image = listing, size, on_bad_image
         self.split_note = split_note or str(listing.root)
         self.labels = torch.tensor(listing.labels, dtype=torch.int64) if listing.classes else None
         self.classes = listing.classes
         self._reported: set[int] = set()
-        picks = np.linspace(0, len(listing.files) - 1, min(stats_sample, len(listing.files))).astype(int)
+        picks = np.linspace(
+            0, len(listing.files) - 1, min(stats_sample, len(listing.files))
+        ).astype(int)
         sample = [a for a in (try_decode(listing.files[i], size) for i in picks) if a is not None]
         if not sample:
-            raise no_readable_image(listing.root, listing.files[picks[0]], len(picks), sampled_from=len(listing.files))
+            raise no_readable_image(
+                listing.root, listing.files[picks[0]], len(picks), sampled_from=len(listing.files)
+            )
         pixels = np.stack(sample).reshape(-1, 3) / 255.0
         self.mean = tuple(float(v) for v in pixels.mean(axis=0))
         self.std = tuple(max(float(v), 1e-3) for v in pixels.std(axis=0))
@@ -61,7 +73,10 @@ class StreamingFolder(Dataset):
         """The files at ``indices`` (keeps the full folder's mean/std)."""
         picked = copy.copy(self)
         chosen = indices.tolist()
-        files, labels = [self.listing.files[i] for i in chosen], [self.listing.labels[i] for i in chosen]
+        files, labels = (
+            [self.listing.files[i] for i in chosen],
+            [self.listing.labels[i] for i in chosen],
+        )
         picked.listing = dataclasses.replace(self.listing, files=files, labels=labels)
         picked.labels = None if self.labels is None else self.labels[indices]
         picked.split_note = f"{self.split_note}; a subset of {len(chosen)} of them"
@@ -72,8 +87,11 @@ class StreamingFolder(Dataset):
     def image_size(self) -> int:
         return self.size
 
-    def batches(self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(ids, uint8 images on device)`` for each batch of ids, decoded by ``workers`` processes."""
+    def batches(
+        self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 2
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(ids, uint8 images on device)`` for each batch of ids, decoded by ``workers``
+        processes."""
         loader = DataLoader(
             self,
             batch_sampler=[ids.tolist() for ids in batch_ids],
@@ -86,12 +104,20 @@ class StreamingFolder(Dataset):
                 images, ids = self._handle_bad(images, ids, bad)
             yield ids, images.to(device, non_blocking=True)
 
-    def _handle_bad(self, images: torch.Tensor, ids: torch.Tensor, bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _handle_bad(
+        self, images: torch.Tensor, ids: torch.Tensor, bad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         indices = (-1 - ids[bad]).tolist()
         if self.on_bad_image == "error":
-            raise NatlearnError(f"{self.listing.files[indices[0]]} is not a readable image; remove it or set on_bad_image=skip")
+            raise NatlearnError(
+                f"{self.listing.files[indices[0]]} is not a readable image; "
+                "remove it or set on_bad_image=skip"
+            )
         new = [i for i in indices if i not in self._reported]
         if new:
             self._reported.update(new)
-            warnings.warn(f"skipped unreadable file(s): {', '.join(str(self.listing.files[i]) for i in new)}", stacklevel=3)
+            warnings.warn(
+                f"skipped unreadable file(s): {', '.join(str(self.listing.files[i]) for i in new)}",
+                stacklevel=3,
+            )
         return images[~bad], ids[~bad]

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InputLayer", "INPUT_MODES"]
+from natlearn.config import InputMode
 
-INPUT_MODES = ("rgb", "gray", "sobel")
+__all__ = ["InputLayer"]
 
 # Official NAT / DeepCluster kernels: horizontal and vertical gradients of the gray image.
 _SOBEL = torch.tensor(
@@ -29,17 +29,21 @@ class InputLayer(nn.Module):
     network cluster trivially by colour).
 
     Args:
-        mode: one of ``INPUT_MODES``.
+        mode: ``rgb``, ``gray`` or ``sobel``.
         in_channels: channels of the images (1 or 3).
         mean, std: per-channel normalisation applied first.
     Shapes:
-        (b, in_channels, H, W) float -> (b, out_channels, H, W) with out_channels = in_channels, 1, 2.
+        (b, in_channels, H, W) float -> (b, out_channels, H, W); out_channels = in_channels, 1, 2.
     """
 
-    def __init__(self, mode: str = "sobel", in_channels: int = 3, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.25,)):
+    def __init__(
+        self,
+        mode: InputMode = "sobel",
+        in_channels: int = 3,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.25,),
+    ):
         super().__init__()
-        if mode not in INPUT_MODES:
-            raise ValueError(f"unknown input mode {mode!r}; choose one of {', '.join(INPUT_MODES)}")
         if len(mean) == 1:
             mean, std = tuple(mean) * in_channels, tuple(std) * in_channels
         if len(mean) != in_channels or len(std) != in_channels:
@@ -60,4 +64,6 @@ class InputLayer(nn.Module):
         return F.conv2d(gray, self.sobel.to(gray.dtype), padding=1)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, in_channels={self.in_channels}, out_channels={self.out_channels}"
+        return (
+            f"mode={self.mode!r}, in_channels={self.in_channels}, out_channels={self.out_channels}"
+        )

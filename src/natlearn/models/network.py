@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from natlearn.config import Arch
 from natlearn.errors import NatlearnError
 from natlearn.models.input import InputLayer
 
-__all__ = ["Network", "Head", "small_convnet", "alexnet_bn", "ARCHITECTURES", "ALEXNET_MIN_SIZE", "ALEXNET_CONVS"]
+__all__ = ["Network", "Head", "small_convnet", "alexnet_bn", "ALEXNET_MIN_SIZE", "ALEXNET_CONVS"]
 
-ARCHITECTURES = ("small", "alexnet")
 # conv1 (11x11, stride 4) and three 3x3/2 max-pools: a smaller input leaves pool5 nothing to pool.
 ALEXNET_MIN_SIZE = 63
 ALEXNET_CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -37,13 +37,20 @@ class Head(nn.Module):
 
 
 class Network(nn.Module):
-    """``head(neck(convs(input(x))))``. ``convs`` holds named blocks ``conv1``, ``conv2``, ... (conv, BN,
-    ReLU) with the max-pools between them as ``pool1``, ...; a conv layer's features are its block's output
-    before pooling (the DeepCluster convention). ``backbone(x)`` is everything but the head: what a user
-    transfers.
+    """``head(neck(convs(input(x))))``. ``convs`` holds named blocks ``conv1``, ``conv2``, ...
+    (conv, BN, ReLU) with the max-pools between them as ``pool1``, ...; a conv layer's features are
+    its block's output before pooling (the DeepCluster convention). ``backbone(x)`` is everything
+    but the head: what a user transfers.
     """
 
-    def __init__(self, input_layer: InputLayer, convs: nn.Sequential, neck: nn.Sequential, head: Head, arch: str = "small"):
+    def __init__(
+        self,
+        input_layer: InputLayer,
+        convs: nn.Sequential,
+        neck: nn.Sequential,
+        head: Head,
+        arch: Arch = "small",
+    ):
         super().__init__()
         self.input = input_layer
         self.convs = convs
@@ -64,11 +71,13 @@ class Network(nn.Module):
     def features(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Activations of the named layers: conv block names, ``"neck"`` (penultimate), ``"head"``.
 
-        Shapes: conv layers (b, C, H, W); neck (b, F); head (b, d). Stops after the last layer asked for.
+        Shapes: conv layers (b, C, H, W); neck (b, F); head (b, d). Stops after the last layer
+        asked for.
         """
         unknown = set(layers) - set(self.conv_names) - {"neck", "head"}
         if unknown:
-            raise ValueError(f"unknown layers {sorted(unknown)}; this network has {self.conv_names + ['neck', 'head']}")
+            known = [*self.conv_names, "neck", "head"]
+            raise ValueError(f"unknown layers {sorted(unknown)}; this network has {known}")
         out: dict[str, torch.Tensor] = {}
         wanted = set(layers)
         x = self.input(images)
@@ -84,12 +93,22 @@ class Network(nn.Module):
         return {layer: out[layer] for layer in layers}
 
 
-def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _conv_block(
+    cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def small_convnet(
-    input_layer: InputLayer, out_dim: int, image_size: int, widths: Sequence[int] = (32, 64, 128, 128), normalize: bool = True
+    input_layer: InputLayer,
+    out_dim: int,
+    image_size: int,
+    widths: Sequence[int] = (32, 64, 128, 128),
+    normalize: bool = True,
 ) -> Network:
     """3x3 conv-BN-ReLU blocks for 8x8 to ~64x64 images; a 2x2 max-pool follows each block but the
     last while the map is at least 4 pixels wide, then global average pooling.
@@ -102,17 +121,22 @@ def small_convnet(
             size //= 2
         cin = width
     neck = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Network(input_layer, nn.Sequential(blocks), neck, Head(cin, out_dim, normalize), arch="small")
+    return Network(
+        input_layer, nn.Sequential(blocks), neck, Head(cin, out_dim, normalize), arch="small"
+    )
 
 
-def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True, image_size: int = 224) -> Network:
+def alexnet_bn(
+    input_layer: InputLayer, out_dim: int, normalize: bool = True, image_size: int = 224
+) -> Network:
     """The paper's AlexNet with BatchNorm for 224x224 input (conv1-5, fc6-7, fc8 -> out_dim).
 
     Raises NatlearnError for ``image_size`` < ALEXNET_MIN_SIZE, which it cannot process.
     """
     if image_size < ALEXNET_MIN_SIZE:
         raise NatlearnError(
-            f"arch=alexnet needs images (or crop_size) of at least {ALEXNET_MIN_SIZE}x{ALEXNET_MIN_SIZE} pixels, got {image_size}x{image_size}; "
+            f"arch=alexnet needs images (or crop_size) of at least {ALEXNET_MIN_SIZE}x"
+            f"{ALEXNET_MIN_SIZE} pixels, got {image_size}x{image_size}; "
             "use arch=small for small images, or a larger image_size (paper: 224)"
         )
     cin = input_layer.out_channels
@@ -132,7 +156,12 @@ def alexnet_bn(input_layer: InputLayer, out_dim: int, normalize: bool = True, im
         OrderedDict(
             pool=nn.AdaptiveAvgPool2d(6),
             flatten=nn.Flatten(),
-            fc6=nn.Sequential(nn.Linear(256 * 6 * 6, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True), nn.Dropout(0.5)),
+            fc6=nn.Sequential(
+                nn.Linear(256 * 6 * 6, 4096),
+                nn.BatchNorm1d(4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(0.5),
+            ),
             fc7=nn.Sequential(nn.Linear(4096, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True)),
         )
     )
