@@ -22,8 +22,8 @@ import torch
 
 from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.config import Config
-from natlearn.data import augment
-from natlearn.train import NoiseAsTargets, build_model
+from natlearn.data import Augmentation
+from natlearn.train import build_run, train_step
 
 
 def timed_load(config: Config, cache_dir: str) -> tuple[object, float]:
@@ -40,27 +40,23 @@ def loader_images_per_s(dataset, config: Config, crop: str, epochs: int = 2) -> 
         generator = torch.Generator().manual_seed(epoch)
         order = torch.randperm(len(dataset), generator=generator)
         batch_ids = torch.tensor_split(order, math.ceil(len(dataset) / config.batch_size))
+        augment = Augmentation.from_config(dataclasses.replace(config, crop=crop), dataset.image_size)
         for _, images in dataset.batches(batch_ids, device):
-            augment(images, dataset.image_size, generator, crop, config.crop_padding, config.crop_scale, config.flip)
+            augment(images, generator)
             count += len(images)
     return count / (time.perf_counter() - start)
 
 
 def step_images_per_s(dataset, config: Config, steps: int) -> float:
-    model = build_model(config, dataset)
-    objective = NoiseAsTargets(config, len(dataset))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    run = build_run(dataclasses.replace(config, crop="pad"), dataset)
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randperm(len(dataset), generator=generator)[: config.batch_size] for _ in range(steps + 2)]
-    inputs = [augment(dataset.images[ids], dataset.image_size, generator, "pad", config.crop_padding) for ids in batches]
-    model.train()
+    inputs = [run.augment(dataset.images[ids], generator) for ids in batches]
+    run.model.train()
     for index, (ids, x) in enumerate(zip(batches, inputs, strict=True)):
         if index == 2:  # two warm-up steps
             start = time.perf_counter()
-        loss, _ = objective(ids, model(x), epoch=0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        train_step(run, ids, x, (0, len(ids)), epoch=0)
     return steps * config.batch_size / (time.perf_counter() - start)
 
 

@@ -23,9 +23,8 @@ import torch
 from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.assignment import Assignment
 from natlearn.config import Config
-from natlearn.data import augment
 from natlearn.targets import NoiseTargets
-from natlearn.train import NoiseAsTargets, Supervised, build_model, train
+from natlearn.train import build_run, train, train_step
 
 OFFICIAL = "nat, official schedule (1 re-assignment epoch in 3)"
 
@@ -44,22 +43,16 @@ def interleaved_step_ms(base: Config, steps: int) -> dict[str, float]:
         "nat, no re-assignment epoch": (base, 1),
         "supervised cross-entropy": (dataclasses.replace(base, objective="supervised"), 0),
     }
-    setups = {}
-    for name, (config, epoch) in kinds.items():
-        model = build_model(config, dataset).train()
-        objective = NoiseAsTargets(config, len(dataset)) if config.objective == "nat" else Supervised(config, dataset)
-        setups[name] = (model, objective, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), epoch)
+    runs = {name: (build_run(config, dataset), epoch) for name, (config, epoch) in kinds.items()}
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in kinds}
     for step in range(steps + 3):
         ids = torch.randperm(len(dataset), generator=generator)[: base.batch_size]
-        inputs = augment(dataset.images[ids], dataset.image_size, generator, "pad", base.crop_padding)
-        for name, (model, objective, optimizer, epoch) in setups.items():
+        for name, (run, epoch) in runs.items():
+            inputs = run.augment(dataset.images[ids], torch.Generator().manual_seed(step))
+            run.model.train()
             start = time.perf_counter()
-            loss, _ = objective(ids, model(inputs), epoch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            train_step(run, ids, inputs, (0, len(ids)), epoch)
             if step >= 3:  # warm-up
                 times[name].append(1000 * (time.perf_counter() - start))
     return {name: statistics.median(values) for name, values in times.items()}

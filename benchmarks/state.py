@@ -22,7 +22,7 @@ import torch
 
 from _report import hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.config import Config
-from natlearn.train import NoiseAsTargets
+from natlearn.objectives import NoiseAsTargets
 
 IMAGENET = 1_281_167
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from helpers import untimed_log
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.config import apply_overrides, load_preset
 from natlearn.train import train
@@ -30,7 +31,6 @@ RUNS = {
     "supervised_3_epochs": ["epochs=3", "objective=supervised"],
     "nat_2_epochs_mid_epoch_checkpoints": ["epochs=2", "checkpoint_every_steps=2"],
 }
-TIMING = ("seconds", "images_per_s", "step_ms", "assign_ms")  # wall clock: differs between any two runs
 
 
 def machine() -> dict:
@@ -52,14 +52,13 @@ def fingerprint(overrides: list[str], out: Path) -> dict:
     model = state["model"]
     momentum = [entry["momentum_buffer"] for _, entry in sorted(state["optimizer"]["state"].items())]
     assignment = state["objective"].get("assignment")
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    untimed = [{key: value for key, value in row.items() if key not in TIMING} for row in rows]
+    untimed = untimed_log(out)
     return {
         "weights": _digest([model[key] for key in sorted(model)]),
         "momentum": _digest(momentum),
         "assignment": _digest([assignment["image_to_target"], assignment["spare"]]) if assignment else None,
         "log": hashlib.sha256(json.dumps(untimed, sort_keys=True).encode()).hexdigest(),
-        "losses": [row["loss"] for row in rows],
+        "losses": [row["loss"] for row in untimed],
     }
 
 

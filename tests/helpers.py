@@ -7,6 +7,7 @@ parameter (an empty optimizer state compared with another empty one would prove 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import torch
 
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 
-__all__ = ["RunState", "final_state", "assert_same_state"]
+__all__ = ["TIMINGS", "RunState", "assert_same_run", "assert_same_state", "final_state", "untimed_log"]
+
+TIMINGS = ("seconds", "images_per_s", "step_ms", "assign_ms")  # wall clock: differs between any two runs
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,16 @@ def assert_same_state(got: RunState, want: RunState, rng: bool = True) -> None:
             assert torch.equal(got.assignment[key], want.assignment[key]), key
     if rng:
         assert torch.equal(got.rng, want.rng), "global torch RNG state"
+
+
+def untimed_log(run_dir: str | Path) -> list[dict]:
+    """A run's log.jsonl rows without the wall-clock fields."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if key not in TIMINGS} for row in rows]
+
+
+def assert_same_run(got: str | Path, want: str | Path, rng: bool = True) -> None:
+    """Two run folders ended in the same state (:func:`assert_same_state` of their newest checkpoints) and
+    logged the same epochs, losses, cosines and re-assigned fractions."""
+    assert_same_state(final_state(got), final_state(want), rng=rng)
+    assert untimed_log(got) == untimed_log(want)

@@ -24,13 +24,14 @@ from tqdm import tqdm
 from natlearn.checkpoint import RunFolder, latest_checkpoint, prune_checkpoints, remove_checkpoint, rng_state, save_checkpoint, set_rng_state
 from natlearn.config import Config, Resolved
 from natlearn.data import Augmentation, ImageData, StreamingFolder
+from natlearn.devices import resolve_device
 from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
 from natlearn.models import Network, initial_model, network_spec
 from natlearn.objectives import NoiseAsTargets, Objective, Supervised, objective_for
 
-__all__ = ["TrainResult", "learning_rate", "pretraining_data", "run_epoch", "train", "train_step"]
+__all__ = ["EpochState", "NonFiniteBatch", "Run", "TrainResult", "build_run", "learning_rate", "pretraining_data", "run_epoch", "train", "train_step"]
 
 _SHOW_EVERY = 25  # steps between progress-bar statistics: each one waits for the device
 
@@ -110,25 +111,16 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     # The machine, then the data: every input is checked before the run folder changes.
     config.validate()
     ranks = init_ranks(config.device)
-    config.resolve(1, world_size=ranks.world_size, local_rank=ranks.local_rank).device  # a missing GPU fails first
-    data = pretraining_data(config)
-    resolved = config.resolve(data.image_size, len(data), ranks.world_size, ranks.local_rank)
-    device = resolved.device
-
-    # The objective and the network, seeded by config.seed.
-    objective = objective_for(config, data, ranks)
-    model = sync_batchnorm(initial_model(config, data).to(device), ranks, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    resolve_device(config.device)  # a missing GPU is reported before any data is read
+    run = build_run(config, pretraining_data(config), ranks)
+    model, objective, optimizer, folder = run.model, run.objective, run.optimizer, run.folder
 
     # The run folder: rank 0 prepares it once every rank has looked at it.
-    folder = RunFolder(config.out)
     folder.check(resume, overwrite)
     ranks.barrier()
     if ranks.main:
         folder.prepare(overwrite)
     ranks.barrier()
-    run = Run(config, resolved, ranks, data, model, step_model(model, config, ranks, device), objective, optimizer,
-              Augmentation.from_config(config, resolved.crop_size), folder)  # fmt: skip
 
     # Resume: weights, optimizer, assignment, RNGs and, mid-epoch, how far the epoch got.
     start_epoch, history, epoch_state = 0, [], None
@@ -162,6 +154,19 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         ranks.barrier()
         epoch_state = None
     return TrainResult(model, objective, config, folder.path, history)
+
+
+def build_run(config: Config, data: ImageData, ranks: Ranks | None = None) -> Run:
+    """The objective, network (initialised from ``config.seed``) and optimizer ``config`` trains ``data``
+    with; nothing is read from or written to the run folder yet."""
+    ranks = ranks or Ranks()
+    resolved = config.resolve(data.image_size, len(data), ranks.world_size, ranks.local_rank)
+    device = resolved.device
+    objective = objective_for(config, data, ranks)
+    model = sync_batchnorm(initial_model(config, data).to(device), ranks, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    augment = Augmentation.from_config(config, resolved.crop_size)
+    return Run(config, resolved, ranks, data, model, step_model(model, config, ranks, device), objective, optimizer, augment, RunFolder(config.out))
 
 
 def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
