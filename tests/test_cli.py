@@ -166,6 +166,30 @@ def test_flags_and_settings_interleave(argv, expected):
     assert {key: args[key] for key in expected} == expected
 
 
+# A command's line in `natlearn --help` is its handler's docstring: reworded docstrings change it.
+SUMMARIES = {
+    "train": "train a network with NAT (or the supervised baseline)",
+    "export": "write a checkpoint's backbone as a plain PyTorch state_dict "
+    "(no natlearn needed to load it)",
+    "eval": "transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN",
+    "compare": "several checkpoints and baselines side by side, with the gap NAT recovers",
+    "neighbors": "test queries and their nearest training images in a layer's feature space",
+    "filters": "the conv1 filters of a checkpoint as a PNG grid",
+    "evolution": "transfer accuracy of the checkpoints kept along a run (train with keep_every=N)",
+    "report": "one markdown page of a run: config, curves, evaluations, figures",
+    "demo": "NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)",
+}
+
+
+def test_help_lists_every_command_with_its_summary(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert f"{{{','.join(SUMMARIES)}}}" in listing  # every command, in this order
+    for command, summary in SUMMARIES.items():
+        assert f" {command} {summary}" in listing
+
+
 def test_a_folder_left_by_a_failed_start_is_not_a_run(capsys, tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
