@@ -9,6 +9,7 @@ export PYTHONPATH="$PWD/../src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 gpu.py "$@"
 python3 state.py --device cuda --steps 100
+python3 profile_step.py
 if [ -n "${OUT:-}" ]; then
-    cp results/gpu.json results/state_cuda.json ../docs/benchmarks.md "$OUT"/
+    cp results/gpu.json results/state_cuda.json results/profile_step.json ../docs/benchmarks.md "$OUT"/
 fi
