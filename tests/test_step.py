@@ -6,7 +6,8 @@ import torch
 from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.loss import square_loss
-from natlearn.train import NonFiniteBatch, Run, build_run, train_step
+from natlearn.nonfinite import NonFiniteBatch
+from natlearn.train import Run, build_run, train_step
 
 
 def _run(tmp_path, **changes) -> Run:

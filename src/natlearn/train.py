@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
 from natlearn.models import Network, initial_model, network_spec
+from natlearn.nonfinite import NonFiniteBatch, check_finite, largest_gradient, stop_or_skip, weights_finite
 from natlearn.objectives import NoiseAsTargets, Objective, Supervised, objective_for
 
-__all__ = ["EpochState", "NonFiniteBatch", "Run", "TrainResult", "build_run", "learning_rate", "pretraining_data", "run_epoch", "train", "train_step"]
+__all__ = ["EpochState", "Run", "TrainResult", "build_run", "learning_rate", "pretraining_data", "run_epoch", "train", "train_step"]
 
 _SHOW_EVERY = 25  # steps between progress-bar statistics: each one waits for the device
 
@@ -85,14 +85,6 @@ class EpochState:
     skipped: int = 0
     seconds: float = 0.0
     generator: torch.Tensor | None = None
-
-
-class NonFiniteBatch(Exception):
-    """A batch produced NaN/inf ``what`` (outputs, loss or gradients) before the optimizer stepped."""
-
-    def __init__(self, what: str):
-        super().__init__(what)
-        self.what = what
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -204,8 +196,8 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
         except NonFiniteBatch as bad:
             for buffer, saved in zip(model.buffers(), buffers or [], strict=False):
                 buffer.copy_(saved)
-            recoverable = buffers is None or not ranks.any(not _weights_finite(model))
-            _nonfinite(config, bad.what, epoch, step, run.last_checkpoint, recoverable)
+            recoverable = buffers is None or not ranks.any(not weights_finite(model))
+            stop_or_skip(config, bad.what, epoch, step, run.last_checkpoint, recoverable)
             run.optimizer.zero_grad(set_to_none=True)
             state.skipped += 1
         else:
@@ -223,8 +215,8 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
                 save_checkpoint(run.folder.partial, {**run.snapshot(epoch), "progress": dataclasses.asdict(state)})
             ranks.barrier()
     run.objective.check()
-    if not _weights_finite(model):
-        _nonfinite(config, "weights or BatchNorm statistics", epoch, num_batches - 1, run.last_checkpoint, recoverable=False)
+    if not weights_finite(model):
+        stop_or_skip(config, "weights or BatchNorm statistics", epoch, num_batches - 1, run.last_checkpoint, recoverable=False)
     seconds = time.perf_counter() - started
     trained = max(1, num_batches - state.skipped)
     means = (ranks.sum(sums.cpu()) / ranks.world_size).tolist()  # every rank's steps, reduced once per epoch
@@ -248,16 +240,16 @@ def train_step(run: Run, ids: torch.Tensor, inputs: torch.Tensor, rows: tuple[in
     """
     with _autocast(run.resolved):
         outputs = run.step_model(inputs.contiguous(memory_format=_layout(run)))
-    _check_finite("outputs", outputs, run.ranks)
+    check_finite("outputs", outputs, run.ranks)
     stats = {}
     if run.objective.reassigns(epoch):
         changed, seconds = _timed(outputs.device, lambda: run.objective.reassign(ids, outputs.detach(), rows))
         stats = {"reassigned": torch.tensor(changed, device=outputs.device), "assign_ms": torch.tensor(1000 * seconds, device=outputs.device)}
     loss, loss_stats = run.objective.loss(ids, outputs, rows)
-    _check_finite("loss", loss, run.ranks)
+    check_finite("loss", loss, run.ranks)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    _check_finite("gradients", _largest_gradient(run.model))
+    check_finite("gradients", largest_gradient(run.model))
     run.optimizer.step()
     return {**stats, **loss_stats}
 
@@ -334,35 +326,3 @@ def _global_rows(ranks: Ranks, delivered: torch.Tensor, planned: int, may_drop: 
         return ranks.first_row(planned), planned
     sizes = ranks.gather(torch.tensor([len(delivered)], device=delivered.device)).flatten().tolist()
     return sum(sizes[: ranks.rank]), sum(sizes)
-
-
-def _check_finite(what: str, value: torch.Tensor, ranks: Ranks | None = None) -> None:
-    """Raise NonFiniteBatch unless ``value`` is finite (on every rank, when ``ranks`` is given; gradients are
-    the same on every rank once DDP has all-reduced them, so they need no collective)."""
-    bad = not bool(torch.isfinite(value).all())
-    if ranks.any(bad) if ranks is not None else bad:
-        raise NonFiniteBatch(what)
-
-
-def _largest_gradient(model: torch.nn.Module) -> torch.Tensor:
-    grads = [p.grad.detach().abs().amax() for p in model.parameters() if p.grad is not None]
-    return torch.stack(grads).amax() if grads else torch.zeros(())
-
-
-def _weights_finite(model: torch.nn.Module) -> bool:
-    """Parameters and floating-point buffers (BatchNorm running statistics, which evaluation uses) are finite."""
-    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
-    return bool(torch.isfinite(torch.stack([t.detach().abs().amax() for t in tensors])).all())
-
-
-def _nonfinite(config: Config, what: str, epoch: int, step: int, last_path: Path | None, recoverable: bool = True) -> None:
-    """Stop the run with a one-line error, unless ``on_nonfinite=skip`` and the weights are still finite (then
-    the batch is skipped; once the weights or BatchNorm statistics are broken every later batch would be too)."""
-    if config.on_nonfinite == "stop" or not recoverable:
-        where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
-        broken = "" if recoverable else " (the weights or BatchNorm statistics are no longer finite, so skipping cannot continue)"
-        raise NatlearnError(
-            f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}{broken}; {where}; "
-            "lower lr, check the data, or set on_nonfinite=skip"
-        )
-    warnings.warn(f"skipping batch {step + 1} of epoch {epoch + 1}: non-finite {what}", stacklevel=3)
