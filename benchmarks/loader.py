@@ -23,7 +23,8 @@ import torch
 from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.config import Config
 from natlearn.data import Augmentation
-from natlearn.train import build_run, train_step
+from natlearn.run import build_run
+from natlearn.train import train_step
 
 
 def timed_load(config: Config, cache_dir: str) -> tuple[object, float]:

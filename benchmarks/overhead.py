@@ -23,8 +23,9 @@ import torch
 from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.assignment import Assignment
 from natlearn.config import Config
+from natlearn.run import build_run
 from natlearn.targets import NoiseTargets
-from natlearn.train import build_run, train, train_step
+from natlearn.train import train, train_step
 
 OFFICIAL = "nat, official schedule (1 re-assignment epoch in 3)"
 

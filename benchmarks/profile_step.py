@@ -27,8 +27,9 @@ from _report import hardware, today, write_json, write_section  # benchmarks/ is
 from natlearn.config import apply_overrides, load_preset
 from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets, Supervised
+from natlearn.run import Run, build_run
 from natlearn.targets import NoiseTargets
-from natlearn.train import Run, build_run, pretraining_data, train_step
+from natlearn.train import pretraining_data, train_step
 
 PARTS = {
     "re-assignment": "nat.reassign",

@@ -14,6 +14,8 @@ import torch
 from helpers import assert_same_run
 from natlearn.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
+
 TESTS = Path(__file__).parent
 # A global batch of 128 = 2 shares of 64; k > n with spares and blocks, so every part of the global problem is used.
 RUN = ["data=digits", "widths=[8,16]", "dim=16", "subset=1024", "batch_size=128", "epochs=3", "reassign_every=1",

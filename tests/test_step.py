@@ -7,7 +7,8 @@ from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.loss import square_loss
 from natlearn.nonfinite import NonFiniteBatch
-from natlearn.train import Run, build_run, train_step
+from natlearn.run import Run, build_run
+from natlearn.train import train_step
 
 
 def _run(tmp_path, **changes) -> Run:

@@ -28,7 +28,9 @@ __all__ = [
 
 FORMAT = "natlearn-checkpoint-v1"
 _NAME = re.compile(r"epoch_(\d+)\.pt$")
-PARTIAL_NAME = "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
+PARTIAL_NAME = (
+    "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
+)
 EXPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
@@ -54,9 +56,13 @@ class RunFolder:
         # A folder with only config.yaml and an empty checkpoints/ (a run that failed before its first checkpoint
         # and log line) holds nothing to resume or to lose: a plain re-run may reuse it.
         if not (resume or overwrite) and (self.log.exists() or self.holds_checkpoint()):
-            raise NatlearnError(f"run folder {self.path} already holds a run; pass --resume to continue it or --overwrite to start over")
+            raise NatlearnError(
+                f"run folder {self.path} already holds a run; pass --resume to continue it or --overwrite to start over"
+            )
         if resume and not self.holds_checkpoint():
-            raise NatlearnError(f"nothing to resume: no checkpoint in {self.path / 'checkpoints'}; drop --resume to start a new run")
+            raise NatlearnError(
+                f"nothing to resume: no checkpoint in {self.path / 'checkpoints'}; drop --resume to start a new run"
+            )
 
     def prepare(self, overwrite: bool) -> None:
         """Create the folder (emptied first with ``overwrite``) and drop temporary files a killed run left."""
@@ -66,7 +72,9 @@ class RunFolder:
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise NatlearnError(f"cannot create run folder {self.path}: {error.strerror}; choose another out=") from None
+            raise NatlearnError(
+                f"cannot create run folder {self.path}: {error.strerror}; choose another out="
+            ) from None
         for stale in (self.path / "checkpoints").glob(".*.tmp"):
             stale.unlink()
 
@@ -105,11 +113,15 @@ def save_checkpoint(path: Path, state: dict) -> None:
     digest = _digest_path(path)
     try:
         digest.unlink(missing_ok=True)
-        atomic_write(path, lambda tmp: (tmp.write_bytes(payload), fault_point(f"in-checkpoint:{path.name}")))
+        atomic_write(
+            path, lambda tmp: (tmp.write_bytes(payload), fault_point(f"in-checkpoint:{path.name}"))
+        )
         atomic_write(digest, lambda tmp: tmp.write_text(hashlib.sha256(payload).hexdigest() + "\n"))
     except OSError as error:
         digest.unlink(missing_ok=True)
-        raise NatlearnError(f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume") from None
+        raise NatlearnError(
+            f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume"
+        ) from None
 
 
 def _digest_path(path: Path) -> Path:
@@ -124,20 +136,30 @@ def load_checkpoint(path: str | Path) -> dict:
     """
     path = Path(path)
     if path.is_dir():
-        raise NatlearnError(f"checkpoint {path} is a folder; give a .pt file in it, e.g. {path / 'checkpoints' / 'epoch_NNNN.pt'}")
+        raise NatlearnError(
+            f"checkpoint {path} is a folder; give a .pt file in it, e.g. {path / 'checkpoints' / 'epoch_NNNN.pt'}"
+        )
     if not path.is_file():
-        raise NatlearnError(f"checkpoint {path} does not exist; give the path of a .pt file written by natlearn train")
+        raise NatlearnError(
+            f"checkpoint {path} does not exist; give the path of a .pt file written by natlearn train"
+        )
     payload = path.read_bytes()
     digest = _digest_path(path)
     if digest.is_file() and digest.read_text().strip() != hashlib.sha256(payload).hexdigest():
-        raise NatlearnError(f"checkpoint {path} fails its checksum ({digest.name}); it was damaged after writing")
+        raise NatlearnError(
+            f"checkpoint {path} fails its checksum ({digest.name}); it was damaged after writing"
+        )
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
         reason = type(error).__name__
-        raise NatlearnError(f"checkpoint {path} cannot be read ({reason}); it is damaged or not a natlearn checkpoint") from None
+        raise NatlearnError(
+            f"checkpoint {path} cannot be read ({reason}); it is damaged or not a natlearn checkpoint"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise NatlearnError(f"{path} is not a natlearn checkpoint (no '{FORMAT}' tag); give a file written by natlearn train")
+        raise NatlearnError(
+            f"{path} is not a natlearn checkpoint (no '{FORMAT}' tag); give a file written by natlearn train"
+        )
     return state
 
 
@@ -167,7 +189,9 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
     if not loaded:
         return None
     # A partial checkpoint continues epoch E mid-way; it is ahead only of checkpoints of <= E epochs.
-    return max(loaded, key=lambda item: (item[1]["epoch"], item[1].get("progress", {}).get("step", 0)))
+    return max(
+        loaded, key=lambda item: (item[1]["epoch"], item[1].get("progress", {}).get("step", 0))
+    )
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -207,8 +231,18 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
-    random.setstate((state["python"]["version"], tuple(state["python"]["state"]), state["python"]["gauss"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
+    random.setstate(
+        (state["python"]["version"], tuple(state["python"]["state"]), state["python"]["gauss"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -241,13 +275,21 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
             "or .safetensors"
         )
     if not out.parent.is_dir():
-        raise NatlearnError(f"cannot export to {out}: folder {out.parent} does not exist; create it or choose another --out")
+        raise NatlearnError(
+            f"cannot export to {out}: folder {out.parent} does not exist; create it or choose another --out"
+        )
     model = load_model(checkpoint)
-    backbone = {key: value.contiguous() for key, value in model.state_dict().items() if not key.startswith("head.")}
+    backbone = {
+        key: value.contiguous()
+        for key, value in model.state_dict().items()
+        if not key.startswith("head.")
+    }
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        atomic_write(out, lambda tmp: save_file(backbone, str(tmp), metadata={"format": "natlearn-backbone"}))
+        atomic_write(
+            out, lambda tmp: save_file(backbone, str(tmp), metadata={"format": "natlearn-backbone"})
+        )
     else:
         atomic_write(out, lambda tmp: torch.save(backbone, tmp))
     return out

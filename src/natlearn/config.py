@@ -22,7 +22,15 @@ from natlearn.errors import NatlearnError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Config", "Resolved", "load_preset", "apply_overrides", "choices", "PRESETS_DIR", "RESUME_LOCKED"]
+__all__ = [
+    "Config",
+    "Resolved",
+    "load_preset",
+    "apply_overrides",
+    "choices",
+    "PRESETS_DIR",
+    "RESUME_LOCKED",
+]
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -159,7 +167,10 @@ class Config:
         """The config a checkpoint was trained with (``state["config"]``), then ``overrides``. Keys the
         checkpoint lacks (written before they existed) take their defaults."""
         known = {key: value for key, value in saved.items() if key in _FIELDS}
-        return apply_overrides(apply_overrides(cls(), known), list(overrides) if isinstance(overrides, tuple) else overrides)
+        return apply_overrides(
+            apply_overrides(cls(), known),
+            list(overrides) if isinstance(overrides, tuple) else overrides,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -170,7 +181,9 @@ class Config:
         for name in _FIELDS:
             allowed = choices(name)
             if allowed and getattr(self, name) not in allowed:
-                raise NatlearnError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(allowed)}")
+                raise NatlearnError(
+                    f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(allowed)}"
+                )
         for name, low in _AT_LEAST.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -185,14 +198,26 @@ class Config:
         if not 0 <= self.momentum < 1:
             raise NatlearnError(f"momentum={self.momentum} must lie in [0, 1)")
         if not self.widths or min(self.widths) < 1:
-            raise NatlearnError(f"widths={self.widths} must be a non-empty list of positive channel counts")
+            raise NatlearnError(
+                f"widths={self.widths} must be a non-empty list of positive channel counts"
+            )
         if self.warmup_epochs >= max(self.epochs, 1) and self.warmup_epochs:
-            raise NatlearnError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}")
-        if self.targets == "discrete" and self.num_clusters is not None and self.num_clusters > self.dim:
-            raise NatlearnError(f"num_clusters={self.num_clusters} cannot exceed dim={self.dim} (one-hot targets)")
+            raise NatlearnError(
+                f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}"
+            )
+        if (
+            self.targets == "discrete"
+            and self.num_clusters is not None
+            and self.num_clusters > self.dim
+        ):
+            raise NatlearnError(
+                f"num_clusters={self.num_clusters} cannot exceed dim={self.dim} (one-hot targets)"
+            )
         return self
 
-    def resolve(self, image_size: int, images: int | None = None, world_size: int = 1, local_rank: int = 0) -> Resolved:
+    def resolve(
+        self, image_size: int, images: int | None = None, world_size: int = 1, local_rank: int = 0
+    ) -> Resolved:
         """Every value this config leaves to the data or the machine, checked once.
 
         Args:
@@ -205,26 +230,47 @@ class Config:
         n = k = None
         if images is not None:
             if self.subset > images:
-                raise NatlearnError(f"subset={self.subset} is larger than the data set (n={images}); lower subset or set subset=0 (all)")
+                raise NatlearnError(
+                    f"subset={self.subset} is larger than the data set (n={images}); lower subset or set subset=0 (all)"
+                )
             n = self.subset or images
             k = n if self.k is None else self.k
             if k < n:
-                raise NatlearnError(f"k={k} is smaller than the number of images n={n}; NAT needs k >= n (or k=none for k=n)")
+                raise NatlearnError(
+                    f"k={k} is smaller than the number of images n={n}; NAT needs k >= n (or k=none for k=n)"
+                )
             if self.spare_targets > k - n:
-                raise NatlearnError(f"spare_targets={self.spare_targets} needs k >= n + spare_targets = {n + self.spare_targets}, got k={k}")
+                raise NatlearnError(
+                    f"spare_targets={self.spare_targets} needs k >= n + spare_targets = {n + self.spare_targets}, got k={k}"
+                )
             if self.batch_size > n:
-                raise NatlearnError(f"batch_size={self.batch_size} is larger than the data set (n={n}); lower batch_size")
+                raise NatlearnError(
+                    f"batch_size={self.batch_size} is larger than the data set (n={n}); lower batch_size"
+                )
             if self.batch_size < 2 * world_size:
-                raise NatlearnError(f"batch_size={self.batch_size} is the global batch: it needs at least 2 images per rank ({world_size} ranks)")
+                raise NatlearnError(
+                    f"batch_size={self.batch_size} is the global batch: it needs at least 2 images per rank ({world_size} ranks)"
+                )
         rank = local_rank if world_size > 1 else None
-        return Resolved(self._loss(), self._train_split(), self.crop_size or image_size, n, k, self.device, self.precision, rank)
+        return Resolved(
+            self._loss(),
+            self._train_split(),
+            self.crop_size or image_size,
+            n,
+            k,
+            self.device,
+            self.precision,
+            rank,
+        )
 
     def check_resumable(self, saved: dict) -> None:
         """Refuse (one line) to resume a checkpoint whose config (``state["config"]``) differs in a Locked field."""
         before = Config.from_checkpoint(saved)
 
         def value(config: Config, key: str) -> object:
-            return {"loss": config._loss, "train_split": config._train_split}.get(key, lambda: getattr(config, key))()
+            return {"loss": config._loss, "train_split": config._train_split}.get(
+                key, lambda: getattr(config, key)
+            )()
 
         differ = [
             f"{key} (checkpoint {getattr(before, key)!r}, now {getattr(self, key)!r})"
@@ -256,7 +302,11 @@ class Config:
         if self.train_split != "auto":
             return self.train_split
         # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train split.
-        return "train+unlabeled" if self.data == "stl10" and self.objective != "supervised" else "train"
+        return (
+            "train+unlabeled"
+            if self.data == "stl10" and self.objective != "supervised"
+            else "train"
+        )
 
 
 @dataclass(frozen=True)
@@ -291,7 +341,9 @@ class Resolved:
 
     @functools.cached_property
     def precision(self) -> Literal["fp32", "bf16"]:
-        bf16 = self.precision_name == "bf16" or (self.precision_name == "auto" and self.device.type == "cuda")
+        bf16 = self.precision_name == "bf16" or (
+            self.precision_name == "auto" and self.device.type == "cuda"
+        )
         return "bf16" if bf16 else "fp32"
 
 
@@ -309,7 +361,11 @@ _AT_LEAST = {
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _TYPES = typing.get_type_hints(Config)  # Locked[...] stripped
-RESUME_LOCKED = tuple(name for name, hint in typing.get_type_hints(Config, include_extras=True).items() if _LOCKED in getattr(hint, "__metadata__", ()))
+RESUME_LOCKED = tuple(
+    name
+    for name, hint in typing.get_type_hints(Config, include_extras=True).items()
+    if _LOCKED in getattr(hint, "__metadata__", ())
+)
 
 
 def _is_text(name: str) -> bool:
@@ -334,7 +390,9 @@ def _parse_value(name: str, raw: object) -> object:
         if typing.get_origin(kind) is tuple:
             items = _yaml_scalar(raw) if isinstance(raw, str) else raw
             items = items.split(",") if isinstance(items, str) else items
-            return tuple(_parse_int(x) for x in (items if isinstance(items, (list, tuple)) else [items]))
+            return tuple(
+                _parse_int(x) for x in (items if isinstance(items, (list, tuple)) else [items])
+            )
         if kind is bool:
             if isinstance(raw, bool):
                 return raw
@@ -349,8 +407,12 @@ def _parse_value(name: str, raw: object) -> object:
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
-        if isinstance(raw, bool) or raw is None:  # a YAML file's bare on/yes/null: not the text the user meant
-            raise NatlearnError(f"{name}={raw!r} is not a string; quote it in YAML, e.g. {name}: 'on'")
+        if (
+            isinstance(raw, bool) or raw is None
+        ):  # a YAML file's bare on/yes/null: not the text the user meant
+            raise NatlearnError(
+                f"{name}={raw!r} is not a string; quote it in YAML, e.g. {name}: 'on'"
+            )
         return str(raw)
     except (TypeError, ValueError):
         type_name = getattr(kind, "__name__", str(kind))
@@ -398,13 +460,17 @@ def load_preset(name_or_path: str) -> Config:
         path = PRESETS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise NatlearnError(f"config {name_or_path!r} not found; give a YAML file or one of the presets: {shipped}")
+        raise NatlearnError(
+            f"config {name_or_path!r} not found; give a YAML file or one of the presets: {shipped}"
+        )
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise NatlearnError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(values, dict):
-        raise NatlearnError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
+        raise NatlearnError(
+            f"{path} must hold a mapping of config keys, got {type(values).__name__}"
+        )
     return apply_overrides(Config(), values)
 
 
@@ -417,6 +483,10 @@ def field_help() -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, following in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             docs[node.target.id] = following.value.value  # type: ignore[attr-defined]
     return docs

@@ -1,14 +1,16 @@
-"""Training on several processes (``torchrun``): which images each rank sees, and keeping the NAT state identical.
+"""Training on several processes (``torchrun``): which images each rank sees, and keeping the NAT
+state identical.
 
 Design. Every rank holds the whole image -> target assignment (8 bytes per image). Every rank draws the
 same epoch permutation and the same global batches; rank r trains on the r-th contiguous shard of each
 global batch. In a re-assignment epoch the ranks all-gather the batch's image ids and outputs, so the
 global batch is held in the order a single process would hold it; rank 0 solves its Hungarian problems
 (in ``assign_block`` blocks) and broadcasts the choices, which the other ranks replay
-(:func:`reassign_global_batch`). A run on N ranks with per-rank batch b / N thus re-assigns exactly as one
-process with batch b does, and the assignment is identical on every rank whatever their GPUs' rounding.
-Each epoch the ranks compare a hash of their assignment and stop with an error if any differs. BatchNorm statistics are taken over the global batch too (torch's
-SyncBatchNorm on GPUs; :class:`GlobalBatchNorm` on CPUs, where SyncBatchNorm does not run).
+(:func:`reassign_global_batch`). A run on N ranks with per-rank batch b / N thus re-assigns exactly as
+one process with batch b does, and the assignment is identical on every rank whatever their GPUs'
+rounding. Each epoch the ranks compare a hash of their assignment and stop with an error if any differs.
+BatchNorm statistics are taken over the global batch too (torch's SyncBatchNorm on GPUs;
+:class:`GlobalBatchNorm` on CPUs, where SyncBatchNorm does not run).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class Ranks:
 
     def shard(self, batch_ids: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous share of a global batch (near-equal shares, rank order)."""
-        return batch_ids.tensor_split(self.world_size)[self.rank] if self.world_size > 1 else batch_ids
+        return (
+            batch_ids.tensor_split(self.world_size)[self.rank] if self.world_size > 1 else batch_ids
+        )
 
     def first_row(self, batch_size: int) -> int:
         """Where this rank's :meth:`shard` starts in a global batch of ``batch_size`` (tensor_split's sizes)."""
@@ -57,7 +61,9 @@ class Ranks:
         """Concatenate every rank's ``rows`` (shares may differ in length by one) in rank order."""
         if self.world_size == 1:
             return rows
-        sizes = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(self.world_size)]
+        sizes = [
+            torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(self.world_size)
+        ]
         dist.all_gather(sizes, torch.tensor([len(rows)], device=rows.device))
         longest = int(max(sizes))
         padded = torch.cat([rows, rows.new_zeros(longest - len(rows), *rows.shape[1:])])
@@ -82,7 +88,9 @@ class Ranks:
         """Elementwise sum over ranks (float64 on the CPU: gloo and NCCL agree on it)."""
         if self.world_size == 1:
             return values
-        total = values.to(self._device(), torch.float64, copy=True)  # all_reduce works in place: not on the caller's
+        total = values.to(
+            self._device(), torch.float64, copy=True
+        )  # all_reduce works in place: not on the caller's
         dist.all_reduce(total)
         return total.cpu()
 
@@ -94,8 +102,12 @@ class Ranks:
         """Stop every rank with a clear error unless ``state`` (an int64 tensor) is identical on all ranks."""
         if self.world_size == 1:
             return
-        weights = torch.arange(1, state.numel() + 1, dtype=torch.int64).mul_(0x9E3779B97F4A7C15 - 2**64)
-        digest = torch.tensor([int((state.flatten().cpu() * weights).sum()), int(state.sum())], dtype=torch.int64)
+        weights = torch.arange(1, state.numel() + 1, dtype=torch.int64).mul_(
+            0x9E3779B97F4A7C15 - 2**64
+        )
+        digest = torch.tensor(
+            [int((state.flatten().cpu() * weights).sum()), int(state.sum())], dtype=torch.int64
+        )
         digests = [torch.zeros_like(digest) for _ in range(self.world_size)]
         dist.all_gather(digests, digest.to(self._device()))
         differ = [r for r, d in enumerate(digests) if not torch.equal(d.cpu(), digests[0].cpu())]
@@ -110,7 +122,11 @@ class Ranks:
             dist.barrier()
 
     def _device(self) -> torch.device:
-        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
 
 
 def init_ranks(device: str) -> Ranks:
@@ -123,7 +139,9 @@ def init_ranks(device: str) -> Ranks:
     use_gpu = device != "cpu" and torch.cuda.is_available()
     if use_gpu:
         if ranks.local_rank >= torch.cuda.device_count():
-            raise NatlearnError(f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} visible); lower --nproc-per-node")
+            raise NatlearnError(
+                f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} visible); lower --nproc-per-node"
+            )
         torch.cuda.set_device(ranks.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_gpu else "gloo")
@@ -131,7 +149,12 @@ def init_ranks(device: str) -> Ranks:
 
 
 def reassign_global_batch(
-    assignment: Assignment, targets: NoiseTargets, ids: torch.Tensor, outputs: torch.Tensor, ranks: Ranks, block: int = 0
+    assignment: Assignment,
+    targets: NoiseTargets,
+    ids: torch.Tensor,
+    outputs: torch.Tensor,
+    ranks: Ranks,
+    block: int = 0,
 ) -> float:
     """Re-assign the global batch (every rank's ``ids`` (b,) and ``outputs`` (b, d), in rank order) in blocks
     of at most ``block`` images (0: one block); returns the fraction of the global batch whose target changed.
@@ -143,11 +166,16 @@ def reassign_global_batch(
     blocks = math.ceil(len(all_ids) / block) if block else 1
     id_blocks, output_blocks = all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks)
     if ranks.main:
-        results = [assignment.reassign(i, o, targets) for i, o in zip(id_blocks, output_blocks, strict=True)]
+        results = [
+            assignment.reassign(i, o, targets)
+            for i, o in zip(id_blocks, output_blocks, strict=True)
+        ]
         ranks.broadcast(torch.cat([r.chosen for r in results]))
         return sum(r.changed * len(r.targets) for r in results) / len(all_ids)
     choices = ranks.broadcast(torch.empty(len(all_ids), dtype=torch.int64)).tensor_split(blocks)
-    return sum(assignment.replay(i, c) * len(i) for i, c in zip(id_blocks, choices, strict=True)) / len(all_ids)
+    return sum(
+        assignment.replay(i, c) * len(i) for i, c in zip(id_blocks, choices, strict=True)
+    ) / len(all_ids)
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -188,7 +216,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var * n / (n - 1).clamp_min(1), self.momentum)
         shape = [1, c] + [1] * (x.dim() - 2)
-        return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * self.weight.view(
+            shape
+        ) + self.bias.view(shape)
 
 
 def sync_batchnorm(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
@@ -199,7 +229,13 @@ def sync_batchnorm(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.M
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            replacement = GlobalBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
             replacement.load_state_dict(child.state_dict())
             setattr(model, name, replacement.to(device))
         else:

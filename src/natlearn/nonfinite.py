@@ -42,14 +42,27 @@ def weights_finite(model: torch.nn.Module) -> bool:
     return bool(torch.isfinite(torch.stack([t.detach().abs().amax() for t in tensors])).all())
 
 
-def stop_or_skip(config: Config, what: str, epoch: int, step: int, last_path: Path | None, recoverable: bool = True) -> None:
+def stop_or_skip(
+    config: Config,
+    what: str,
+    epoch: int,
+    step: int,
+    last_path: Path | None,
+    recoverable: bool = True,
+) -> None:
     """Stop the run with a one-line error, unless ``on_nonfinite=skip`` and the weights are still finite (then
     the batch is skipped; once the weights or BatchNorm statistics are broken every later batch would be too)."""
     if config.on_nonfinite == "stop" or not recoverable:
         where = f"last good checkpoint: {last_path}" if last_path else "no checkpoint written yet"
-        broken = "" if recoverable else " (the weights or BatchNorm statistics are no longer finite, so skipping cannot continue)"
+        broken = (
+            ""
+            if recoverable
+            else " (the weights or BatchNorm statistics are no longer finite, so skipping cannot continue)"
+        )
         raise NatlearnError(
             f"non-finite {what} (NaN or inf) at epoch {epoch + 1}, step {step + 1}{broken}; {where}; "
             "lower lr, check the data, or set on_nonfinite=skip"
         )
-    warnings.warn(f"skipping batch {step + 1} of epoch {epoch + 1}: non-finite {what}", stacklevel=3)
+    warnings.warn(
+        f"skipping batch {step + 1} of epoch {epoch + 1}: non-finite {what}", stacklevel=3
+    )

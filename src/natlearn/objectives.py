@@ -42,7 +42,9 @@ class Objective(Protocol):
         """Re-assign the global batch's targets; returns the fraction of it whose target changed."""
         ...
 
-    def loss(self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """This rank's loss (scaled so DDP's average gives the whole global batch's gradient) and statistics."""
         ...
 
@@ -55,14 +57,18 @@ class Objective(Protocol):
         ...
 
 
-def objective_for(config: Config, data: ImageData, ranks: Ranks | None = None) -> NoiseAsTargets | Supervised:
+def objective_for(
+    config: Config, data: ImageData, ranks: Ranks | None = None
+) -> NoiseAsTargets | Supervised:
     """The objective ``config`` trains with on ``data``."""
     if config.objective == "supervised":
         return Supervised(config, data, ranks)
     return NoiseAsTargets(config, len(data), ranks)
 
 
-def rank_loss(per_row: torch.Tensor, reduction: str, ranks: Ranks, global_batch: int) -> torch.Tensor:
+def rank_loss(
+    per_row: torch.Tensor, reduction: str, ranks: Ranks, global_batch: int
+) -> torch.Tensor:
     """Reduce this rank's per-row losses so that DDP's average over ranks gives the one-process gradient
     of the whole global batch: sum * N / B for ``mean``, sum * N for ``sum`` (exact for uneven shares)."""
     if ranks.world_size == 1:
@@ -82,10 +88,16 @@ class NoiseAsTargets:
     def __init__(self, config: Config, n: int, ranks: Ranks | None = None):
         resolved = config.resolve(0, n)
         k, self.ranks = resolved.k, ranks or Ranks()
-        self.targets = NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters)
+        self.targets = NoiseTargets(
+            k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters
+        )
         self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
         self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
-        self.loss_kind, self.reduction, self.temperature = resolved.loss, config.loss_reduction, config.temperature
+        self.loss_kind, self.reduction, self.temperature = (
+            resolved.loss,
+            config.loss_reduction,
+            config.temperature,
+        )
 
     def reassigns(self, epoch: int) -> bool:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0
@@ -93,9 +105,13 @@ class NoiseAsTargets:
     def reassign(self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None) -> float:
         """Hungarian re-assignment of the global batch (in ``assign_block`` blocks): each image takes the
         target, among those the batch holds, closest to its output under the one-to-one constraint."""
-        return reassign_global_batch(self.assignment, self.targets, ids, outputs.detach(), self.ranks, self.assign_block)
+        return reassign_global_batch(
+            self.assignment, self.targets, ids, outputs.detach(), self.ranks, self.assign_block
+        )
 
-    def loss(self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Square loss (or softmax over the global batch's targets) to the targets the images hold now;
         statistics: loss per image and cosine to the own target."""
         first, global_batch = rows or (0, len(ids))
@@ -109,7 +125,10 @@ class NoiseAsTargets:
             targets = batch_targets[mine]
             per_row = softmax_loss(outputs, batch_targets, mine, self.temperature, reduction="none")
         loss = rank_loss(per_row, self.reduction, self.ranks, global_batch)
-        return loss, {"loss": per_row.detach().mean(), "cosine": (outputs.detach() * targets).sum(dim=1).mean()}
+        return loss, {
+            "loss": per_row.detach().mean(),
+            "cosine": (outputs.detach() * targets).sum(dim=1).mean(),
+        }
 
     def _held(self, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(b, d) the targets images ``ids`` hold."""
@@ -123,7 +142,10 @@ class NoiseAsTargets:
 
     def check(self) -> None:
         self.assignment.check()
-        self.ranks.check_identical(torch.cat([self.assignment.image_to_target, self.assignment.spare]), "image -> target assignment")
+        self.ranks.check_identical(
+            torch.cat([self.assignment.image_to_target, self.assignment.spare]),
+            "image -> target assignment",
+        )
 
 
 class Supervised:
@@ -143,17 +165,25 @@ class Supervised:
     def reassign(self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None) -> float:
         raise RuntimeError("a supervised objective has no targets to re-assign")
 
-    def loss(self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         labels = self.labels[ids].to(outputs.device)
         outputs = outputs.float()
         if self.loss_kind == "square":
             per_row = square_loss(outputs, self.class_targets[labels], reduction="none")
-            scores = outputs.detach() @ self.class_targets[torch.arange(self.class_targets.k, device=outputs.device)].T
+            scores = (
+                outputs.detach()
+                @ self.class_targets[torch.arange(self.class_targets.k, device=outputs.device)].T
+            )
         else:
             per_row = F.cross_entropy(outputs, labels, reduction="none")
             scores = outputs.detach()
         loss = rank_loss(per_row, self.reduction, self.ranks, (rows or (0, len(ids)))[1])
-        return loss, {"loss": per_row.detach().mean(), "train_accuracy": (scores.argmax(dim=1) == labels).float().mean()}
+        return loss, {
+            "loss": per_row.detach().mean(),
+            "train_accuracy": (scores.argmax(dim=1) == labels).float().mean(),
+        }
 
     def state_dict(self) -> dict:
         return {}

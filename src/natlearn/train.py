@@ -8,7 +8,6 @@ handled around the step, not in it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -17,21 +16,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from natlearn.checkpoint import RunFolder, latest_checkpoint, prune_checkpoints, remove_checkpoint, rng_state, save_checkpoint, set_rng_state
-from natlearn.config import Config, Resolved
-from natlearn.data import Augmentation, ImageData, StreamingFolder
-from natlearn.devices import resolve_device
-from natlearn.distributed import Ranks, init_ranks, sync_batchnorm
-from natlearn.errors import NatlearnError
+from natlearn.checkpoint import prune_checkpoints, remove_checkpoint, save_checkpoint
+from natlearn.config import Config
+from natlearn.data import ImageData, StreamingFolder
+from natlearn.devices import autocast, memory_format, resolve_device
+from natlearn.distributed import Ranks, init_ranks
 from natlearn.faults import fault_point
-from natlearn.models import Network, initial_model, network_spec
-from natlearn.nonfinite import NonFiniteBatch, check_finite, largest_gradient, stop_or_skip, weights_finite
-from natlearn.objectives import NoiseAsTargets, Objective, Supervised, objective_for
+from natlearn.models import Network
+from natlearn.nonfinite import (
+    NonFiniteBatch,
+    check_finite,
+    largest_gradient,
+    stop_or_skip,
+    weights_finite,
+)
+from natlearn.objectives import NoiseAsTargets, Supervised
+from natlearn.run import EpochState, Run, build_run
 
-__all__ = ["EpochState", "Run", "TrainResult", "build_run", "learning_rate", "pretraining_data", "run_epoch", "train", "train_step"]
+__all__ = [
+    "TrainResult",
+    "learning_rate",
+    "pretraining_data",
+    "run_epoch",
+    "train",
+    "train_step",
+]
 
 _SHOW_EVERY = 25  # steps between progress-bar statistics: each one waits for the device
 
@@ -45,46 +56,6 @@ class TrainResult:
     config: Config
     run_dir: Path
     history: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Run:
-    """Everything an epoch needs, set up once by :func:`train`."""
-
-    config: Config
-    resolved: Resolved
-    ranks: Ranks
-    data: ImageData
-    model: Network  # the plain network checkpoints save
-    step_model: torch.nn.Module  # what steps call: channels-last, compiled and/or DDP-wrapped
-    objective: Objective
-    optimizer: torch.optim.Optimizer
-    augment: Augmentation
-    folder: RunFolder
-    last_checkpoint: Path | None = None
-
-    def snapshot(self, epochs_done: int) -> dict:
-        """The checkpoint of the run after ``epochs_done`` whole epochs."""
-        return {
-            "epoch": epochs_done,
-            "config": self.config.to_dict(),
-            "network": network_spec(self.data, self.resolved.crop_size),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "objective": self.objective.state_dict(),
-            "rng": rng_state(),
-        }
-
-
-@dataclass
-class EpochState:
-    """How far an epoch got: what a mid-epoch checkpoint needs to continue it exactly."""
-
-    step: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    skipped: int = 0
-    seconds: float = 0.0
-    generator: torch.Tensor | None = None
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -105,7 +76,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     ranks = init_ranks(config.device)
     resolve_device(config.device)  # a missing GPU is reported before any data is read
     run = build_run(config, pretraining_data(config), ranks)
-    model, objective, optimizer, folder = run.model, run.objective, run.optimizer, run.folder
+    folder = run.folder
 
     # The run folder: rank 0 prepares it once every rank has looked at it.
     folder.check(resume, overwrite)
@@ -114,51 +85,29 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         folder.prepare(overwrite)
     ranks.barrier()
 
-    # Resume: weights, optimizer, assignment, RNGs and, mid-epoch, how far the epoch got.
-    start_epoch, history, epoch_state = 0, [], None
-    if resume:
-        found = latest_checkpoint(folder.path)
-        if found is None:
-            raise NatlearnError(f"nothing to resume: no readable checkpoint in {folder.path / 'checkpoints'}; drop --resume to start a new run")
-        run.last_checkpoint, state = found
-        config.check_resumable(state["config"])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        objective.load_state_dict(state["objective"])
-        set_rng_state(state["rng"])
-        start_epoch = state["epoch"]
-        epoch_state = EpochState(**state["progress"]) if "progress" in state else None
-        history = folder.read_log(start_epoch, truncate=ranks.main)
+    start_epoch, history, epoch_state = run.resume() if resume else (0, [], None)
     if ranks.main:
         folder.write_config(config)
 
     for epoch in range(start_epoch, config.epochs):
-        row = run_epoch(run, epoch, epoch_state or EpochState())
-        history.append(row)
-        run.last_checkpoint = folder.epoch_checkpoint(epoch + 1)
-        if ranks.main:
-            folder.append_log(row)
-            save_checkpoint(run.last_checkpoint, run.snapshot(epoch + 1))
-            remove_checkpoint(folder.partial)
-            prune_checkpoints(folder.path, config.keep_last, config.keep_every)
-            if config.progress:
-                tqdm.write(f"{_describe(run, epoch)}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"))
-        ranks.barrier()
+        history.append(run_epoch(run, epoch, epoch_state or EpochState()))
+        _end_epoch(run, epoch, history[-1])
         epoch_state = None
-    return TrainResult(model, objective, config, folder.path, history)
+    return TrainResult(run.model, run.objective, config, folder.path, history)
 
 
-def build_run(config: Config, data: ImageData, ranks: Ranks | None = None) -> Run:
-    """The objective, network (initialised from ``config.seed``) and optimizer ``config`` trains ``data``
-    with; nothing is read from or written to the run folder yet."""
-    ranks = ranks or Ranks()
-    resolved = config.resolve(data.image_size, len(data), ranks.world_size, ranks.local_rank)
-    device = resolved.device
-    objective = objective_for(config, data, ranks)
-    model = sync_batchnorm(initial_model(config, data).to(device), ranks, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    augment = Augmentation.from_config(config, resolved.crop_size)
-    return Run(config, resolved, ranks, data, model, step_model(model, config, ranks, device), objective, optimizer, augment, RunFolder(config.out))
+def _end_epoch(run: Run, epoch: int, row: dict) -> None:
+    """Log the epoch, checkpoint it (dropping its mid-epoch checkpoint) and prune old checkpoints."""
+    run.last_checkpoint = run.folder.epoch_checkpoint(epoch + 1)
+    if run.ranks.main:
+        run.folder.append_log(row)
+        save_checkpoint(run.last_checkpoint, run.snapshot(epoch + 1))
+        remove_checkpoint(run.folder.partial)
+        prune_checkpoints(run.folder.path, run.config.keep_last, run.config.keep_every)
+        if run.config.progress:
+            shown = ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
+            tqdm.write(f"{_describe(run, epoch)}: {shown}")
+    run.ranks.barrier()
 
 
 def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
@@ -178,7 +127,9 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     carried = [state.sums.get(name, 0.0) if ranks.main else 0.0 for name in names]
     sums = torch.tensor(carried, dtype=torch.float64, device=run.resolved.device)
     zero = torch.zeros((), device=run.resolved.device)
-    may_drop = isinstance(run.data, StreamingFolder) and run.data.on_bad_image == "skip"  # unreadable images leave batches
+    may_drop = (
+        isinstance(run.data, StreamingFolder) and run.data.on_bad_image == "skip"
+    )  # unreadable images leave batches
     run.step_model.train()
     batches = tqdm(
         run.data.batches([ranks.shard(ids) for ids in batch_ids[state.step :]], run.resolved.device, config.workers),
@@ -187,7 +138,9 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     )  # fmt: skip
     started = time.perf_counter() - state.seconds
     for step, (ids, images) in enumerate(batches, start=state.step):
-        rows = _global_rows(ranks, images, len(batch_ids[step]), may_drop)  # this rank's rows of the global batch
+        rows = _global_rows(
+            ranks, images, len(batch_ids[step]), may_drop
+        )  # this rank's rows of the global batch
         inputs = run.augment(images, generator, rows)
         # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation uses them).
         buffers = [b.clone() for b in model.buffers()] if config.on_nonfinite == "skip" else None
@@ -201,25 +154,45 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
             run.optimizer.zero_grad(set_to_none=True)
             state.skipped += 1
         else:
-            sums += torch.stack([stats[name].float() if name in stats else zero for name in names]).double()
+            sums += torch.stack(
+                [stats[name].float() if name in stats else zero for name in names]
+            ).double()
         state.step = step + 1
         if not batches.disable and (state.step % _SHOW_EVERY == 0 or state.step == num_batches):
             shown = [name for name in ("loss", "cosine", "train_accuracy") if name in names]
-            means = dict(zip(names, (sums / max(1, state.step - state.skipped)).tolist(), strict=True))
+            means = dict(
+                zip(names, (sums / max(1, state.step - state.skipped)).tolist(), strict=True)
+            )
             batches.set_postfix({name: f"{means[name]:.4f}" for name in shown})
         fault_point(f"after-step:{epoch + 1}:{step + 1}")
-        if config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0 and state.step < num_batches:
+        if (
+            config.checkpoint_every_steps
+            and state.step % config.checkpoint_every_steps == 0
+            and state.step < num_batches
+        ):
             state.seconds, state.generator = time.perf_counter() - started, generator.get_state()
             state.sums = dict(zip(names, ranks.sum(sums.cpu()).tolist(), strict=True))
             if ranks.main:
-                save_checkpoint(run.folder.partial, {**run.snapshot(epoch), "progress": dataclasses.asdict(state)})
+                save_checkpoint(
+                    run.folder.partial,
+                    {**run.snapshot(epoch), "progress": dataclasses.asdict(state)},
+                )
             ranks.barrier()
     run.objective.check()
     if not weights_finite(model):
-        stop_or_skip(config, "weights or BatchNorm statistics", epoch, num_batches - 1, run.last_checkpoint, recoverable=False)
+        stop_or_skip(
+            config,
+            "weights or BatchNorm statistics",
+            epoch,
+            num_batches - 1,
+            run.last_checkpoint,
+            recoverable=False,
+        )
     seconds = time.perf_counter() - started
     trained = max(1, num_batches - state.skipped)
-    means = (ranks.sum(sums.cpu()) / ranks.world_size).tolist()  # every rank's steps, reduced once per epoch
+    means = (
+        ranks.sum(sums.cpu()) / ranks.world_size
+    ).tolist()  # every rank's steps, reduced once per epoch
     return {
         "epoch": epoch + 1,
         **{name: total / trained for name, total in zip(names, means, strict=True)},
@@ -231,20 +204,28 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     }
 
 
-def train_step(run: Run, ids: torch.Tensor, inputs: torch.Tensor, rows: tuple[int, int], epoch: int) -> dict[str, torch.Tensor]:
+def train_step(
+    run: Run, ids: torch.Tensor, inputs: torch.Tensor, rows: tuple[int, int], epoch: int
+) -> dict[str, torch.Tensor]:
     """One step on this rank's images ``ids`` (b,) with augmented ``inputs`` (b, C, S, S), rows ``rows`` of the
     global batch: forward, re-assignment (in the epochs that do it), loss to the new targets, SGD step.
 
     Returns the step's statistics as 0-dim device tensors. Raises :class:`NonFiniteBatch` before the optimizer
     steps if the outputs, the loss or the gradients are not finite.
     """
-    with _autocast(run.resolved):
-        outputs = run.step_model(inputs.contiguous(memory_format=_layout(run)))
+    layout = memory_format(run.resolved.device, run.config.channels_last)
+    with autocast(run.resolved.device, run.resolved.precision):
+        outputs = run.step_model(inputs.contiguous(memory_format=layout))
     check_finite("outputs", outputs, run.ranks)
     stats = {}
     if run.objective.reassigns(epoch):
-        changed, seconds = _timed(outputs.device, lambda: run.objective.reassign(ids, outputs.detach(), rows))
-        stats = {"reassigned": torch.tensor(changed, device=outputs.device), "assign_ms": torch.tensor(1000 * seconds, device=outputs.device)}
+        changed, seconds = _timed(
+            outputs.device, lambda: run.objective.reassign(ids, outputs.detach(), rows)
+        )
+        stats = {
+            "reassigned": torch.tensor(changed, device=outputs.device),
+            "assign_ms": torch.tensor(1000 * seconds, device=outputs.device),
+        }
     loss, loss_stats = run.objective.loss(ids, outputs, rows)
     check_finite("loss", loss, run.ranks)
     run.optimizer.zero_grad(set_to_none=True)
@@ -260,8 +241,12 @@ def pretraining_data(config: Config) -> ImageData:
     config.resolve(data.image_size, len(data))
     if not config.subset:
         return data
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, len(data)]).generate_state(1)[0]))
-    return data.subset(torch.randperm(len(data), generator=generator)[: config.subset].sort().values)
+    generator = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([config.seed, len(data)]).generate_state(1)[0])
+    )
+    return data.subset(
+        torch.randperm(len(data), generator=generator)[: config.subset].sort().values
+    )
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -278,36 +263,15 @@ def learning_rate(config: Config, epoch: int) -> float:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """Batch order and augmentation of an epoch depend on (seed, epoch) only: resumes replay them."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
-
-
-def step_model(model: Network, config: Config, ranks: Ranks, device: torch.device) -> torch.nn.Module:
-    """What the training step calls: the network in channels-last layout (GPUs), compiled, and wrapped in DDP
-    when several ranks train. ``model`` itself stays the plain network that checkpoints save."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
-    if config.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    wrapped: torch.nn.Module = model
-    if ranks.world_size > 1:
-        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(wrapped) if config.compile else wrapped
+    return torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    )
 
 
 def _describe(run: Run, epoch: int) -> str:
-    return f"epoch {epoch + 1}/{run.config.epochs}" + (" (re-assign)" if run.objective.reassigns(epoch) else "")
-
-
-def _autocast(resolved: Resolved) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the network; the loss and the assignment run in fp32."""
-    if resolved.precision == "bf16":
-        return torch.autocast(resolved.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _layout(run: Run) -> torch.memory_format:
-    cuda = run.resolved.device.type == "cuda"
-    return torch.channels_last if run.config.channels_last and cuda else torch.contiguous_format
+    return f"epoch {epoch + 1}/{run.config.epochs}" + (
+        " (re-assign)" if run.objective.reassigns(epoch) else ""
+    )
 
 
 def _timed(device: torch.device, work):
@@ -319,7 +283,9 @@ def _timed(device: torch.device, work):
     return result, time.perf_counter() - started
 
 
-def _global_rows(ranks: Ranks, delivered: torch.Tensor, planned: int, may_drop: bool) -> tuple[int, int]:
+def _global_rows(
+    ranks: Ranks, delivered: torch.Tensor, planned: int, may_drop: bool
+) -> tuple[int, int]:
     """(first row, size) of this rank's share in the global batch. Shares are tensor_split's of the planned batch,
     unless streamed images may have been dropped as unreadable: then the ranks exchange what they really got."""
     if ranks.world_size == 1 or not may_drop:

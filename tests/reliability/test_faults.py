@@ -122,6 +122,8 @@ def recording_load_state_dict(self, state):
     save(resumed=self.state_dict()["assignment"])
 cls.__init__, cls.state_dict, cls.load_state_dict = recording_init, recording_state_dict, recording_load_state_dict
 from natlearn.cli import main
+
+pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
 sys.exit(main(sys.argv[1:]))
 """
 

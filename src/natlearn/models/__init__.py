@@ -26,14 +26,24 @@ __all__ = [
 
 def network_spec(data: ImageData, crop_size: int) -> dict:
     """What, besides the config, fixes a network's shape: stored in checkpoints to rebuild it."""
-    return {"channels": data.channels, "image_size": crop_size, "num_classes": len(data.classes), "mean": list(data.mean), "std": list(data.std)}
+    return {
+        "channels": data.channels,
+        "image_size": crop_size,
+        "num_classes": len(data.classes),
+        "mean": list(data.mean),
+        "std": list(data.std),
+    }
 
 
 def build_model(config: Config, spec: dict) -> Network:
     """The network ``config`` trains, for a :func:`network_spec`: a unit-norm ``dim`` output, or class logits
     for the supervised cross-entropy baseline. Parameters are drawn from the global torch RNG."""
-    logits = config.objective == "supervised" and config.resolve(spec["image_size"]).loss == "softmax"
-    input_layer = InputLayer(config.input, spec["channels"], spec.get("mean", (0.5,)), spec.get("std", (0.25,)))
+    logits = (
+        config.objective == "supervised" and config.resolve(spec["image_size"]).loss == "softmax"
+    )
+    input_layer = InputLayer(
+        config.input, spec["channels"], spec.get("mean", (0.5,)), spec.get("std", (0.25,))
+    )
     out_dim = spec["num_classes"] if logits else config.dim
     if config.arch == "alexnet":
         return alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
@@ -49,5 +59,9 @@ def initial_model(config: Config, data: ImageData) -> Network:
 def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
     """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building it):
     its conv blocks, ``neck`` and ``head``."""
-    convs = list(ALEXNET_CONVS) if arch == "alexnet" else [f"conv{i}" for i in range(1, len(widths) + 1)]
+    convs = (
+        list(ALEXNET_CONVS)
+        if arch == "alexnet"
+        else [f"conv{i}" for i in range(1, len(widths) + 1)]
+    )
     return [*convs, "neck", "head"]
