@@ -9,6 +9,7 @@ handled around the step, not in it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def _end_epoch(run: Run, epoch: int, row: dict) -> None:
 
 def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     """Train one epoch (from ``state.step`` when continuing one) and return its log row."""
-    config, ranks, model = run.config, run.ranks, run.model
+    config, ranks = run.config, run.ranks
     lr = learning_rate(config, epoch)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -122,80 +123,53 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     batch_ids = torch.tensor_split(torch.randperm(len(run.data), generator=generator), num_batches)
     if state.generator is not None:  # continuing this epoch mid-way
         generator.set_state(state.generator)
-    names = sorted(run.objective.statistics)
-    # Per-rank sums of the step statistics; a mid-epoch checkpoint holds their sum over ranks, resumed on rank 0.
-    carried = [state.sums.get(name, 0.0) if ranks.main else 0.0 for name in names]
-    sums = torch.tensor(carried, dtype=torch.float64, device=run.resolved.device)
-    zero = torch.zeros((), device=run.resolved.device)
-    may_drop = (
-        isinstance(run.data, StreamingFolder) and run.data.on_bad_image == "skip"
-    )  # unreadable images leave batches
-    run.step_model.train()
+    sums = StepSums(run.objective.statistics, run.resolved.device, state.sums if ranks.main else {})
+    # Unreadable streamed images may leave batches: the ranks then exchange their real shares.
+    may_drop = isinstance(run.data, StreamingFolder) and run.data.on_bad_image == "skip"
+    shares = [ranks.shard(ids) for ids in batch_ids[state.step :]]
     batches = tqdm(
-        run.data.batches([ranks.shard(ids) for ids in batch_ids[state.step :]], run.resolved.device, config.workers),
-        total=num_batches, initial=state.step, desc=_describe(run, epoch), leave=False,
+        run.data.batches(shares, run.resolved.device, config.workers),
+        total=num_batches,
+        initial=state.step,
+        desc=_describe(run, epoch),
+        leave=False,
         disable=None if config.progress and ranks.main else True,
-    )  # fmt: skip
+    )
+    run.step_model.train()
     started = time.perf_counter() - state.seconds
     for step, (ids, images) in enumerate(batches, start=state.step):
-        rows = _global_rows(
-            ranks, images, len(batch_ids[step]), may_drop
-        )  # this rank's rows of the global batch
+        rows = _global_rows(ranks, images, len(batch_ids[step]), may_drop)
         inputs = run.augment(images, generator, rows)
         # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation uses them).
-        buffers = [b.clone() for b in model.buffers()] if config.on_nonfinite == "skip" else None
+        skip = config.on_nonfinite == "skip"
+        buffers = [b.clone() for b in run.model.buffers()] if skip else None
         try:
-            stats = train_step(run, ids, inputs, rows, epoch)
+            sums.add(train_step(run, ids, inputs, rows, epoch))
         except NonFiniteBatch as bad:
-            for buffer, saved in zip(model.buffers(), buffers or [], strict=False):
-                buffer.copy_(saved)
-            recoverable = buffers is None or not ranks.any(not weights_finite(model))
-            stop_or_skip(config, bad.what, epoch, step, run.last_checkpoint, recoverable)
-            run.optimizer.zero_grad(set_to_none=True)
+            _skip_batch(run, bad.what, epoch, step, buffers)
             state.skipped += 1
-        else:
-            sums += torch.stack(
-                [stats[name].float() if name in stats else zero for name in names]
-            ).double()
         state.step = step + 1
         if not batches.disable and (state.step % _SHOW_EVERY == 0 or state.step == num_batches):
-            shown = [name for name in ("loss", "cosine", "train_accuracy") if name in names]
-            means = dict(
-                zip(names, (sums / max(1, state.step - state.skipped)).tolist(), strict=True)
-            )
-            batches.set_postfix({name: f"{means[name]:.4f}" for name in shown})
+            batches.set_postfix(sums.shown(state.step - state.skipped))
         fault_point(f"after-step:{epoch + 1}:{step + 1}")
-        if (
-            config.checkpoint_every_steps
-            and state.step % config.checkpoint_every_steps == 0
-            and state.step < num_batches
-        ):
+        every = config.checkpoint_every_steps
+        if every and state.step % every == 0 and state.step < num_batches:
             state.seconds, state.generator = time.perf_counter() - started, generator.get_state()
-            state.sums = dict(zip(names, ranks.sum(sums.cpu()).tolist(), strict=True))
+            state.sums = sums.over_ranks(ranks)
             if ranks.main:
-                save_checkpoint(
-                    run.folder.partial,
-                    {**run.snapshot(epoch), "progress": dataclasses.asdict(state)},
-                )
+                checkpoint = {**run.snapshot(epoch), "progress": dataclasses.asdict(state)}
+                save_checkpoint(run.folder.partial, checkpoint)
             ranks.barrier()
     run.objective.check()
-    if not weights_finite(model):
-        stop_or_skip(
-            config,
-            "weights or BatchNorm statistics",
-            epoch,
-            num_batches - 1,
-            run.last_checkpoint,
-            recoverable=False,
-        )
+    if not weights_finite(run.model):
+        broken = "weights or BatchNorm statistics"
+        stop_or_skip(config, broken, epoch, num_batches - 1, run.last_checkpoint, recoverable=False)
     seconds = time.perf_counter() - started
     trained = max(1, num_batches - state.skipped)
-    means = (
-        ranks.sum(sums.cpu()) / ranks.world_size
-    ).tolist()  # every rank's steps, reduced once per epoch
+    totals = sums.over_ranks(ranks)  # every rank's steps, reduced once per epoch
     return {
         "epoch": epoch + 1,
-        **{name: total / trained for name, total in zip(names, means, strict=True)},
+        **{name: total / ranks.world_size / trained for name, total in totals.items()},
         "skipped_batches": state.skipped,
         "lr": lr,
         "seconds": seconds,
@@ -207,11 +181,11 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
 def train_step(
     run: Run, ids: torch.Tensor, inputs: torch.Tensor, rows: tuple[int, int], epoch: int
 ) -> dict[str, torch.Tensor]:
-    """One step on this rank's images ``ids`` (b,) with augmented ``inputs`` (b, C, S, S), rows ``rows`` of the
-    global batch: forward, re-assignment (in the epochs that do it), loss to the new targets, SGD step.
+    """One step on this rank's images ``ids`` (b,) with augmented ``inputs`` (b, C, S, S), rows ``rows``
+    of the global batch: forward, re-assignment (in the epochs that do it), loss to the new targets, step.
 
-    Returns the step's statistics as 0-dim device tensors. Raises :class:`NonFiniteBatch` before the optimizer
-    steps if the outputs, the loss or the gradients are not finite.
+    Returns the step's statistics as 0-dim device tensors. Raises :class:`NonFiniteBatch` before the
+    optimizer steps if the outputs, the loss or the gradients are not finite.
     """
     layout = memory_format(run.resolved.device, run.config.channels_last)
     with autocast(run.resolved.device, run.resolved.precision):
@@ -219,13 +193,7 @@ def train_step(
     check_finite("outputs", outputs, run.ranks)
     stats = {}
     if run.objective.reassigns(epoch):
-        changed, seconds = _timed(
-            outputs.device, lambda: run.objective.reassign(ids, outputs.detach(), rows)
-        )
-        stats = {
-            "reassigned": torch.tensor(changed, device=outputs.device),
-            "assign_ms": torch.tensor(1000 * seconds, device=outputs.device),
-        }
+        stats = _reassign(run, ids, outputs.detach(), rows)
     loss, loss_stats = run.objective.loss(ids, outputs, rows)
     check_finite("loss", loss, run.ranks)
     run.optimizer.zero_grad(set_to_none=True)
@@ -233,6 +201,41 @@ def train_step(
     check_finite("gradients", largest_gradient(run.model))
     run.optimizer.step()
     return {**stats, **loss_stats}
+
+
+class StepSums:
+    """Step statistics summed on the device (float64), so a step never waits for the device to report
+    them; they are read back for the progress bar, a mid-epoch checkpoint and the epoch's log row only.
+
+    Args:
+        names: the statistics the objective logs (a step that lacks one adds 0).
+        carried: sums a mid-epoch checkpoint saved (rank 0 continues them; the others start at 0).
+    """
+
+    def __init__(self, names: tuple[str, ...], device: torch.device, carried: dict[str, float]):
+        self.names = sorted(names)
+        self.totals = torch.tensor(
+            [carried.get(name, 0.0) for name in self.names], dtype=torch.float64, device=device
+        )
+        self._zero = torch.zeros((), device=device)
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        # Each value is rounded to float32 before it is summed, as the log has always done.
+        values = [stats[name].float() if name in stats else self._zero for name in self.names]
+        self.totals += torch.stack(values).double()
+
+    def shown(self, steps: int) -> dict[str, str]:
+        """This rank's running means for the progress bar."""
+        means = dict(zip(self.names, (self.totals / max(1, steps)).tolist(), strict=True))
+        return {
+            name: f"{means[name]:.4f}"
+            for name in ("loss", "cosine", "train_accuracy")
+            if name in means
+        }
+
+    def over_ranks(self, ranks: Ranks) -> dict[str, float]:
+        """The sums over every rank (a collective: every rank calls it)."""
+        return dict(zip(self.names, ranks.sum(self.totals.cpu()).tolist(), strict=True))
 
 
 def pretraining_data(config: Config) -> ImageData:
@@ -274,13 +277,29 @@ def _describe(run: Run, epoch: int) -> str:
     )
 
 
-def _timed(device: torch.device, work):
-    """``work()``'s result and its wall-clock seconds, not counting device work still queued before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _reassign(
+    run: Run, ids: torch.Tensor, outputs: torch.Tensor, rows: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """Re-assign the batch's targets; the fraction that changed and the milliseconds it took (device work
+    still queued before it is waited for first, so it is not counted)."""
+    if outputs.is_cuda:
+        torch.cuda.synchronize(outputs.device)
     started = time.perf_counter()
-    result = work()
-    return result, time.perf_counter() - started
+    changed = run.objective.reassign(ids, outputs, rows)
+    milliseconds = 1000 * (time.perf_counter() - started)
+    as_tensor = functools.partial(torch.tensor, device=outputs.device)
+    return {"reassigned": as_tensor(changed), "assign_ms": as_tensor(milliseconds)}
+
+
+def _skip_batch(
+    run: Run, what: str, epoch: int, step: int, buffers: list[torch.Tensor] | None
+) -> None:
+    """Undo a non-finite batch (its BatchNorm statistics, its gradients), or stop the run (stop_or_skip)."""
+    for buffer, saved in zip(run.model.buffers(), buffers or [], strict=False):
+        buffer.copy_(saved)
+    recoverable = buffers is None or not run.ranks.any(not weights_finite(run.model))
+    stop_or_skip(run.config, what, epoch, step, run.last_checkpoint, recoverable)
+    run.optimizer.zero_grad(set_to_none=True)
 
 
 def _global_rows(
