@@ -18,6 +18,7 @@ import torch
 
 from _report import hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
 from natlearn.evaluate import knn_classify, linear_probe
+from natlearn.markdown import table
 
 
 def synthetic(n: int, dims: int, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,15 +47,17 @@ def main() -> None:
         return
     payload = {"date": today(), "hardware": hardware(), "rows": n_train, "dims": dims, "linear_probe_seconds": linear_s, "knn_seconds": knn_s}
     write_json("probe", payload)
+    linear = (
+        f"linear probe, {n_train:,} x {dims:,} features, 10 classes, 5 weight decays at once, "
+        "30 epochs Adam + selection"
+    )
+    knn = f"weighted k-NN, k = 20 and 200, {n_train:,} train x {n_test:,} test, 128 dims"
     lines = [
         "## Probe cost on cached features (`python benchmarks/probe.py`)",
         "",
         f"{today()}, {hardware()}. Synthetic features (timing does not depend on content).",
         "",
-        "| what | seconds |",
-        "|---|---|",
-        f"| linear probe, {n_train:,} x {dims:,} features, 10 classes, 5 weight decays at once, 30 epochs Adam + selection | {linear_s:.0f} |",
-        f"| weighted k-NN, k = 20 and 200, {n_train:,} train x {n_test:,} test, 128 dims | {knn_s:.1f} |",
+        table(["what", "seconds"], [[linear, f"{linear_s:.0f}"], [knn, f"{knn_s:.1f}"]]),
         "",
         "Goal (issue 4): a linear probe on 50,000 x 9,000 cached features within a few minutes on 2 CPU cores.",
     ]

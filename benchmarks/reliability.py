@@ -19,6 +19,7 @@ from pathlib import Path
 import mutants
 from _report import ROOT, hardware, today  # benchmarks/ is on sys.path when run as a script
 from natlearn.files import atomic_write
+from natlearn.markdown import table
 
 TESTS = ROOT / "tests" / "reliability"
 
@@ -43,6 +44,7 @@ def main() -> int:
             failed = case.find("failure") is not None or case.find("error") is not None
             results.append((case.get("name"), "passed" if not failed else "FAILED", float(case.get("time", 0))))
     described = docstrings()
+    rows = [[described.get(name, name), outcome, f"{time:.1f}"] for name, outcome, time in results]
     lines = [
         "# Reliability: faults injected and what survived",
         "",
@@ -55,9 +57,7 @@ def main() -> int:
         "buffer, the assignment (image -> target, spare targets, its generator) and the global RNG state with an",
         "uninterrupted run of the same config, on the CPU.",
         "",
-        "| fault and expected outcome | outcome | seconds |",
-        "|---|---|---|",
-        *(f"| {described.get(name, name)} | {outcome} | {seconds:.1f} |" for name, outcome, seconds in results),
+        table(["fault and expected outcome", "outcome", "seconds"], rows),
         "",
         "Also checked elsewhere in the suite: the table of bad command lines in tests/test_cli.py (each: one line, exit 2, no file written);",
         "the assignment stays a permutation after thousands of random re-assignments (tests/test_assignment.py, hypothesis);",

@@ -21,19 +21,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
-import torch
+import harness
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _report import CIFAR10, hardware, today, write_json, write_section  # noqa: E402
-from natlearn.checkpoint import latest_checkpoint  # noqa: E402
-from natlearn.config import Config, apply_overrides, load_preset  # noqa: E402
-from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits  # noqa: E402
-from natlearn.files import atomic_write  # noqa: E402
-from natlearn.train import build_model, train  # noqa: E402
+from natlearn.checkpoint import latest_checkpoint
+from natlearn.config import Config, apply_overrides
+from natlearn.evaluate import labelled_splits
+from natlearn.files import atomic_write
+from natlearn.markdown import hardware, table, today
+from natlearn.models import initial_model
+from natlearn.train import train
 
 SUP = {"objective": "supervised"}
 # row -> overrides of the shared budget; "random-init" is the untrained network of the base config.
@@ -85,29 +84,6 @@ TABLES = {
         ("nat", "NAT, seed 1111"), ("nat-seed2", "NAT, seed 2"), ("random-init-seed2", "random init, seed 2"),
     ],
 }  # fmt: skip
-LAYERS = ["conv2", "conv3"]
-
-
-def probe_split(train_set, size: int):
-    """The fixed subset of the train split the short protocol's probes are fit on."""
-    return train_set.subset(torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:size].sort().values)
-
-
-def short_eval(model, probe_train, test_set) -> dict:
-    """The short protocol: linear probes on conv2, conv3 and the penultimate features, 20-NN on the latter."""
-    settings = EvalSettings(layers=[*LAYERS, "neck"], knn=(20,), mlp=False, progress=False)
-    evaluation = evaluate_network(model.eval(), probe_train, test_set, probe_train.image_size, settings)
-    linear = evaluation["protocols"]["linear"]
-    best = max(LAYERS, key=lambda layer: linear[layer]["held_out_top1"])  # chosen on held-out train images, not the test split
-    return {
-        **{f"linear_{layer}": linear[layer]["top1"] for layer in [*LAYERS, "neck"]},
-        **{f"held_out_{layer}": linear[layer]["held_out_top1"] for layer in [*LAYERS, "neck"]},
-        "best_linear_layer": best,
-        "best_linear": linear[best]["top1"],
-        "knn20_neck": evaluation["protocols"]["knn20"]["neck"]["top1"],
-    }
-
-
 def row_config(base: Config, row: str, batch_size: int) -> Config:
     overrides = dict(ROWS[row])
     if overrides.get("k") == "2n":
@@ -124,7 +100,7 @@ def run_row(config: Config, row: str, probe_train, test_set) -> dict:
         return json.loads(cached.read_text())
     started = time.perf_counter()
     if row.startswith("random-init"):
-        model, history = build_model(config, probe_train), []
+        model, history = initial_model(config, probe_train), []
     else:
         found = latest_checkpoint(Path(config.out)) if (Path(config.out) / "checkpoints").exists() else None
         result = train(config, resume=found is not None)
@@ -132,7 +108,7 @@ def run_row(config: Config, row: str, probe_train, test_set) -> dict:
     summary = {
         "row": row,
         "overrides": ROWS[row],
-        **short_eval(model, probe_train, test_set),
+        **harness.short_eval(model, probe_train, test_set),
         "train_seconds": sum(h["seconds"] for h in history),
         "seconds": time.perf_counter() - started,
         "final_epoch": history[-1] if history else None,
@@ -154,22 +130,24 @@ def markdown(results: dict[str, dict], base: Config, args: argparse.Namespace, m
         f"{minutes:.0f} minutes in all (this invocation). JSON: `experiments/results/cifar_ablations.json`.",
         "",
     ]
-    reference = results.get("random-init")
+    header = ["row", "linear conv2", "linear conv3", "20-NN neck", "train min"]
+    reference = [("random-init", "random init (no training)")] if "random-init" in results else []
     for title, rows in TABLES.items():
-        lines += [f"### {title}", "", "| row | linear conv2 | linear conv3 | 20-NN neck | train min |", "|---|---|---|---|---|"]
-        for row, label in [*rows, *([("random-init", "random init (no training)")] if reference else [])]:
-            r = results.get(row)
-            if r is None:
-                lines.append(f"| {label} | not run yet | | | |")
-                continue
-            lines.append(f"| {label} | {r['linear_conv2']:.4f} | {r['linear_conv3']:.4f} | {r['knn20_neck']:.4f} | {r['train_seconds'] / 60:.1f} |")
-        lines.append("")
+        cells = [_cells(label, results.get(row)) for row, label in [*rows, *reference]]
+        lines += [f"### {title}", "", table(header, cells), ""]
     return "\n".join(lines)
+
+
+def _cells(label: str, result: dict | None) -> list[str]:
+    if result is None:
+        return [label, "not run yet", "", "", ""]
+    scores = (result[key] for key in ("linear_conv2", "linear_conv3", "knn20_neck"))
+    return [label, *(f"{score:.4f}" for score in scores), f"{result['train_seconds'] / 60:.1f}"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default: ../shared/data/cifar10)")
+    harness.add_cifar10_option(parser)
     parser.add_argument("--runs", default="runs", help="runs go to RUNS/ablations/<row>")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run (default: all)")
     parser.add_argument("--subset", type=int, default=5000, help="pre-training images per row")
@@ -183,16 +161,16 @@ def main() -> None:
         raise SystemExit(f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if args.quick:
         args.subset, args.epochs, args.probe_train = 600, 2, 600
-        base = Config(data="digits", widths=(8, 16, 16), dim=16, batch_size=64, epochs=args.epochs, subset=args.subset, progress=False)
+        base = harness.quick_config(args.epochs, subset=args.subset)
     else:
-        if not (Path(args.cifar10) / "train").is_dir():
-            raise SystemExit(f"error: no CIFAR-10 folder at {args.cifar10}; pass --cifar10 DIR (train/ and test/ inside) or use --quick")
-        base = dataclasses.replace(load_preset("cifar10"), data=args.cifar10, epochs=args.epochs, subset=args.subset, progress=False)
+        base = harness.cifar10_config(args.cifar10, epochs=args.epochs, subset=args.subset)
     base = dataclasses.replace(base, out=str(Path(args.runs) / ("ablations-quick" if args.quick else "ablations")))
     train_set, test_set = labelled_splits(base)
-    probe_train = probe_split(train_set, args.probe_train)
+    probe_train = harness.probe_split(train_set, args.probe_train)
     # --quick keeps its JSON beside its runs: smoke runs never touch experiments/results or docs.
-    saved = Path(base.out) / "results.json" if args.quick else Path(__file__).parent / "results" / "cifar_ablations.json"
+    saved = harness.RESULTS / "cifar_ablations.json"
+    if args.quick:
+        saved = Path(base.out) / "results.json"
     results = json.loads(saved.read_text())["rows"] if saved.exists() else {}
     started = time.perf_counter()
     for row in rows:
@@ -203,8 +181,8 @@ def main() -> None:
         if args.quick:
             atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))  # noqa: B023
         else:
-            write_json("cifar_ablations", payload, "experiments")
-            write_section("ablations", markdown(results, base, args, minutes), doc="results.md", title="# Results")
+            harness.write_json("cifar_ablations", payload)
+            harness.write_section("ablations", markdown(results, base, args, minutes))
 
 
 if __name__ == "__main__":

@@ -24,19 +24,19 @@ import sys
 import time
 from pathlib import Path
 
-from cifar_ablations import probe_split, short_eval  # experiments/ is on sys.path when run as a script
+import harness
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _report import CIFAR10, ROOT, hardware, today, write_json, write_section  # noqa: E402
-from natlearn.checkpoint import checkpoint_paths, latest_checkpoint, load_model  # noqa: E402
-from natlearn.config import Config, load_preset  # noqa: E402
-from natlearn.evaluate import EvalSettings, evaluate, labelled_splits  # noqa: E402
-from natlearn.evaluate.compare import best_linear, compare_table, gap_recovered  # noqa: E402
-from natlearn.evaluate.figures import line_plot  # noqa: E402
-from natlearn.files import atomic_write  # noqa: E402
-from natlearn.train import build_model, train  # noqa: E402
+from natlearn.checkpoint import checkpoint_paths, latest_checkpoint, load_model
+from natlearn.config import Config
+from natlearn.evaluate import EvalSettings, evaluate, labelled_splits
+from natlearn.evaluate.compare import best_linear, compare_table, gap_recovered
+from natlearn.evaluate.figures import line_plot
+from natlearn.files import atomic_write
+from natlearn.markdown import hardware, table, today
+from natlearn.models import initial_model
+from natlearn.train import train
 
-FIGURES = ROOT / "docs" / "figures"
+FIGURES = harness.ROOT / "docs" / "figures"
 
 
 def train_or_resume(config: Config) -> tuple[Path, list[dict]]:
@@ -62,8 +62,9 @@ def evolution(run: Path, base: Config, probe_train, test_set, out: Path) -> list
         epoch = 0 if path is None else int(path.stem.split("_")[-1])
         cached = out / f"epoch_{epoch:04d}.json"
         if not cached.exists():
-            model = build_model(base, probe_train) if path is None else load_model(path)
-            row = json.dumps({"epoch": epoch, **short_eval(model, probe_train, test_set)}) + "\n"
+            model = initial_model(base, probe_train) if path is None else load_model(path)
+            scores = harness.short_eval(model, probe_train, test_set)
+            row = json.dumps({"epoch": epoch, **scores}) + "\n"
             atomic_write(cached, lambda tmp: tmp.write_text(row))  # noqa: B023
         rows.append(json.loads(cached.read_text()))
     return sorted(rows, key=lambda row: row["epoch"])
@@ -71,31 +72,29 @@ def evolution(run: Path, base: Config, probe_train, test_set, out: Path) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default: ../shared/data/cifar10)")
+    harness.add_cifar10_option(parser)
     parser.add_argument("--runs", default="runs", help="runs go to RUNS/cifar_main/")
     parser.add_argument("--supervised-epochs", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="digits, tiny net, 3 epochs; writes nothing under docs/")
     parser.add_argument("--from-json", action="store_true", help="rebuild the docs section from experiments/results/cifar_main.json (no training)")
     args = parser.parse_args()
     if args.from_json:
-        payload = json.loads((ROOT / "experiments" / "results" / "cifar_main.json").read_text())
+        payload = json.loads((harness.RESULTS / "cifar_main.json").read_text())
         payload["gap_recovered"] = gap_recovered(payload["results"])
         payload.pop("beats_random_on", None)
         for row in payload["evolution"]:
             if "best_linear_layer" not in row:  # an older max over test accuracies: a choice on test labels
                 row.pop("best_linear", None)
-        write_json("cifar_main", payload, "experiments")
-        write_section("cifar-main", section(payload), doc="results.md", title="# Results")
+        harness.write_json("cifar_main", payload)
+        harness.write_section("cifar-main", section(payload))
         return
     started = time.perf_counter()
     root = Path(args.runs) / ("cifar_main_quick" if args.quick else "cifar_main")
     if args.quick:
-        base = Config(data="digits", widths=(8, 16, 16), dim=16, batch_size=64, epochs=3, progress=False)
+        base = harness.quick_config(epochs=3)
         args.supervised_epochs, probe_images = 2, 600
     else:
-        if not (Path(args.cifar10) / "train").is_dir():
-            raise SystemExit(f"error: no CIFAR-10 folder at {args.cifar10}; pass --cifar10 DIR (train/ and test/ inside) or use --quick")
-        base = dataclasses.replace(load_preset("cifar10"), data=args.cifar10, progress=False)
+        base = harness.cifar10_config(args.cifar10)
         probe_images = 10_000
     nat_final, nat_log = train_or_resume(dataclasses.replace(base, keep_every=5, out=str(root / "nat")))
     sup_name = f"supervised-{args.supervised_epochs}ep"  # its own folder: another length is another lr schedule
@@ -106,7 +105,8 @@ def main() -> None:
     sources = {"nat": nat_final, "random-init": "random-init", sup_name: sup_final, "raw-pixels": "raw-pixels"}
     results = {name: evaluate_once(source, root / "eval" / name, base, settings) for name, source in sources.items()}
     train_set, test_set = labelled_splits(base)
-    steps = evolution(root / "nat", base, probe_split(train_set, probe_images), test_set, root / "evolution")
+    probe_train = harness.probe_split(train_set, probe_images)
+    steps = evolution(root / "nat", base, probe_train, test_set, root / "evolution")
     nat_minutes, sup_minutes = sum(r["seconds"] for r in nat_log) / 60, sum(r["seconds"] for r in sup_log) / 60
     payload = {
         "date": today(), "hardware": hardware(), "config": base.to_dict(), "nat_epochs": base.epochs, "supervised_epochs": args.supervised_epochs,
@@ -116,7 +116,7 @@ def main() -> None:
     print(compare_table(results))
     if args.quick:
         return
-    write_json("cifar_main", payload, "experiments")
+    harness.write_json("cifar_main", payload)
     FIGURES.mkdir(parents=True, exist_ok=True)
     line_plot(
         [row["epoch"] for row in steps], {f"linear {layer}": [row[f"linear_{layer}"] for row in steps] for layer in ("conv2", "conv3", "neck")},
@@ -125,7 +125,7 @@ def main() -> None:
     for command in (["filters", str(nat_final), "--out", str(FIGURES / "cifar_filters.png")],
                     ["neighbors", str(nat_final), "--out", str(FIGURES / "cifar_neighbours.png")]):  # fmt: skip
         subprocess.run([sys.executable, "-m", "natlearn", *command], check=True)
-    write_section("cifar-main", section(payload), doc="results.md", title="# Results")
+    harness.write_section("cifar-main", section(payload))
 
 
 def section(payload: dict) -> str:
@@ -135,9 +135,9 @@ def section(payload: dict) -> str:
     beats = {layer: results["nat"]["protocols"]["linear"][layer]["top1"] > results["random-init"]["protocols"]["linear"][layer]["top1"]
              for layer in conv_layers}  # fmt: skip
     best_layer, best = best_linear(results["nat"])
-    evolution_rows = [
-        f"| {r['epoch']} | {r['linear_conv2']:.4f} | {r['linear_conv3']:.4f} | {r['linear_neck']:.4f} | {r['knn20_neck']:.4f} |" for r in steps
-    ]
+    scores = ("linear_conv2", "linear_conv3", "linear_neck", "knn20_neck")
+    evolution_header = ["epoch", "linear conv2", "linear conv3", "linear neck", "20-NN neck"]
+    evolution_rows = [[r["epoch"], *(f"{r[key]:.4f}" for key in scores)] for r in steps]
     minutes = f"This invocation: {payload['minutes']:.0f} min. " if "minutes" in payload else ""
     lines = [
         "## Main result: CIFAR-10 (`python experiments/cifar_main.py`)",
@@ -160,9 +160,7 @@ def section(payload: dict) -> str:
         "",
         "### Evolution along the run (short protocol: probes fit on 10,000 train images)",
         "",
-        "| epoch | linear conv2 | linear conv3 | linear neck | 20-NN neck |",
-        "|---|---|---|---|---|",
-        *evolution_rows,
+        table(evolution_header, evolution_rows),
         "",
         "![evolution](figures/cifar_evolution.png)",
         "",

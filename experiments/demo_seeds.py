@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _report import hardware, today, write_json, write_section  # noqa: E402
-from natlearn.config import load_preset  # noqa: E402
-from natlearn.demo import run_demo  # noqa: E402
+import harness
 
-ROWS = ("nat", "random_init", "raw_pixels", "supervised")
+from natlearn.config import load_preset
+from natlearn.demo import ROWS, run_demo
+from natlearn.markdown import hardware, table, today
 
 
 def main() -> None:
@@ -45,7 +42,14 @@ def main() -> None:
     wins = sum(r["nat"]["linear_probe_top1"] > r["random_init"]["linear_probe_top1"] for r in runs)
     gap = [r["gap_recovered"] for r in runs if r["gap_recovered"] is not None]
     minutes = (time.perf_counter() - started) / 60
-    write_json("demo_seeds", {"date": today(), "hardware": hardware(), "seeds": args.seeds, "summary": summary, "runs": runs}, "experiments")
+    payload = {
+        "date": today(),
+        "hardware": hardware(),
+        "seeds": args.seeds,
+        "summary": summary,
+        "runs": runs,
+    }
+    harness.write_json("demo_seeds", payload)
 
     def cell(row: str, metric: str) -> str:
         return f"{summary[row][metric]['mean']:.4f} ± {summary[row][metric]['std']:.4f}"
@@ -58,15 +62,21 @@ def main() -> None:
         "re-assignment every 3rd epoch); supervised: same network, 30 epochs, cross-entropy. Mean ± std over seeds "
         f"0-{args.seeds - 1}. JSON: `experiments/results/demo_seeds.json`.",
         "",
-        "| features | linear probe, penultimate | weighted 20-NN, penultimate | best layer's linear probe (layer chosen on held-out train) |",
-        "|---|---|---|---|",
-        *(f"| {row} | {cell(row, 'linear_probe_top1')} | {cell(row, 'knn_top1')} | {cell(row, 'best_layer_top1')} |" for row in ROWS),
+        table(
+            [
+                "features",
+                "linear probe, penultimate",
+                "weighted 20-NN, penultimate",
+                "best layer's linear probe (layer chosen on held-out train)",
+            ],
+            [[row, *(cell(row, metric) for metric in metrics)] for row in ROWS],
+        ),
         "",
         f"NAT beats random init on the penultimate features in {wins} of {args.seeds} seeds and recovers "
         f"{statistics.mean(gap):.0%} (mean) of the random-init -> supervised gap there. On the best single conv layer "
         "even random features are near the ceiling on digits, so the layers differ little.",
     ]
-    write_section("demo-seeds", "\n".join(lines), doc="results.md", title="# Results")
+    harness.write_section("demo-seeds", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from natlearn.evaluate.compare import gap_recovered
 from natlearn.evaluate.evolution import evolution
 from natlearn.evaluate.figures import filters_figure, neighbours_figure, training_curves
 from natlearn.evaluate.report import write_report
-from natlearn.train import build_model, train
+from natlearn.models import initial_model
+from natlearn.train import train
 
 
 def _blobs(n: int, classes: int = 5, dims: int = 40, seed: int = 0):
@@ -70,7 +71,7 @@ def test_deepcluster_pooling_sizes_for_alexnet():
 
 def test_feature_extraction_has_no_randomness():
     data = load_dataset("digits", "test")
-    model = build_model(Config(widths=(8, 16), dim=8), data)
+    model = initial_model(Config(widths=(8, 16), dim=8), data)
     a = extract_features(model, data.images[:100], ["conv1", "neck"], 8)
     b = extract_features(model, data.images[:100], ["conv1", "neck"], 8)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -80,7 +81,7 @@ def test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_bat
     """Training leaves the network in train mode; extraction must switch to eval mode, or BatchNorm would
     normalise each image by the statistics of whatever batch it landed in (and move its running statistics)."""
     data = load_dataset("digits", "test")
-    model = build_model(Config(widths=(8, 16), dim=8), data)
+    model = initial_model(Config(widths=(8, 16), dim=8), data)
     generator = torch.Generator().manual_seed(0)
     for module in model.modules():  # running statistics like a trained network's, not the 0 / 1 of a fresh one
         if isinstance(module, torch.nn.BatchNorm2d):

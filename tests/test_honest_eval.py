@@ -14,7 +14,7 @@ from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.evaluate import EvalSettings, evaluate, evaluate_network, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.compare import best_linear
-from natlearn.train import build_model
+from natlearn.models import initial_model
 
 SMALL = ["widths=[8,16]", "dim=8"]
 
@@ -84,7 +84,7 @@ def test_permuting_the_test_labels_changes_no_choice_of_the_linear_probe(solver)
 
 def test_permuting_the_test_labels_changes_no_choice_of_layer_k_or_mlp_steps():
     train_set, test_set = load_dataset("digits", "train").subset(torch.arange(400)), load_dataset("digits", "test")
-    model = build_model(Config(widths=(8, 16), dim=8), train_set)
+    model = initial_model(Config(widths=(8, 16), dim=8), train_set)
     shuffled = test_set.subset(torch.arange(len(test_set)))
     shuffled.labels = test_set.labels[torch.randperm(len(test_set), generator=torch.Generator().manual_seed(3))]
     settings = EvalSettings(layers=["conv2", "neck"], knn=(20, 5000), mlp=True, mlp_hidden=32, progress=False)
@@ -111,7 +111,7 @@ def test_the_demo_picks_its_best_layer_on_held_out_train_images():
     from natlearn.evaluate import extract_features
 
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
-    model = build_model(Config(widths=(8, 16), dim=8), train_set)
+    model = initial_model(Config(widths=(8, 16), dim=8), train_set)
     layers = [*model.conv_names, "neck"]
     features = (extract_features(model, train_set.images, layers, 8), extract_features(model, test_set.images, layers, 8))
     row = _score(*features, train_set, test_set)
@@ -138,15 +138,16 @@ def test_finetuning_follows_the_configs_flip(monkeypatch):
     import natlearn.evaluate.transfer as transfer
 
     flips = []
-    real = transfer.augment
+    real = transfer.Augmentation
 
     def spy(*args, **kwargs):
-        flips.append(kwargs.get("flip"))
-        return real(*args, **kwargs)
+        augmentation = real(*args, **kwargs)
+        flips.append(augmentation.flip)
+        return augmentation
 
-    monkeypatch.setattr(transfer, "augment", spy)
+    monkeypatch.setattr(transfer, "Augmentation", spy)
     train_set, test_set = load_dataset("digits", "train").subset(torch.arange(64)), load_dataset("digits", "test").subset(torch.arange(32))
-    model = build_model(Config(widths=(8, 16), dim=8), train_set)
+    model = initial_model(Config(widths=(8, 16), dim=8), train_set)
     transfer.finetune(model, train_set, test_set, 8, epochs=1, flip=False)
     assert flips and not any(flips)
     settings = EvalSettings(finetune_epochs=1, linear=False, knn=(), mlp=False, progress=False).matching(Config(flip=False))
@@ -184,7 +185,7 @@ def test_evaluation_views_images_as_the_network_was_trained(tmp_path, monkeypatc
 def test_knn_runs_on_its_layers_even_outside_the_linear_layers():
     """--layers conv2 --knn-layers neck: the k-NN row was silently missing (neck features were never extracted)."""
     train_set, test_set = load_dataset("digits", "train").subset(torch.arange(200)), load_dataset("digits", "test").subset(torch.arange(100))
-    model = build_model(Config(widths=(8, 16), dim=8), train_set)
+    model = initial_model(Config(widths=(8, 16), dim=8), train_set)
     settings = EvalSettings(layers=["conv2"], knn=(5,), knn_layers=("neck",), mlp=False, progress=False)
     protocols = evaluate_network(model, train_set, test_set, 8, settings)["protocols"]
     assert list(protocols["linear"]) == ["conv2"] and list(protocols["knn5"]) == ["neck"]

@@ -18,12 +18,14 @@ from natlearn.data import ImageDataset
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
 from natlearn.evaluate.figures import neighbours_figure, training_curves
 from natlearn.files import atomic_write
-from natlearn.models import Network
-from natlearn.train import build_model, train
+from natlearn.markdown import table
+from natlearn.models import Network, initial_model
+from natlearn.train import train
 
-__all__ = ["run_demo", "format_table"]
+__all__ = ["ROWS", "run_demo", "format_table"]
 
 REPRESENTATION = "neck"  # the penultimate features: what NAT trains and what a user transfers
+ROWS = ("nat", "random_init", "raw_pixels", "supervised")
 
 
 def _score(train_features: dict[str, torch.Tensor], test_features: dict[str, torch.Tensor], train_set: ImageDataset, test_set: ImageDataset) -> dict:
@@ -59,15 +61,18 @@ def _network_features(model: Network, train_set: ImageDataset, test_set: ImageDa
 
 def format_table(results: dict) -> str:
     """A markdown table of the demo's rows."""
-    lines = [
-        "| features | linear probe top-1 (penultimate) | weighted 20-NN top-1 | best layer (chosen on held-out train images): test top-1 |",
-        "|---|---|---|---|",
+    header = [
+        "features",
+        "linear probe top-1 (penultimate)",
+        "weighted 20-NN top-1",
+        "best layer (chosen on held-out train images): test top-1",
     ]
-    for name in ("nat", "random_init", "raw_pixels", "supervised"):
+    cells = []
+    for name in ROWS:
         row = results[name]
         best = f"{row['best_layer']} {row['best_layer_top1']:.4f}"
-        lines.append(f"| {name} | {row['linear_probe_top1']:.4f} | {row['knn_top1']:.4f} | {best} |")
-    return "\n".join(lines)
+        cells.append([name, f"{row['linear_probe_top1']:.4f}", f"{row['knn_top1']:.4f}", best])
+    return table(header, cells)
 
 
 def run_demo(out: str | Path = "runs/demo", config: Config | None = None, supervised_epochs: int | None = None) -> dict:
@@ -87,11 +92,11 @@ def run_demo(out: str | Path = "runs/demo", config: Config | None = None, superv
         config, objective="supervised", out=str(out / "supervised"), epochs=supervised_epochs or max(1, config.epochs // 2)
     )
     train_set, test_set = config.load_data("train"), config.load_data("test")
-    size = config.crop_size or train_set.image_size
+    size = config.resolve(train_set.image_size).crop_size
 
     nat_run = train(config, overwrite=True)
     supervised_run = train(supervised_config, overwrite=True)
-    random_model = build_model(config, train_set)
+    random_model = initial_model(config, train_set)
 
     features = {
         "nat": _network_features(nat_run.model, train_set, test_set, size, config),
@@ -99,7 +104,7 @@ def run_demo(out: str | Path = "runs/demo", config: Config | None = None, superv
         "supervised": _network_features(supervised_run.model, train_set, test_set, size, config),
         "raw_pixels": ({"pixels": train_set.images.flatten(1).float()}, {"pixels": test_set.images.flatten(1).float()}),
     }
-    results: dict = {name: _score(*features[name], train_set, test_set) for name in ("nat", "random_init", "raw_pixels", "supervised")}
+    results: dict = {name: _score(*features[name], train_set, test_set) for name in ROWS}
     gap = results["supervised"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]
     results["gap_recovered"] = (results["nat"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]) / gap if gap > 0 else None
     results["setup"] = {

@@ -13,6 +13,7 @@ from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
+from natlearn.models import initial_model
 
 __all__ = [
     "EvalSettings", "ProbeResult", "evaluate", "evaluate_network", "evaluate_pixels", "extract_features", "finetune",
@@ -44,18 +45,20 @@ def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str
         overrides: ``key=value`` changes to the data settings (e.g. ``data=...``, ``data_root=...``).
         base: the config of random-init / raw-pixels (default: natlearn's defaults).
     """
-    from natlearn.train import build_model
-
     state = None if source in (RANDOM_INIT, RAW_PIXELS) else load_checkpoint(source)
-    config = apply_overrides(Config(), state["config"]) if state else base or Config()
-    config = dataclasses.replace(apply_overrides(config, overrides), progress=settings.progress)
+    config = (
+        Config.from_checkpoint(state["config"], overrides)
+        if state
+        else apply_overrides(base or Config(), overrides)
+    )
+    config = dataclasses.replace(config, progress=settings.progress)
     settings = settings.matching(config)
     train_set, test_set = labelled_splits(config)
-    crop_size = config.crop_size or train_set.image_size
+    crop_size = config.resolve(train_set.image_size).crop_size
     if source == RAW_PIXELS:
         results = evaluate_pixels(train_set, test_set, crop_size, settings)
     else:
-        model = network_from_state(state) if state else build_model(config, train_set).eval()
+        model = network_from_state(state) if state else initial_model(config, train_set).eval()
         device = resolve_device()
         results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
     results = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from natlearn import markdown
 from natlearn.files import atomic_write
 
 __all__ = ["compare_table", "gap_recovered", "best_linear"]
@@ -49,12 +50,12 @@ def compare_table(all_results: dict[str, dict], out: Path | None = None) -> str:
         for protocol, table in res["protocols"].items():
             for layer, values in table.items():
                 rows.setdefault(f"{protocol} {layer}", {})[name] = values["top1"]
-    lines = ["| protocol, layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    cells = []
     for key, values in rows.items():
-        lines.append(f"| {key} | " + " | ".join(f"{values[n]:.4f}" if n in values else "" for n in names) + " |")
-    best = {name: best_linear(res) for name, res in all_results.items()}
-    cells = [f"**{b[1]:.4f}** ({b[0]})" if b else "" for b in best.values()]
-    lines.append("| **best linear** (layer chosen on held-out train) | " + " | ".join(cells) + " |")
+        cells.append([key, *(f"{values[n]:.4f}" if n in values else "" for n in names)])
+    best = [f"**{b[1]:.4f}** ({b[0]})" if b else "" for b in map(best_linear, all_results.values())]
+    cells.append(["**best linear** (layer chosen on held-out train)", *best])
+    lines = [markdown.table(["protocol, layer", *names], cells)]
     gaps = gap_recovered(all_results)
     splits = {res.get("test_split") for res in all_results.values()}
     if len(splits) > 1:  # e.g. checkpoints trained with another split_seed or test_fraction on one folder

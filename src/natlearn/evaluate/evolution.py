@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint, network_from_state
-from natlearn.config import Config, apply_overrides
+from natlearn.config import Config
 from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
+from natlearn.evaluate import labelled_splits
 from natlearn.evaluate.figures import line_plot
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
+from natlearn.markdown import table
+from natlearn.models import initial_model
 
 __all__ = ["evolution"]
 
@@ -25,20 +28,18 @@ def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] 
     Returns:
         one row per epoch: {"epoch": E, "protocols": {protocol: {layer: {"top1": ...}}}}.
     """
-    from natlearn.evaluate import labelled_splits
-    from natlearn.train import build_model
-
     run_dir = Path(run_dir)
     paths = checkpoint_paths(run_dir)
     if not paths:
         raise NatlearnError(f"no checkpoints in {run_dir / 'checkpoints'}; train with keep_every=N to keep some along the run")
     first = load_checkpoint(paths[0])
-    config = apply_overrides(apply_overrides(Config(), first["config"]), overrides or [])
+    config = Config.from_checkpoint(first["config"], overrides or [])
     train_set, test_set = labelled_splits(config)
-    crop_size = config.crop_size or train_set.image_size
+    crop_size = config.resolve(train_set.image_size).crop_size
     settings = settings.matching(config)
     device = resolve_device()
-    rows = [{"epoch": 0, **evaluate_network(build_model(config, train_set).to(device), train_set, test_set, crop_size, settings)}]
+    untrained = initial_model(config, train_set).to(device)
+    rows = [{"epoch": 0, **evaluate_network(untrained, train_set, test_set, crop_size, settings)}]
     for path in paths:
         state = load_checkpoint(path)
         model = network_from_state(state).to(device)
@@ -50,8 +51,8 @@ def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] 
     series = {layer: [row["protocols"][protocol][layer]["top1"] for row in rows] for layer in layers}
     epochs = [row["epoch"] for row in rows]
     line_plot(epochs, series, "epoch (0 = random init)", f"{protocol} top-1", f"{run_dir.name}: transfer along training", out / "evolution.png")
-    lines = [f"| epoch | {' | '.join(layers)} |", "|---" * (len(layers) + 1) + "|"]
-    lines += [f"| {e} | " + " | ".join(f"{series[layer][i]:.4f}" for layer in layers) + " |" for i, e in enumerate(epochs)]
-    text = f"# Feature evolution of {run_dir}\n\n{protocol} probe top-1 per layer ({config.data}).\n\n" + "\n".join(lines) + "\n"
+    cells = [[e, *(f"{series[layer][i]:.4f}" for layer in layers)] for i, e in enumerate(epochs)]
+    what = f"{protocol} probe top-1 per layer ({config.data})"
+    text = f"# Feature evolution of {run_dir}\n\n{what}.\n\n{table(['epoch', *layers], cells)}\n"
     atomic_write(out / "evolution.md", lambda tmp: tmp.write_text(text))
     return rows

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from natlearn.devices import resolve_device
+from natlearn.evaluate.fit import fit_minibatches
 
 __all__ = ["ProbeResult", "linear_probe", "mlp_probe", "knn_classify", "topk_accuracy", "WEIGHT_DECAYS"]
 
@@ -198,22 +198,27 @@ def _fit_adam(
     torch.manual_seed(0)
     layer = nn.Linear(x.shape[1], classes * heads).to(device)
     decay = torch.tensor(weight_decays, device=device).repeat_interleave(classes)[:, None]
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device)
+        logits = layer(x[batch]).view(len(batch), heads, classes)
+        # Mean cross-entropy per head, summed over heads: each head is its own independent problem.
+        targets = y[batch].repeat_interleave(heads)
+        loss = F.cross_entropy(logits.reshape(-1, classes), targets) * heads
+        return loss + 0.5 * (decay * layer.weight.pow(2)).sum()
+
     optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
-    steps_per_epoch = -(-len(rows) // batch_size)
-    epochs = max(epochs, -(-min_steps // steps_per_epoch))  # small data sets still get enough steps
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(0)
-    for _ in tqdm(range(epochs), desc="linear probe", leave=False, disable=None if progress else True):
-        for batch in rows[torch.randperm(len(rows), generator=generator)].split(batch_size):
-            batch = batch.to(device)
-            logits = layer(x[batch]).view(len(batch), heads, classes)
-            # Mean cross-entropy per head, summed over heads: each head is its own independent problem.
-            loss = F.cross_entropy(logits.reshape(-1, classes), y[batch].repeat_interleave(heads)) * heads
-            loss = loss + 0.5 * (decay * layer.weight.pow(2)).sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    fit_minibatches(
+        optimizer,
+        batch_loss,
+        rows,
+        batch_size,
+        epochs,
+        torch.Generator().manual_seed(0),
+        min_steps=min_steps,
+        label="linear probe",
+        progress=progress,
+    )
     return layer
 
 
@@ -246,20 +251,23 @@ def mlp_probe(
     # Small training sets get smaller batches and more passes: at least min_steps steps whatever n is (a
     # batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for BatchNorm.
     batch_size = max(2, min(batch_size, len(x) // 4))
-    per_epoch = len(x) // batch_size
-    epochs = max(epochs, -(-min_steps // per_epoch))
-    steps = epochs * per_epoch
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    generator = torch.Generator().manual_seed(0)
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(mlp(x[batch.to(device)]), y[batch.to(device)])
+
     mlp.train()
-    for _ in tqdm(range(epochs), desc="mlp probe", leave=False, disable=None if progress else True):
-        order = torch.randperm(len(x), generator=generator)
-        for batch in order[: per_epoch * batch_size].split(batch_size):  # equal batches: no 1-row batch for BN
-            loss = F.cross_entropy(mlp(x[batch.to(device)]), y[batch.to(device)])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    steps = fit_minibatches(
+        optimizer,
+        batch_loss,
+        torch.arange(len(x)),
+        batch_size,
+        epochs,
+        torch.Generator().manual_seed(0),
+        batching="drop_last",  # BatchNorm cannot train on a 1-row batch
+        min_steps=min_steps,
+        label="mlp probe",
+        progress=progress,
+    )
     mlp.eval()
     with torch.no_grad():
         scores = torch.cat([mlp(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)])

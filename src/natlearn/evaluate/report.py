@@ -10,6 +10,7 @@ import yaml
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.figures import training_curves
 from natlearn.files import atomic_write
+from natlearn.markdown import table
 
 __all__ = ["write_report"]
 
@@ -43,7 +44,7 @@ def write_report(run_dir: str | Path) -> Path:
     figures = sorted(p for p in run_dir.glob("*.png") if p.name != "training_curves.png")
     if figures:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
-    lines += ["## Config", "", "| key | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in config.items()), ""]
+    lines += ["## Config", "", table(["key", "value"], config.items()), ""]
     out = run_dir / "report.md"
     atomic_write(out, lambda tmp: tmp.write_text("\n".join(lines)))
     return out

@@ -10,17 +10,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from natlearn.data import ImageDataset, augment, center_crop, eval_view
+from natlearn.data import Augmentation, ImageDataset, center_crop, eval_view
 from natlearn.evaluate.features import extract_features
+from natlearn.evaluate.fit import fit_minibatches
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe, topk_accuracy
 from natlearn.files import atomic_write
+from natlearn.markdown import table
 from natlearn.models import Head, Network
 
 __all__ = ["EvalSettings", "evaluate_network", "evaluate_pixels", "finetune", "write_eval", "format_eval"]
@@ -114,19 +116,25 @@ def finetune(
         torch.manual_seed(0)
         tuned.head = Head(tuned.head.linear.in_features, classes, normalize=False).to(device)
     optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    batch_size = 128
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    augmentation = Augmentation(crop_size, "pad", max(1, crop_size // 8), flip=flip)
+    # One generator orders the batches and draws their crops and flips.
     generator = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        order = torch.randperm(len(train_set), generator=generator)
-        for ids in torch.tensor_split(order, steps_per_epoch):
-            inputs = augment(train_set.images[ids].to(device), crop_size, generator, "pad", max(1, crop_size // 8), flip=flip)
-            loss = torch.nn.functional.cross_entropy(tuned(inputs), train_set.labels[ids].to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+
+    def batch_loss(ids: torch.Tensor) -> torch.Tensor:
+        inputs = augmentation(train_set.images[ids].to(device), generator)
+        return F.cross_entropy(tuned(inputs), train_set.labels[ids].to(device))
+
+    fit_minibatches(
+        optimizer,
+        batch_loss,
+        rows=torch.arange(len(train_set)),
+        batch_size=128,
+        epochs=epochs,
+        generator=generator,
+        batching="even",
+        label="finetune",
+        progress=progress,
+    )
     tuned.eval()
     with torch.inference_mode():
         scores = torch.cat([tuned(center_crop(chunk.to(device), crop_size)).cpu() for chunk in test_set.images.split(512)])
@@ -137,20 +145,21 @@ def finetune(
 def format_eval(results: dict) -> str:
     """Markdown: one row per layer, one column per protocol (top-1, and top-5 where measured)."""
     protocols = results["protocols"]
-    layers = list(dict.fromkeys(layer for table in protocols.values() for layer in table))
-    header = "| layer | " + " | ".join(protocols) + " |"
-    lines = [header, "|---" * (len(protocols) + 1) + "|"]
-    for layer in layers:
-        cells = []
-        for name in protocols:
-            row = protocols[name].get(layer)
-            if row is None:
-                cells.append("")
-                continue
-            used_k = f" (k={row['k']})" if "k" in row and name != f"knn{row['k']}" else ""  # fewer training images than k
-            cells.append(f"{row['top1']:.4f}" + (f" / {row['top5']:.4f}" if "top5" in row else "") + used_k)
-        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    layers = list(dict.fromkeys(layer for scores in protocols.values() for layer in scores))
+
+    def cells(layer: str) -> list[str]:
+        return [layer, *(_cell(name, scores.get(layer)) for name, scores in protocols.items())]
+
+    return table(["layer", *protocols], [cells(layer) for layer in layers])
+
+
+def _cell(protocol: str, row: dict | None) -> str:
+    if row is None:
+        return ""
+    top5 = f" / {row['top5']:.4f}" if "top5" in row else ""
+    # A k-NN with fewer training images than its k says how many voted.
+    used_k = f" (k={row['k']})" if "k" in row and protocol != f"knn{row['k']}" else ""
+    return f"{row['top1']:.4f}{top5}{used_k}"
 
 
 def write_eval(out: Path, results: dict) -> None:
