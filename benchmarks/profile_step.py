@@ -24,9 +24,9 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import natlearn.assignment
 from _report import hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
-from natlearn.config import apply_overrides, load_preset
 from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets, Supervised
+from natlearn.presets import apply_overrides, load_preset
 from natlearn.run import Run, build_run
 from natlearn.targets import NoiseTargets
 from natlearn.train import pretraining_data, train_step

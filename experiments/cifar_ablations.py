@@ -27,11 +27,12 @@ from pathlib import Path
 import harness
 
 from natlearn.checkpoint import latest_checkpoint
-from natlearn.config import Config, apply_overrides
+from natlearn.config import Config
 from natlearn.evaluate import labelled_splits
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import initial_model
+from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 SUP = {"objective": "supervised"}

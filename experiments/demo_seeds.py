@@ -18,9 +18,9 @@ import time
 
 import harness
 
-from natlearn.config import load_preset
 from natlearn.demo import ROWS, run_demo
 from natlearn.markdown import hardware, table, today
+from natlearn.presets import load_preset
 
 
 def main() -> None:

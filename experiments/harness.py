@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from natlearn import markdown
-from natlearn.config import Config, load_preset
+from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.evaluate import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.models import Network
+from natlearn.presets import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

@@ -4,8 +4,8 @@ import json
 
 from PIL import Image
 
-from natlearn.config import load_preset
 from natlearn.demo import run_demo
+from natlearn.presets import load_preset
 
 
 def test_demo_writes_measured_results_and_figures(tmp_path):

@@ -6,9 +6,10 @@ in-batch Hungarian re-assignment), :mod:`natlearn.loss` (square loss, softmax va
 """
 
 from natlearn.assignment import Assignment, ReassignResult
-from natlearn.config import Config, apply_overrides, load_preset
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.loss import softmax_loss, square_loss
+from natlearn.presets import apply_overrides, load_preset
 from natlearn.targets import NoiseTargets
 from natlearn.train import TrainResult, train
 

@@ -22,9 +22,10 @@ from natlearn.checkpoint import (
     load_model,
     network_from_state,
 )
-from natlearn.config import Config, apply_overrides, field_help, load_preset
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.models import feature_layers
+from natlearn.presets import apply_overrides, field_help, load_preset
 
 __all__ = ["main"]
 

@@ -1,4 +1,6 @@
-"""Training configuration: one flat dataclass, YAML presets, ``key=value`` overrides, validation.
+"""Training configuration: one flat dataclass, every field typed (choices as ``Literal``, resume-locked
+fields as ``Locked[...]``), checked by :meth:`Config.validate` and resolved against the data and the
+machine by :meth:`Config.resolve`. Presets and ``key=value`` overrides: :mod:`natlearn.presets`.
 
 Every option the paper ablates is a field: input (rgb/gray/sobel), targets (sphere/discrete),
 loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim.
@@ -7,32 +9,17 @@ loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import types
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
-
-import yaml
 
 from natlearn.errors import NatlearnError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "Config",
-    "Resolved",
-    "load_preset",
-    "apply_overrides",
-    "choices",
-    "PRESETS_DIR",
-    "RESUME_LOCKED",
-]
-
-PRESETS_DIR = Path(__file__).parent / "configs"
+__all__ = ["FIELD_TYPES", "RESUME_LOCKED", "Config", "Resolved", "choices"]
 
 _T = TypeVar("_T")
 _LOCKED = "resume-locked"
@@ -166,7 +153,9 @@ class Config:
     def from_checkpoint(cls, saved: dict, overrides: dict[str, object] | list[str] = ()) -> Config:
         """The config a checkpoint was trained with (``state["config"]``), then ``overrides``. Keys the
         checkpoint lacks (written before they existed) take their defaults."""
-        known = {key: value for key, value in saved.items() if key in _FIELDS}
+        known = {key: value for key, value in saved.items() if key in FIELD_TYPES}
+        from natlearn.presets import apply_overrides
+
         return apply_overrides(
             apply_overrides(cls(), known),
             list(overrides) if isinstance(overrides, tuple) else overrides,
@@ -178,7 +167,7 @@ class Config:
     def validate(self) -> Config:
         """Check every field on its own; raises NatlearnError naming the field and the fix. What depends on the
         data or the machine is checked by :meth:`resolve`."""
-        for name in _FIELDS:
+        for name in FIELD_TYPES:
             allowed = choices(name)
             if allowed and getattr(self, name) not in allowed:
                 raise NatlearnError(
@@ -349,7 +338,7 @@ class Resolved:
 
 def choices(name: str) -> tuple[str, ...]:
     """The values a choice field allows (from its Literal type); () for other fields."""
-    kind = _TYPES[name]
+    kind = FIELD_TYPES[name]
     return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
 
 
@@ -359,134 +348,9 @@ _AT_LEAST = {
     "seed": 0, "split_seed": 0, "keep_last": 1, "keep_every": 0, "checkpoint_every_steps": 0,
 }  # fmt: skip
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_TYPES = typing.get_type_hints(Config)  # Locked[...] stripped
+FIELD_TYPES = typing.get_type_hints(Config)  # name -> type, Locked[...] stripped
 RESUME_LOCKED = tuple(
     name
     for name, hint in typing.get_type_hints(Config, include_extras=True).items()
     if _LOCKED in getattr(hint, "__metadata__", ())
 )
-
-
-def _is_text(name: str) -> bool:
-    return _TYPES[name] is str or bool(choices(name))
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-        raise ValueError
-    return int(raw.strip()) if isinstance(raw, str) else int(raw)  # type: ignore[arg-type]
-
-
-def _parse_value(name: str, raw: object) -> object:
-    """Coerce a YAML or command-line value to the field's type, or raise a one-line NatlearnError."""
-    kind = _TYPES[name]
-    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
-    if optional:
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
-            return None
-    try:
-        if typing.get_origin(kind) is tuple:
-            items = _yaml_scalar(raw) if isinstance(raw, str) else raw
-            items = items.split(",") if isinstance(items, str) else items
-            return tuple(
-                _parse_int(x) for x in (items if isinstance(items, (list, tuple)) else [items])
-            )
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(raw).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            return _parse_int(raw)
-        if kind is float:
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(raw)
-        if (
-            isinstance(raw, bool) or raw is None
-        ):  # a YAML file's bare on/yes/null: not the text the user meant
-            raise NatlearnError(
-                f"{name}={raw!r} is not a string; quote it in YAML, e.g. {name}: 'on'"
-            )
-        return str(raw)
-    except (TypeError, ValueError):
-        type_name = getattr(kind, "__name__", str(kind))
-        raise NatlearnError(f"{name}={raw!r} is not a valid {type_name}") from None
-
-
-def _yaml_scalar(text: str) -> object:
-    """Command-line values read as YAML, so ``widths=[32,64]``, ``k=null``, ``flip=false`` work."""
-    try:
-        return yaml.safe_load(text) if text else text
-    except yaml.YAMLError:
-        return text
-
-
-def _unknown_key(key: str) -> NatlearnError:
-    close = difflib.get_close_matches(key, _FIELDS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(_FIELDS)}"
-    return NatlearnError(f"unknown config key {key!r}{hint}")
-
-
-def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) -> Config:
-    """A copy of ``config`` with fields replaced, from a dict or from ``["key=value", ...]``."""
-    if isinstance(overrides, list):
-        pairs: dict[str, object] = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
-            key, value = key.strip(), value.strip()
-            # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into 1000.0
-            pairs[key] = value if key in _FIELDS and _is_text(key) else _yaml_scalar(value)
-        overrides = pairs
-    changes = {}
-    for key, raw in overrides.items():
-        if key not in _FIELDS:
-            raise _unknown_key(key)
-        changes[key] = _parse_value(key, raw)
-    return dataclasses.replace(config, **changes)
-
-
-def load_preset(name_or_path: str) -> Config:
-    """A Config from a YAML file, or from a preset shipped in natlearn/configs by name."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise NatlearnError(
-            f"config {name_or_path!r} not found; give a YAML file or one of the presets: {shipped}"
-        )
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise NatlearnError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(values, dict):
-        raise NatlearnError(
-            f"{path} must hold a mapping of config keys, got {type(values).__name__}"
-        )
-    return apply_overrides(Config(), values)
-
-
-def field_help() -> dict[str, str]:
-    """Field name -> the docstring below it in this file (for ``natlearn train --help``)."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(Config))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-        ):
-            docs[node.target.id] = following.value.value  # type: ignore[attr-defined]
-    return docs

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from natlearn.config import Config, load_preset
+from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
 from natlearn.evaluate.figures import neighbours_figure, training_curves
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Network, initial_model
+from natlearn.presets import load_preset
 from natlearn.train import train
 
 __all__ = ["ROWS", "run_demo", "format_table"]

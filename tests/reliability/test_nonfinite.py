@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from natlearn.config import Config, apply_overrides
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.objectives import NoiseAsTargets
+from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 RUN = ["data=digits", "widths=[8,16]", "dim=16", "subset=512", "batch_size=128", "epochs=1", "progress=false"]

@@ -1,6 +1,6 @@
 """Data: data sets by name or folder (uint8 tensors, decoded once) and batch augmentation."""
 
-from natlearn.data.augment import Augmentation, augment, center_crop, eval_view
+from natlearn.data.augment import Augmentation, center_crop, eval_view
 from natlearn.data.datasets import DATASETS, ImageData, ImageDataset, load_dataset, require_labels
 from natlearn.data.stream import StreamingFolder
 
@@ -10,7 +10,6 @@ __all__ = [
     "ImageData",
     "ImageDataset",
     "StreamingFolder",
-    "augment",
     "center_crop",
     "eval_view",
     "load_dataset",

@@ -20,7 +20,7 @@ from natlearn.errors import NatlearnError
 if TYPE_CHECKING:
     from natlearn.config import Config
 
-__all__ = ["Augmentation", "augment", "center_crop", "eval_view", "mean_box_side"]
+__all__ = ["Augmentation", "center_crop", "eval_view", "mean_box_side"]
 
 
 @dataclass(frozen=True)
@@ -89,21 +89,6 @@ class Augmentation:
         channel = torch.arange(x.shape[1], device=device)[None, :, None, None]
         out = x[batch, channel, ys.to(device)[:, None, :, None], xs.to(device)[:, None, None, :]]
         return out.float().div_(255)
-
-
-def augment(
-    images: torch.Tensor,
-    size: int,
-    generator: torch.Generator,
-    crop: Crop = "pad",
-    padding: int = 4,
-    scale: float = 0.25,
-    flip: bool = True,
-    rows: tuple[int, int] | None = None,
-) -> torch.Tensor:
-    """``Augmentation(size, crop, padding, scale, flip)(images, generator, rows)``, for callers not
-    yet moved to :class:`Augmentation`."""
-    return Augmentation(size, crop, padding, scale, flip)(images, generator, rows)
 
 
 def _resized_crop(

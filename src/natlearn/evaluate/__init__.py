@@ -7,13 +7,14 @@ import dataclasses
 from pathlib import Path
 
 from natlearn.checkpoint import load_checkpoint, network_from_state
-from natlearn.config import Config, apply_overrides
+from natlearn.config import Config
 from natlearn.data import require_labels
 from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
 from natlearn.models import initial_model
+from natlearn.presets import apply_overrides
 
 __all__ = [
     "EvalSettings", "ProbeResult", "evaluate", "evaluate_network", "evaluate_pixels", "extract_features", "finetune",
