@@ -23,16 +23,38 @@ from pathlib import Path
 
 import torch
 
-from _report import ROOT, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    ROOT,
+    hardware,
+    today,
+    write_json,
+    write_section,
+)  # benchmarks/ is on sys.path when run as a script
 
 
 def run(name: str, settings: list[str], gpus: int, out: Path, timeout: int) -> dict | None:
     """One `natlearn train` run; its last two epochs as a row (None if it failed or timed out)."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
+        if gpus > 1
+        else [sys.executable]
+    )
     folder = out / "".join(c if c.isalnum() else "-" for c in name)
     flags = [s for s in settings if s.startswith("--")]
-    command = [*launcher, "-m", "natlearn", "train", *[s for s in settings if s not in flags], f"out={folder}", "--overwrite", *flags]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [
+        *launcher,
+        "-m",
+        "natlearn",
+        "train",
+        *[s for s in settings if s not in flags],
+        f"out={folder}",
+        "--overwrite",
+        *flags,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -45,30 +67,67 @@ def run(name: str, settings: list[str], gpus: int, out: Path, timeout: int) -> d
     reassign, plain = log[-2], log[-1]
     official_s = (reassign["seconds"] + 2 * plain["seconds"]) / 3
     row = {
-        "name": name, "gpus": gpus, "settings": settings,
-        "images_per_s_reassign_epoch": reassign["images_per_s"], "images_per_s_plain_epoch": plain["images_per_s"],
+        "name": name,
+        "gpus": gpus,
+        "settings": settings,
+        "images_per_s_reassign_epoch": reassign["images_per_s"],
+        "images_per_s_plain_epoch": plain["images_per_s"],
         "images_per_s_official": plain["images_per_s"] * plain["seconds"] / official_s,
-        "step_ms_reassign": reassign["step_ms"], "step_ms_plain": plain["step_ms"],
-        "assign_ms": reassign.get("assign_ms"), "log": log,
-    }  # fmt: skip
-    row["assign_share"] = row["assign_ms"] / row["step_ms_reassign"] if row["assign_ms"] is not None else None
-    print(f"{name}: {row['images_per_s_official']:.0f} img/s (official schedule), assignment {row['assign_ms'] or 0:.1f} ms of "
-          f"{row['step_ms_reassign']:.1f} ms", flush=True)  # fmt: skip
+        "step_ms_reassign": reassign["step_ms"],
+        "step_ms_plain": plain["step_ms"],
+        "assign_ms": reassign.get("assign_ms"),
+        "log": log,
+    }
+    row["assign_share"] = (
+        row["assign_ms"] / row["step_ms_reassign"] if row["assign_ms"] is not None else None
+    )
+    print(
+        f"{name}: {row['images_per_s_official']:.0f} img/s (official schedule), assignment {row['assign_ms'] or 0:.1f} ms of "
+        f"{row['step_ms_reassign']:.1f} ms",
+        flush=True,
+    )
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CPU, tiny images and network steps; writes nothing")
-    parser.add_argument("--images", type=int, default=7680, help="synthetic images per epoch (30 steps of 256)")
-    parser.add_argument("--timeout", type=int, default=150, help="seconds per run before it is skipped")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU, tiny images and network steps; writes nothing"
+    )
+    parser.add_argument(
+        "--images", type=int, default=7680, help="synthetic images per epoch (30 steps of 256)"
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=150, help="seconds per run before it is skipped"
+    )
     args = parser.parse_args()
     if not args.quick and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU visible; run this on a GPU machine, or use --quick for the CPU smoke run")
-    base = ["imagenet_alexnet", "data=synthetic", "data_mode=memory", "epochs=4", "reassign_every=2", "progress=false", "keep_last=1",
-            "on_nonfinite=skip"]  # fmt: skip
+        raise SystemExit(
+            "error: no CUDA GPU visible; run this on a GPU machine, or use --quick for the CPU smoke run"
+        )
+    base = [
+        "imagenet_alexnet",
+        "data=synthetic",
+        "data_mode=memory",
+        "epochs=4",
+        "reassign_every=2",
+        "progress=false",
+        "keep_last=1",
+        "on_nonfinite=skip",
+    ]
     if args.quick:
-        base += ["image_size=72", "crop_size=64", "arch=small", "widths=[8,16]", "dim=32", "subset=512", "batch_size=128", "device=cpu"]
+        base += [
+            "image_size=72",
+            "crop_size=64",
+            "arch=small",
+            "widths=[8,16]",
+            "dim=32",
+            "subset=512",
+            "batch_size=128",
+            "device=cpu",
+        ]
     else:
         base += [f"subset={args.images}"]
     gpus = torch.cuda.device_count() if not args.quick else 1
@@ -90,7 +149,9 @@ def main() -> None:
                 rows.append(row)
     if args.quick:
         return
-    write_json("gpu", {"date": today(), "hardware": hardware(), "gpus": gpus, "base": base, "rows": rows})
+    write_json(
+        "gpu", {"date": today(), "hardware": hardware(), "gpus": gpus, "base": base, "rows": rows}
+    )
     supervised = next((r for r in rows if r["name"].startswith("supervised")), None)
     lines = [
         "## AlexNet-BN on a GPU (`bash benchmarks/gpu.sh`)",
@@ -104,8 +165,16 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = f"{r['images_per_s_official'] / supervised['images_per_s_plain_epoch']:.3f}" if supervised and r is not supervised else ""
-        share = f"{r['assign_ms']:.1f} / {r['step_ms_reassign']:.1f} = **{r['assign_share']:.1%}**" if r["assign_ms"] else ""
+        ratio = (
+            f"{r['images_per_s_official'] / supervised['images_per_s_plain_epoch']:.3f}"
+            if supervised and r is not supervised
+            else ""
+        )
+        share = (
+            f"{r['assign_ms']:.1f} / {r['step_ms_reassign']:.1f} = **{r['assign_share']:.1%}**"
+            if r["assign_ms"]
+            else ""
+        )
         lines.append(
             f"| {r['name']} | {r['images_per_s_reassign_epoch']:.0f} | {r['images_per_s_plain_epoch']:.0f} | "
             f"{r['images_per_s_official']:.0f} | {ratio} | {share} |"

@@ -20,7 +20,14 @@ import time
 
 import torch
 
-from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    CIFAR10,
+    cifar10_folder,
+    hardware,
+    today,
+    write_json,
+    write_section,
+)  # benchmarks/ is on sys.path when run as a script
 from natlearn.config import Config
 from natlearn.data import Augmentation
 from natlearn.run import build_run
@@ -41,7 +48,9 @@ def loader_images_per_s(dataset, config: Config, crop: str, epochs: int = 2) -> 
         generator = torch.Generator().manual_seed(epoch)
         order = torch.randperm(len(dataset), generator=generator)
         batch_ids = torch.tensor_split(order, math.ceil(len(dataset) / config.batch_size))
-        augment = Augmentation.from_config(dataclasses.replace(config, crop=crop), dataset.image_size)
+        augment = Augmentation.from_config(
+            dataclasses.replace(config, crop=crop), dataset.image_size
+        )
         for _, images in dataset.batches(batch_ids, device):
             augment(images, generator)
             count += len(images)
@@ -51,7 +60,10 @@ def loader_images_per_s(dataset, config: Config, crop: str, epochs: int = 2) -> 
 def step_images_per_s(dataset, config: Config, steps: int) -> float:
     run = build_run(dataclasses.replace(config, crop="pad"), dataset)
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randperm(len(dataset), generator=generator)[: config.batch_size] for _ in range(steps + 2)]
+    batches = [
+        torch.randperm(len(dataset), generator=generator)[: config.batch_size]
+        for _ in range(steps + 2)
+    ]
     inputs = [run.augment(dataset.images[ids], generator) for ids in batches]
     run.model.train()
     for index, (ids, x) in enumerate(zip(batches, inputs, strict=True)):
@@ -62,15 +74,27 @@ def step_images_per_s(dataset, config: Config, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="digits, a few steps; writes nothing")
-    parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)")
+    parser.add_argument(
+        "--cifar10",
+        default=str(CIFAR10),
+        help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)",
+    )
     args = parser.parse_args()
     cifar = cifar10_folder(args.cifar10, args.quick)
     if cifar is None:
-        config, steps, name = Config(data="digits", batch_size=128, widths=(16, 32, 64), dim=32), 5, "digits"
+        config, steps, name = (
+            Config(data="digits", batch_size=128, widths=(16, 32, 64), dim=32),
+            5,
+            "digits",
+        )
     else:
-        config = Config(data=str(cifar), crop_padding=4, widths=(32, 64, 128, 128), dim=128, batch_size=256)
+        config = Config(
+            data=str(cifar), crop_padding=4, widths=(32, 64, 128, 128), dim=128, batch_size=256
+        )
         steps, name = 20, "CIFAR-10 (JPEG q75 copy) train, 50,000 images"
     config = dataclasses.replace(config, progress=False)
     with tempfile.TemporaryDirectory() as cache:
@@ -81,14 +105,22 @@ def main() -> None:
     ratios = {crop: value / step for crop, value in loader.items()}
     print(f"load: cold {cold:.1f} s, warm {warm:.2f} s; step {step:.0f} img/s")
     for crop in loader:
-        print(f"loader ({crop} crop): {loader[crop]:.0f} img/s = {ratios[crop]:.0f} x the training step")
+        print(
+            f"loader ({crop} crop): {loader[crop]:.0f} img/s = {ratios[crop]:.0f} x the training step"
+        )
     if args.quick:
         return
     payload = {
-        "date": today(), "hardware": hardware(), "data": name, "batch_size": config.batch_size,
-        "network": "small conv net 32-64-128-128, sobel input, d=128", "load_seconds": {"cold": cold, "warm": warm},
-        "loader_images_per_s": loader, "step_images_per_s": step, "loader_over_step": ratios,
-    }  # fmt: skip
+        "date": today(),
+        "hardware": hardware(),
+        "data": name,
+        "batch_size": config.batch_size,
+        "network": "small conv net 32-64-128-128, sobel input, d=128",
+        "load_seconds": {"cold": cold, "warm": warm},
+        "loader_images_per_s": loader,
+        "step_images_per_s": step,
+        "loader_over_step": ratios,
+    }
     write_json("loader", payload)
     lines = [
         "## Input pipeline vs training step (`python benchmarks/loader.py`)",
@@ -99,7 +131,10 @@ def main() -> None:
         "",
         "| what | images/s | / training step |",
         "|---|---|---|",
-        *(f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | {loader[crop]:,.0f} | {ratios[crop]:.0f}x |" for crop in loader),
+        *(
+            f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | {loader[crop]:,.0f} | {ratios[crop]:.0f}x |"
+            for crop in loader
+        ),
         f"| training step | {step:,.0f} | 1x |",
         "",
         f"Decoding the 50,000 JPEGs into memory: {cold:.1f} s the first time (2 threads), {warm:.2f} s from the cache "

@@ -30,7 +30,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _report import ROOT, hardware, today, write_json  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    ROOT,
+    hardware,
+    today,
+    write_json,
+)  # benchmarks/ is on sys.path when run as a script
 
 PACKAGE = ROOT / "src" / "natlearn"
 RESULTS = ROOT / "benchmarks" / "results" / "mutants.json"
@@ -71,7 +76,10 @@ MUTANTS = [
         "assignment.py",
         "candidates = torch.cat([current, self.spare[spare_slots]]) if m else current",
         "candidates = torch.cat([current, self.spare[spare_slots]]) if m else torch.arange(self.k)",
-        ("tests/test_assignment.py::test_batch_reassignment_equals_brute_force", "tests/test_assignment.py::test_assignment_stays_a_permutation"),
+        (
+            "tests/test_assignment.py::test_batch_reassignment_equals_brute_force",
+            "tests/test_assignment.py::test_assignment_stays_a_permutation",
+        ),
     ),
     Mutant(
         "spares-from-other-images",
@@ -98,7 +106,9 @@ MUTANTS = [
         "evaluate/features.py",
         "    model.eval()\n",
         "",
-        ("tests/test_evaluate.py::test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_batchnorm_alone",),
+        (
+            "tests/test_evaluate.py::test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_batchnorm_alone",
+        ),
     ),
     Mutant(
         "optimizer-state-not-saved",
@@ -198,7 +208,10 @@ MUTANTS = [
         "evaluate/compare.py",
         'layer = max(table, key=lambda name: table[name]["held_out_top1"])',
         'layer = max(table, key=lambda name: table[name]["top1"])',
-        (f"{HONEST}::test_best_linear_picks_the_held_out_best_layer_not_the_test_best", "tests/test_evaluate.py::test_gap_recovered_arithmetic"),
+        (
+            f"{HONEST}::test_best_linear_picks_the_held_out_best_layer_not_the_test_best",
+            "tests/test_evaluate.py::test_gap_recovered_arithmetic",
+        ),
     ),
     Mutant(
         "demo-layer-chosen-on-test-labels",
@@ -252,7 +265,7 @@ MUTANTS = [
 ]
 
 # Loaded into every pytest run (-p): records the natlearn that the tests import, before any test runs.
-GUARD = '''
+GUARD = """
 import os
 
 
@@ -261,7 +274,7 @@ def pytest_sessionstart(session):
 
     with open(os.environ["NATLEARN_MUTANT_GUARD"], "w") as record:
         record.write(os.path.realpath(natlearn.__file__))
-'''
+"""
 
 
 def _copy_package(folder: Path) -> Path:
@@ -294,24 +307,54 @@ def _pytest(folder: Path, tests: tuple[str, ...], timeout: float) -> dict:
         "PYTHONDONTWRITEBYTECODE": "1",
         "NATLEARN_MUTANT_GUARD": str(guard),
     }
-    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "_natlearn_mutant_guard", *tests]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "_natlearn_mutant_guard",
+        *tests,
+    ]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
         returncode: int | None = process.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # pytest and every process it started (train runs, torchrun ranks)
+        os.killpg(
+            process.pid, signal.SIGKILL
+        )  # pytest and every process it started (train runs, torchrun ranks)
         output, _ = process.communicate()
         returncode = None
     imported = guard.read_text() if guard.is_file() else None
-    return {"returncode": returncode, "seconds": round(time.perf_counter() - started, 1), "imported": imported, "output": output[-3000:]}
+    return {
+        "returncode": returncode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "imported": imported,
+        "output": output[-3000:],
+    }
 
 
 def run_mutant(mutant: Mutant | None, tests: tuple[str, ...], timeout: float) -> dict:
     """One mutant (None: the unchanged copy) against ``tests``; the result row."""
     name = mutant.name if mutant else "baseline"
-    row = {"name": name, "tests": list(tests), "command": f"python benchmarks/mutants.py --only {name}"}
+    row = {
+        "name": name,
+        "tests": list(tests),
+        "command": f"python benchmarks/mutants.py --only {name}",
+    }
     if mutant:
         row |= {"bug": mutant.bug, "file": f"src/natlearn/{mutant.file}"}
     with tempfile.TemporaryDirectory(prefix="natlearn-mutant-") as tmp:
@@ -326,19 +369,34 @@ def run_mutant(mutant: Mutant | None, tests: tuple[str, ...], timeout: float) ->
             detail = f"the tests imported {ran['imported']}, not the copy {expected}"
             return row | {"status": "not verified", "detail": detail, "output": ran["output"]}
         if ran["returncode"] is None:
-            return row | {"status": "timed out", "detail": f"no result within {timeout:.0f} s", "output": ran["output"]}
+            return row | {
+                "status": "timed out",
+                "detail": f"no result within {timeout:.0f} s",
+                "output": ran["output"],
+            }
         outcomes = {0: "not caught", 1: "caught"} if mutant else {0: "passed", 1: "FAILED"}
         status = outcomes.get(ran["returncode"], f"error (pytest exit {ran['returncode']})")
-        summary = [line for line in ran["output"].splitlines() if line.startswith(("FAILED", "ERROR"))] or ran["output"].strip().splitlines()[-1:]
-        return row | {"status": status, "detail": "; ".join(summary)[:600], "output": ran["output"] if status not in ("caught", "passed") else ""}
+        summary = [
+            line for line in ran["output"].splitlines() if line.startswith(("FAILED", "ERROR"))
+        ] or ran["output"].strip().splitlines()[-1:]
+        return row | {
+            "status": status,
+            "detail": "; ".join(summary)[:600],
+            "output": ran["output"] if status not in ("caught", "passed") else "",
+        }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| mutant | bug | tests that must catch it | result | seconds |", "|---|---|---|---|---|"]
+    lines = [
+        "| mutant | bug | tests that must catch it | result | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         tests = "<br>".join(f"`{test.replace('tests/', '', 1)}`" for test in row["tests"])
         where = f"`{row['name']}` ({row.get('file', 'no change')})"
-        lines.append(f"| {where} | {row.get('bug', 'the unchanged code')} | {tests} | {row['status']} | {row['seconds']:.0f} |")
+        lines.append(
+            f"| {where} | {row.get('bug', 'the unchanged code')} | {tests} | {row['status']} | {row['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -362,12 +420,33 @@ def section(payload: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run this mutant only (repeatable)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run this mutant only (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
-    parser.add_argument("--baseline", action="store_true", help="first run the named tests on the unchanged copy (they must pass)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to each mutant's pytest run (default 900)")
-    parser.add_argument("--markdown", action="store_true", help="print the docs/reliability.md section from the saved results; run nothing")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="first run the named tests on the unchanged copy (they must pass)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="seconds allowed to each mutant's pytest run (default 900)",
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the docs/reliability.md section from the saved results; run nothing",
+    )
     args = parser.parse_args()
     by_name = {mutant.name: mutant for mutant in MUTANTS}
     if args.list:
@@ -378,7 +457,9 @@ def main() -> int:
         return 0
     if args.markdown:
         if not RESULTS.is_file():
-            raise SystemExit(f"error: no {RESULTS.relative_to(ROOT)} yet; run python benchmarks/mutants.py first")
+            raise SystemExit(
+                f"error: no {RESULTS.relative_to(ROOT)} yet; run python benchmarks/mutants.py first"
+            )
         print(section(json.loads(RESULTS.read_text())))
         return 0
     unknown = [name for name in args.only if name not in by_name]
@@ -390,14 +471,28 @@ def main() -> int:
         everything = tuple(dict.fromkeys(test for mutant in chosen for test in mutant.tests))
         print(f"baseline: {len(everything)} tests on the unchanged copy ...", flush=True)
         rows.append(run_mutant(None, everything, args.timeout))
-        print(f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}", flush=True)
+        print(
+            f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}",
+            flush=True,
+        )
     for mutant in chosen:
         print(f"{mutant.name} ...", flush=True)
         rows.append(run_mutant(mutant, mutant.tests, args.timeout))
-        print(f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}", flush=True)
+        print(
+            f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}",
+            flush=True,
+        )
     # Keep the saved rows of mutants not run now (an --only rerun updates its own row), in MUTANTS order.
-    saved = {row["name"]: row for row in json.loads(RESULTS.read_text())["results"]} if RESULTS.is_file() else {}
-    saved = {name: row for name, row in saved.items() if name in by_name or (name == "baseline" and not args.baseline)}
+    saved = (
+        {row["name"]: row for row in json.loads(RESULTS.read_text())["results"]}
+        if RESULTS.is_file()
+        else {}
+    )
+    saved = {
+        name: row
+        for name, row in saved.items()
+        if name in by_name or (name == "baseline" and not args.baseline)
+    }
     saved.update({row["name"]: row for row in rows})
     order = ["baseline", *by_name]
     results = [saved[name] for name in order if name in saved]
@@ -406,7 +501,10 @@ def main() -> int:
     print(table(rows))
     failed = [row for row in rows if row["status"] not in ("caught", "passed")]
     for row in failed:
-        print(f"\n{row['name']}: {row['status']}: {row.get('detail', '')}\n{row.get('output', '')}", file=sys.stderr)
+        print(
+            f"\n{row['name']}: {row['status']}: {row.get('detail', '')}\n{row.get('output', '')}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

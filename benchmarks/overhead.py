@@ -20,7 +20,14 @@ import time
 
 import torch
 
-from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    CIFAR10,
+    cifar10_folder,
+    hardware,
+    today,
+    write_json,
+    write_section,
+)  # benchmarks/ is on sys.path when run as a script
 from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.run import build_run
@@ -73,23 +80,45 @@ def reassign_ms(n: int, b: int, d: int, repeats: int) -> dict:
         start = time.perf_counter()
         assignment.reassign(ids, outputs, targets)
         total.append(time.perf_counter() - start)
-    return {"b": b, "d": d, "reassign_ms": 1000 * statistics.median(total), "target_generation_ms": 1000 * statistics.median(generate)}
+    return {
+        "b": b,
+        "d": d,
+        "reassign_ms": 1000 * statistics.median(total),
+        "target_generation_ms": 1000 * statistics.median(generate),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run on digits; writes nothing")
-    parser.add_argument("--cifar10", default=str(CIFAR10), help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke run on digits; writes nothing"
+    )
+    parser.add_argument(
+        "--cifar10",
+        default=str(CIFAR10),
+        help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)",
+    )
     args = parser.parse_args()
     cifar = cifar10_folder(args.cifar10, args.quick)
     if cifar is None:
         data, rounds, steps, batch, images = "digits", 1, 5, 128, 1198
     else:
         data, rounds, steps, batch, images = str(cifar / "test"), 3, 60, 256, 10_000
-    base = Config(data=data, widths=(32, 64, 128, 128), dim=128, batch_size=batch, progress=False, lr_schedule="constant")
+    base = Config(
+        data=data,
+        widths=(32, 64, 128, 128),
+        dim=128,
+        batch_size=batch,
+        progress=False,
+        lr_schedule="constant",
+    )
 
     step_ms = interleaved_step_ms(base, steps)
-    step_ms[OFFICIAL] = (step_ms["nat, re-assign every batch"] + 2 * step_ms["nat, no re-assignment epoch"]) / 3
+    step_ms[OFFICIAL] = (
+        step_ms["nat, re-assign every batch"] + 2 * step_ms["nat, no re-assignment epoch"]
+    ) / 3
     step_x = {name: value / step_ms["supervised cross-entropy"] for name, value in step_ms.items()}
 
     runs = {
@@ -102,25 +131,45 @@ def main() -> None:
         for name, config in runs.items():
             samples[name].append(epoch_seconds(config))
     seconds = {name: statistics.median(values) for name, values in samples.items()}
-    seconds[OFFICIAL] = (seconds["nat, re-assign every batch"] + 2 * seconds["nat, no re-assignment epoch"]) / 3
+    seconds[OFFICIAL] = (
+        seconds["nat, re-assign every batch"] + 2 * seconds["nat, no re-assignment epoch"]
+    ) / 3
     epoch_x = {name: value / seconds["supervised cross-entropy"] for name, value in seconds.items()}
 
     repeats = 5 if args.quick else 30
     assignment = [reassign_ms(50_000, b, d, repeats) for b in (256, 1024) for d in (128, 2048)]
     state = Assignment(1_281_167, seed=0)
-    state_bytes = {"n": state.n, "assignment_bytes_per_image": state.nbytes() / state.n, "target_table_bytes_per_image_avoided": 2048 * 4}
+    state_bytes = {
+        "n": state.n,
+        "assignment_bytes_per_image": state.nbytes() / state.n,
+        "target_table_bytes_per_image_avoided": 2048 * 4,
+    }
     for name in step_ms:
-        print(f"{name}: step {step_ms[name]:.1f} ms ({step_x[name]:.3f} x supervised); epoch {seconds[name]:.2f} s ({epoch_x[name]:.3f})")
+        print(
+            f"{name}: step {step_ms[name]:.1f} ms ({step_x[name]:.3f} x supervised); epoch {seconds[name]:.2f} s ({epoch_x[name]:.3f})"
+        )
     for row in assignment:
-        print(f"b={row['b']} d={row['d']}: re-assign {row['reassign_ms']:.1f} ms (targets {row['target_generation_ms']:.1f} ms)")
+        print(
+            f"b={row['b']} d={row['d']}: re-assign {row['reassign_ms']:.1f} ms (targets {row['target_generation_ms']:.1f} ms)"
+        )
     if args.quick:
         return
     network = "small conv net 32-64-128-128, sobel input, d=128"
     payload = {
-        "date": today(), "hardware": hardware(), "data": data, "batch_size": batch, "network": network,
-        "step_ms": step_ms, "step_ratio_to_supervised": step_x, "rounds": rounds, "epoch_seconds": seconds,
-        "epoch_seconds_samples": samples, "epoch_ratio_to_supervised": epoch_x, "assignment": assignment, "state": state_bytes,
-    }  # fmt: skip
+        "date": today(),
+        "hardware": hardware(),
+        "data": data,
+        "batch_size": batch,
+        "network": network,
+        "step_ms": step_ms,
+        "step_ratio_to_supervised": step_x,
+        "rounds": rounds,
+        "epoch_seconds": seconds,
+        "epoch_seconds_samples": samples,
+        "epoch_ratio_to_supervised": epoch_x,
+        "assignment": assignment,
+        "state": state_bytes,
+    }
     write_json("overhead", payload)
     spread = {name: f" ({min(v):.2f}-{max(v):.2f})" for name, v in samples.items()}
     lines = [
@@ -145,7 +194,10 @@ def main() -> None:
         "",
         "| b | d | re-assign ms | target generation alone ms |",
         "|---|---|---|---|",
-        *(f"| {r['b']} | {r['d']} | {r['reassign_ms']:.1f} | {r['target_generation_ms']:.1f} |" for r in assignment),
+        *(
+            f"| {r['b']} | {r['d']} | {r['reassign_ms']:.1f} | {r['target_generation_ms']:.1f} |"
+            for r in assignment
+        ),
         "",
         f"NAT state for n = 1,281,167 (ImageNet): {state_bytes['assignment_bytes_per_image']:.0f} bytes per image (the int64 "
         f"permutation; targets are regenerated from their index), instead of {state_bytes['target_table_bytes_per_image_avoided']:,} "

@@ -16,12 +16,19 @@ import time
 
 import torch
 
-from _report import hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    hardware,
+    today,
+    write_json,
+    write_section,
+)  # benchmarks/ is on sys.path when run as a script
 from natlearn.evaluate import knn_classify, linear_probe
 from natlearn.markdown import table
 
 
-def synthetic(n: int, dims: int, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic(
+    n: int, dims: int, classes: int = 10, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     centres = 0.05 * torch.randn(classes, dims, generator=generator)
     labels = torch.arange(n) % classes
@@ -29,7 +36,9 @@ def synthetic(n: int, dims: int, classes: int = 10, seed: int = 0) -> tuple[torc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n_train, n_test, dims = (5_000, 1_000, 9_216) if args.quick else (50_000, 10_000, 9_216)
@@ -42,10 +51,19 @@ def main() -> None:
     for k in (20, 200):
         knn_classify(small[:n_train], labels[:n_train], small[n_train:], labels[n_train:], k=k)
     knn_s = time.perf_counter() - start
-    print(f"linear probe {n_train}x{dims}: {linear_s:.1f} s (top-1 {result.top1:.3f}); k-NN 20+200 on 128 dims: {knn_s:.1f} s")
+    print(
+        f"linear probe {n_train}x{dims}: {linear_s:.1f} s (top-1 {result.top1:.3f}); k-NN 20+200 on 128 dims: {knn_s:.1f} s"
+    )
     if args.quick:
         return
-    payload = {"date": today(), "hardware": hardware(), "rows": n_train, "dims": dims, "linear_probe_seconds": linear_s, "knn_seconds": knn_s}
+    payload = {
+        "date": today(),
+        "hardware": hardware(),
+        "rows": n_train,
+        "dims": dims,
+        "linear_probe_seconds": linear_s,
+        "knn_seconds": knn_s,
+    }
     write_json("probe", payload)
     linear = (
         f"linear probe, {n_train:,} x {dims:,} features, 10 classes, 5 weight decays at once, "

@@ -23,7 +23,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import natlearn.assignment
-from _report import hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    hardware,
+    today,
+    write_json,
+    write_section,
+)  # benchmarks/ is on sys.path when run as a script
 from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets, Supervised
 from natlearn.presets import apply_overrides, load_preset
@@ -89,27 +94,52 @@ def measure(run: Run, images: torch.Tensor, epoch: int, steps: int) -> dict:
             step()
         _sync(device)
     events: dict = {}
-    for event in prof.key_averages():  # a labelled range that launches kernels also has a GPU-side copy (no CPU time)
+    for event in (
+        prof.key_averages()
+    ):  # a labelled range that launches kernels also has a GPU-side copy (no CPU time)
         if event.key not in events or event.cpu_time_total > events[event.key].cpu_time_total:
             events[event.key] = event
 
     def per_step_ms(key: str) -> float:
         return events[key].cpu_time_total / 1000 / profiled if key in events else 0.0
 
-    syncs = events["aten::_local_scalar_dense"].count / profiled if "aten::_local_scalar_dense" in events else 0.0
-    return {"step_ms": statistics.median(times), "host_syncs_per_step": syncs, **{name: per_step_ms(key) for name, key in PARTS.items()}}
+    syncs = (
+        events["aten::_local_scalar_dense"].count / profiled
+        if "aten::_local_scalar_dense" in events
+        else 0.0
+    )
+    return {
+        "step_ms": statistics.median(times),
+        "host_syncs_per_step": syncs,
+        **{name: per_step_ms(key) for name, key in PARTS.items()},
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CPU, tiny images and network; writes nothing")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU, tiny images and network; writes nothing"
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed steps per kind")
     args = parser.parse_args()
     if not args.quick and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU visible; run this on a GPU machine, or use --quick for the CPU smoke run")
+        raise SystemExit(
+            "error: no CUDA GPU visible; run this on a GPU machine, or use --quick for the CPU smoke run"
+        )
     settings = ["data=synthetic", "data_mode=memory", "subset=2048", "progress=false"]
     if args.quick:
-        settings += ["image_size=72", "crop_size=64", "arch=small", "widths=[8,16]", "dim=32", "subset=512", "batch_size=128", "device=cpu"]
+        settings += [
+            "image_size=72",
+            "crop_size=64",
+            "arch=small",
+            "widths=[8,16]",
+            "dim=32",
+            "subset=512",
+            "batch_size=128",
+            "device=cpu",
+        ]
     label_parts()
     rows = {}
     with tempfile.TemporaryDirectory() as out:
@@ -121,20 +151,33 @@ def main() -> None:
             ("supervised cross-entropy step", apply_overrides(nat, ["objective=supervised"]), 0),
         ):
             run = build_run(config, data)
-            rows[name] = measure(run, data.images.to(run.resolved.device), epoch, 3 if args.quick else args.steps)
+            rows[name] = measure(
+                run, data.images.to(run.resolved.device), epoch, 3 if args.quick else args.steps
+            )
             print(f"{name}: {rows[name]}", flush=True)
     if args.quick:
         return
-    write_json("profile_step", {"date": today(), "hardware": hardware(), "settings": settings, "rows": rows})
-    cells: Callable[[dict], list[str]] = lambda r: [f"{r['step_ms']:.2f}", f"{r['host_syncs_per_step']:.0f}", *(f"{r[p]:.2f}" for p in PARTS)]
-    body = table(["step", "ms (median)", "host syncs", *(f"{p} ms (CPU)" for p in PARTS)], [[name, *cells(r)] for name, r in rows.items()])
+    write_json(
+        "profile_step",
+        {"date": today(), "hardware": hardware(), "settings": settings, "rows": rows},
+    )
+    cells: Callable[[dict], list[str]] = lambda r: [
+        f"{r['step_ms']:.2f}",
+        f"{r['host_syncs_per_step']:.0f}",
+        *(f"{r[p]:.2f}" for p in PARTS),
+    ]
+    body = table(
+        ["step", "ms (median)", "host syncs", *(f"{p} ms (CPU)" for p in PARTS)],
+        [[name, *cells(r)] for name, r in rows.items()],
+    )
     write_section(
         "profile_step",
         "## Where a step's time goes (`python benchmarks/profile_step.py`)\n\n"
         f"{today()}, {hardware()}. imagenet_alexnet preset on 2,048 synthetic 256x256 images held on the GPU, batch 256, bf16, "
         "channels-last; natlearn's `train_step` (forward, re-assignment in its epochs, loss, backward, SGD step, non-finite "
         "checks). CPU ms inside each labelled part per step, from torch.profiler over 5 steps; host syncs = calls of "
-        "`aten::_local_scalar_dense` per step. JSON: `benchmarks/results/profile_step.json`.\n\n" + body,
+        "`aten::_local_scalar_dense` per step. JSON: `benchmarks/results/profile_step.json`.\n\n"
+        + body,
     )
 
 

@@ -28,21 +28,36 @@ def docstrings() -> dict[str, str]:
     described = {}
     for path in sorted(TESTS.glob("test_*.py")):
         tree = ast.parse(path.read_text())
-        described |= {node.name: " ".join((ast.get_docstring(node) or "").split()) for node in tree.body if isinstance(node, ast.FunctionDef)}
+        described |= {
+            node.name: " ".join((ast.get_docstring(node) or "").split())
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef)
+        }
     return described
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
-        command = [sys.executable, "-m", "pytest", str(TESTS), "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(TESTS),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+        ]
         completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         print(completed.stdout[-2000:])
         cases = ElementTree.parse(report).getroot().iter("testcase")
         results = []
         for case in cases:
             failed = case.find("failure") is not None or case.find("error") is not None
-            results.append((case.get("name"), "passed" if not failed else "FAILED", float(case.get("time", 0))))
+            results.append(
+                (case.get("name"), "passed" if not failed else "FAILED", float(case.get("time", 0)))
+            )
     described = docstrings()
     rows = [[described.get(name, name), outcome, f"{time:.1f}"] for name, outcome, time in results]
     lines = [
@@ -63,9 +78,13 @@ def main() -> int:
         "the assignment stays a permutation after thousands of random re-assignments (tests/test_assignment.py, hypothesis);",
         "a resume whose config differs in what matters is refused with the fields listed (tests/test_train.py).",
     ]
-    if mutants.RESULTS.is_file():  # the mutant table comes from its own (slower) run: python benchmarks/mutants.py
+    if (
+        mutants.RESULTS.is_file()
+    ):  # the mutant table comes from its own (slower) run: python benchmarks/mutants.py
         lines += ["", mutants.section(json.loads(mutants.RESULTS.read_text()))]
-    atomic_write(ROOT / "docs" / "reliability.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    atomic_write(
+        ROOT / "docs" / "reliability.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n")
+    )
     return completed.returncode
 
 

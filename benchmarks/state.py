@@ -20,7 +20,12 @@ import time
 
 import torch
 
-from _report import hardware, today, write_json, write_section  # benchmarks/ is on sys.path when run as a script
+from _report import (
+    hardware,
+    today,
+    write_json,
+    write_section,
+)  # benchmarks/ is on sys.path when run as a script
 from natlearn.config import Config
 from natlearn.objectives import NoiseAsTargets
 
@@ -52,19 +57,33 @@ def step_rows(n: int, d: int, steps: int, device: torch.device) -> list[dict]:
         reassign, lookup = [], []
         for step in range(steps):
             ids = order[step * batch : (step + 1) * batch]
-            outputs = torch.nn.functional.normalize(torch.randn(batch, d, generator=generator), dim=1).to(device)
+            outputs = torch.nn.functional.normalize(
+                torch.randn(batch, d, generator=generator), dim=1
+            ).to(device)
             reassign.append(timed_ms(lambda: objective.reassign(ids, outputs), sync))  # noqa: B023
-            lookup.append(timed_ms(lambda: objective.targets[objective.assignment[ids.to(device)]], sync))  # noqa: B023
-        rows.append({
-            "batch": batch, "block": block or batch, "reassign_ms": statistics.median(reassign[3:]),
-            "lookup_ms": statistics.median(lookup[3:]), "steps": steps,
-        })  # fmt: skip
+            held = objective.assignment[ids.to(device)]
+            lookup.append(timed_ms(lambda: objective.targets[held], sync))  # noqa: B023
+        rows.append(
+            {
+                "batch": batch,
+                "block": block or batch,
+                "reassign_ms": statistics.median(reassign[3:]),
+                "lookup_ms": statistics.median(lookup[3:]),
+                "steps": steps,
+            }
+        )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (where targets are generated and cost matrices built)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda (where targets are generated and cost matrices built)",
+    )
     parser.add_argument("--steps", type=int, default=300, help="synthetic batches per row")
     parser.add_argument("--quick", action="store_true", help="n = 20,000, 10 steps; writes nothing")
     args = parser.parse_args()
@@ -79,15 +98,28 @@ def main() -> None:
     rows = step_rows(n, d, steps, device)
     table_gb = n * d * 4 / 1e9
     for row in rows:
-        print(f"batch {row['batch']}, blocks of {row['block']}: re-assign {row['reassign_ms']:.1f} ms, lookup {row['lookup_ms']:.2f} ms")
-    print(f"state {state / n:.1f} bytes/image ({state / 2**20:.1f} MiB); resident memory added {added / 2**20:.1f} MiB; check {check_ms:.0f} ms")
+        print(
+            f"batch {row['batch']}, blocks of {row['block']}: re-assign {row['reassign_ms']:.1f} ms, lookup {row['lookup_ms']:.2f} ms"
+        )
+    print(
+        f"state {state / n:.1f} bytes/image ({state / 2**20:.1f} MiB); resident memory added {added / 2**20:.1f} MiB; check {check_ms:.0f} ms"
+    )
     if args.quick:
         return
     suffix = "" if device.type == "cpu" else "_cuda"
     payload = {
-        "date": today(), "hardware": hardware(), "device": str(device), "n": n, "d": d, "state_bytes": state,
-        "state_bytes_per_image": state / n, "resident_bytes_added": added, "check_ms": check_ms, "table_gb_avoided": table_gb, "rows": rows,
-    }  # fmt: skip
+        "date": today(),
+        "hardware": hardware(),
+        "device": str(device),
+        "n": n,
+        "d": d,
+        "state_bytes": state,
+        "state_bytes_per_image": state / n,
+        "resident_bytes_added": added,
+        "check_ms": check_ms,
+        "table_gb_avoided": table_gb,
+        "rows": rows,
+    }
     write_json(f"state{suffix}", payload)
     lines = [
         f"## ImageNet-size NAT state on {device.type.upper()} (`python benchmarks/state.py{' --device cuda' if suffix else ''}`)",
@@ -102,7 +134,10 @@ def main() -> None:
         "",
         "| global batch | Hungarian blocks | re-assignment step ms (targets + cost matrix + solve + update) | lookup step ms (other epochs) |",
         "|---|---|---|---|",
-        *(f"| {r['batch']} | {r['block']} | {r['reassign_ms']:.1f} | {r['lookup_ms']:.2f} |" for r in rows),
+        *(
+            f"| {r['batch']} | {r['block']} | {r['reassign_ms']:.1f} | {r['lookup_ms']:.2f} |"
+            for r in rows
+        ),
     ]
     write_section(f"state{suffix}", "\n".join(lines))
 

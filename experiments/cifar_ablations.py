@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import harness
-
 from natlearn.checkpoint import latest_checkpoint
 from natlearn.config import Config
 from natlearn.evaluate import labelled_splits
@@ -61,30 +60,52 @@ ROWS: dict[str, dict] = {
 # table title -> (row, what differs) pairs, in reading order; the first rows of each table share the base config.
 TABLES = {
     "1. Supervised loss: softmax vs square (paper: a small gap)": [
-        ("supervised", "softmax (cross-entropy)"), ("supervised-square", "square loss to fixed class targets"),
+        ("supervised", "softmax (cross-entropy)"),
+        ("supervised-square", "square loss to fixed class targets"),
     ],
     "2. Input: rgb vs gray vs sobel (paper: Sobel helps NAT, costs supervised little)": [
-        ("nat", "NAT, sobel"), ("nat-gray", "NAT, gray"), ("nat-rgb", "NAT, rgb"),
-        ("supervised", "supervised, sobel"), ("supervised-gray", "supervised, gray"), ("supervised-rgb", "supervised, rgb"),
+        ("nat", "NAT, sobel"),
+        ("nat-gray", "NAT, gray"),
+        ("nat-rgb", "NAT, rgb"),
+        ("supervised", "supervised, sobel"),
+        ("supervised-gray", "supervised, gray"),
+        ("supervised-rgb", "supervised, rgb"),
     ],
     "3. Targets: sphere vs discrete (paper: discrete clearly worse)": [
-        ("nat", "uniform on the sphere"), ("nat-discrete", "discrete (one-hot, d clusters)"),
+        ("nat", "uniform on the sphere"),
+        ("nat-discrete", "discrete (one-hot, d clusters)"),
     ],
     "Sweep: re-assignment period (paper: fixed targets ~10 points worse)": [
-        ("nat-reassign-every", "every epoch"), ("nat", "every 3rd epoch (official)"), ("nat-reassign-never", "never (fixed random targets)"),
+        ("nat-reassign-every", "every epoch"),
+        ("nat", "every 3rd epoch (official)"),
+        ("nat-reassign-never", "never (fixed random targets)"),
     ],
-    "Sweep: output dimension d": [("nat-d32", "d = 32"), ("nat", "d = 128"), ("nat-d1024", "d = 1024")],
-    "Sweep: k/n > 1 with spare targets in the batch problem": [("nat", "k = n (official)"), ("nat-k2n-spare", "k = 2n, b spare targets per batch")],
+    "Sweep: output dimension d": [
+        ("nat-d32", "d = 32"),
+        ("nat", "d = 128"),
+        ("nat-d1024", "d = 1024"),
+    ],
+    "Sweep: k/n > 1 with spare targets in the batch problem": [
+        ("nat", "k = n (official)"),
+        ("nat-k2n-spare", "k = 2n, b spare targets per batch"),
+    ],
     "Sweep: assignment block size (batch 256)": [
-        ("nat-block16", "blocks of 16"), ("nat-block64", "blocks of 64"), ("nat", "whole batch, 256 (official)"),
+        ("nat-block16", "blocks of 16"),
+        ("nat-block64", "blocks of 64"),
+        ("nat", "whole batch, 256 (official)"),
     ],
     "Augmentation strength": [
-        ("nat", "pad-4 random crops + flips (paper-style)"), ("nat-resized-crops", "random resized crops, 25-100% of the area"),
+        ("nat", "pad-4 random crops + flips (paper-style)"),
+        ("nat-resized-crops", "random resized crops, 25-100% of the area"),
     ],
     "Seed noise (another seed changes the init, targets, subset and batch order)": [
-        ("nat", "NAT, seed 1111"), ("nat-seed2", "NAT, seed 2"), ("random-init-seed2", "random init, seed 2"),
+        ("nat", "NAT, seed 1111"),
+        ("nat-seed2", "NAT, seed 2"),
+        ("random-init-seed2", "random init, seed 2"),
     ],
-}  # fmt: skip
+}
+
+
 def row_config(base: Config, row: str, batch_size: int) -> Config:
     overrides = dict(ROWS[row])
     if overrides.get("k") == "2n":
@@ -103,7 +124,11 @@ def run_row(config: Config, row: str, probe_train, test_set) -> dict:
     if row.startswith("random-init"):
         model, history = initial_model(config, probe_train), []
     else:
-        found = latest_checkpoint(Path(config.out)) if (Path(config.out) / "checkpoints").exists() else None
+        found = (
+            latest_checkpoint(Path(config.out))
+            if (Path(config.out) / "checkpoints").exists()
+            else None
+        )
         result = train(config, resume=found is not None)
         model, history = result.model, result.history
     summary = {
@@ -118,7 +143,9 @@ def run_row(config: Config, row: str, probe_train, test_set) -> dict:
     return summary
 
 
-def markdown(results: dict[str, dict], base: Config, args: argparse.Namespace, minutes: float) -> str:
+def markdown(
+    results: dict[str, dict], base: Config, args: argparse.Namespace, minutes: float
+) -> str:
     lines = [
         "## Ablations and sweeps at one short budget (`python experiments/cifar_ablations.py`)",
         "",
@@ -147,25 +174,39 @@ def _cells(label: str, result: dict | None) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     harness.add_cifar10_option(parser)
     parser.add_argument("--runs", default="runs", help="runs go to RUNS/ablations/<row>")
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run (default: all)")
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help="comma-separated rows to run (default: all)"
+    )
     parser.add_argument("--subset", type=int, default=5000, help="pre-training images per row")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--probe-train", type=int, default=10_000, help="train images the probes are fit on")
-    parser.add_argument("--quick", action="store_true", help="digits, a tiny net and 2 epochs per row; writes nothing under docs/")
+    parser.add_argument(
+        "--probe-train", type=int, default=10_000, help="train images the probes are fit on"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="digits, a tiny net and 2 epochs per row; writes nothing under docs/",
+    )
     args = parser.parse_args()
     rows = [row for row in args.rows.split(",") if row]
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
-        raise SystemExit(f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+        raise SystemExit(
+            f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}"
+        )
     if args.quick:
         args.subset, args.epochs, args.probe_train = 600, 2, 600
         base = harness.quick_config(args.epochs, subset=args.subset)
     else:
         base = harness.cifar10_config(args.cifar10, epochs=args.epochs, subset=args.subset)
-    base = dataclasses.replace(base, out=str(Path(args.runs) / ("ablations-quick" if args.quick else "ablations")))
+    base = dataclasses.replace(
+        base, out=str(Path(args.runs) / ("ablations-quick" if args.quick else "ablations"))
+    )
     train_set, test_set = labelled_splits(base)
     probe_train = harness.probe_split(train_set, args.probe_train)
     # --quick keeps its JSON beside its runs: smoke runs never touch experiments/results or docs.
@@ -176,9 +217,18 @@ def main() -> None:
     started = time.perf_counter()
     for row in rows:
         results[row] = run_row(row_config(base, row, base.batch_size), row, probe_train, test_set)
-        print(f"{row}: conv2 {results[row]['linear_conv2']:.4f}, conv3 {results[row]['linear_conv3']:.4f}", flush=True)
+        print(
+            f"{row}: conv2 {results[row]['linear_conv2']:.4f}, conv3 {results[row]['linear_conv3']:.4f}",
+            flush=True,
+        )
         minutes = (time.perf_counter() - started) / 60
-        payload = {"date": today(), "hardware": hardware(), "budget": vars(args), "base": base.to_dict(), "rows": results}
+        payload = {
+            "date": today(),
+            "hardware": hardware(),
+            "budget": vars(args),
+            "base": base.to_dict(),
+            "rows": results,
+        }
         if args.quick:
             atomic_write(saved, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))  # noqa: B023
         else:

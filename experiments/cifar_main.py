@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import harness
-
 from natlearn.checkpoint import checkpoint_paths, latest_checkpoint, load_model
 from natlearn.config import Config
 from natlearn.evaluate import EvalSettings, evaluate, labelled_splits
@@ -71,19 +70,31 @@ def evolution(run: Path, base: Config, probe_train, test_set, out: Path) -> list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     harness.add_cifar10_option(parser)
     parser.add_argument("--runs", default="runs", help="runs go to RUNS/cifar_main/")
     parser.add_argument("--supervised-epochs", type=int, default=15)
-    parser.add_argument("--quick", action="store_true", help="digits, tiny net, 3 epochs; writes nothing under docs/")
-    parser.add_argument("--from-json", action="store_true", help="rebuild the docs section from experiments/results/cifar_main.json (no training)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="digits, tiny net, 3 epochs; writes nothing under docs/",
+    )
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="rebuild the docs section from experiments/results/cifar_main.json (no training)",
+    )
     args = parser.parse_args()
     if args.from_json:
         payload = json.loads((harness.RESULTS / "cifar_main.json").read_text())
         payload["gap_recovered"] = gap_recovered(payload["results"])
         payload.pop("beats_random_on", None)
         for row in payload["evolution"]:
-            if "best_linear_layer" not in row:  # an older max over test accuracies: a choice on test labels
+            if (
+                "best_linear_layer" not in row
+            ):  # an older max over test accuracies: a choice on test labels
                 row.pop("best_linear", None)
         harness.write_json("cifar_main", payload)
         harness.write_section("cifar-main", section(payload))
@@ -96,34 +107,68 @@ def main() -> None:
     else:
         base = harness.cifar10_config(args.cifar10)
         probe_images = 10_000
-    nat_final, nat_log = train_or_resume(dataclasses.replace(base, keep_every=5, out=str(root / "nat")))
+    nat_final, nat_log = train_or_resume(
+        dataclasses.replace(base, keep_every=5, out=str(root / "nat"))
+    )
     sup_name = f"supervised-{args.supervised_epochs}ep"  # its own folder: another length is another lr schedule
-    supervised = dataclasses.replace(base, objective="supervised", epochs=args.supervised_epochs, out=str(root / sup_name))
+    supervised = dataclasses.replace(
+        base, objective="supervised", epochs=args.supervised_epochs, out=str(root / sup_name)
+    )
     sup_final, sup_log = train_or_resume(supervised)
 
     settings = EvalSettings(progress=False)
-    sources = {"nat": nat_final, "random-init": "random-init", sup_name: sup_final, "raw-pixels": "raw-pixels"}
-    results = {name: evaluate_once(source, root / "eval" / name, base, settings) for name, source in sources.items()}
+    sources = {
+        "nat": nat_final,
+        "random-init": "random-init",
+        sup_name: sup_final,
+        "raw-pixels": "raw-pixels",
+    }
+    results = {
+        name: evaluate_once(source, root / "eval" / name, base, settings)
+        for name, source in sources.items()
+    }
     train_set, test_set = labelled_splits(base)
     probe_train = harness.probe_split(train_set, probe_images)
     steps = evolution(root / "nat", base, probe_train, test_set, root / "evolution")
-    nat_minutes, sup_minutes = sum(r["seconds"] for r in nat_log) / 60, sum(r["seconds"] for r in sup_log) / 60
+    nat_minutes, sup_minutes = (
+        sum(r["seconds"] for r in nat_log) / 60,
+        sum(r["seconds"] for r in sup_log) / 60,
+    )
     payload = {
-        "date": today(), "hardware": hardware(), "config": base.to_dict(), "nat_epochs": base.epochs, "supervised_epochs": args.supervised_epochs,
-        "nat_train_minutes": nat_minutes, "supervised_train_minutes": sup_minutes, "results": results, "gap_recovered": gap_recovered(results),
-        "evolution": steps, "nat_log": nat_log, "supervised_log": sup_log, "minutes": (time.perf_counter() - started) / 60,
-    }  # fmt: skip
+        "date": today(),
+        "hardware": hardware(),
+        "config": base.to_dict(),
+        "nat_epochs": base.epochs,
+        "supervised_epochs": args.supervised_epochs,
+        "nat_train_minutes": nat_minutes,
+        "supervised_train_minutes": sup_minutes,
+        "results": results,
+        "gap_recovered": gap_recovered(results),
+        "evolution": steps,
+        "nat_log": nat_log,
+        "supervised_log": sup_log,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
     print(compare_table(results))
     if args.quick:
         return
     harness.write_json("cifar_main", payload)
     FIGURES.mkdir(parents=True, exist_ok=True)
     line_plot(
-        [row["epoch"] for row in steps], {f"linear {layer}": [row[f"linear_{layer}"] for row in steps] for layer in ("conv2", "conv3", "neck")},
-        "epoch", "top-1 (short protocol)", "CIFAR-10: NAT features along training", FIGURES / "cifar_evolution.png",
-    )  # fmt: skip
-    for command in (["filters", str(nat_final), "--out", str(FIGURES / "cifar_filters.png")],
-                    ["neighbors", str(nat_final), "--out", str(FIGURES / "cifar_neighbours.png")]):  # fmt: skip
+        [row["epoch"] for row in steps],
+        {
+            f"linear {layer}": [row[f"linear_{layer}"] for row in steps]
+            for layer in ("conv2", "conv3", "neck")
+        },
+        "epoch",
+        "top-1 (short protocol)",
+        "CIFAR-10: NAT features along training",
+        FIGURES / "cifar_evolution.png",
+    )
+    for command in (
+        ["filters", str(nat_final), "--out", str(FIGURES / "cifar_filters.png")],
+        ["neighbors", str(nat_final), "--out", str(FIGURES / "cifar_neighbours.png")],
+    ):
         subprocess.run([sys.executable, "-m", "natlearn", *command], check=True)
     harness.write_section("cifar-main", section(payload))
 
@@ -131,9 +176,14 @@ def main() -> None:
 def section(payload: dict) -> str:
     """The "cifar-main" section of docs/results.md, from the measurements alone (so --from-json rebuilds it)."""
     results, config, steps = payload["results"], payload["config"], payload["evolution"]
-    conv_layers = [layer for layer in results["nat"]["protocols"]["linear"] if layer.startswith("conv")]
-    beats = {layer: results["nat"]["protocols"]["linear"][layer]["top1"] > results["random-init"]["protocols"]["linear"][layer]["top1"]
-             for layer in conv_layers}  # fmt: skip
+    conv_layers = [
+        layer for layer in results["nat"]["protocols"]["linear"] if layer.startswith("conv")
+    ]
+    beats = {
+        layer: results["nat"]["protocols"]["linear"][layer]["top1"]
+        > results["random-init"]["protocols"]["linear"][layer]["top1"]
+        for layer in conv_layers
+    }
     best_layer, best = best_linear(results["nat"])
     scores = ("linear_conv2", "linear_conv3", "linear_neck", "knn20_neck")
     evolution_header = ["epoch", "linear conv2", "linear conv3", "linear neck", "20-NN neck"]

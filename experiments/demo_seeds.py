@@ -17,14 +17,15 @@ import tempfile
 import time
 
 import harness
-
 from natlearn.demo import ROWS, run_demo
 from natlearn.markdown import hardware, table, today
 from natlearn.presets import load_preset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -33,10 +34,20 @@ def main() -> None:
         config = dataclasses.replace(load_preset("digits"), seed=seed, progress=False)
         with tempfile.TemporaryDirectory() as out:
             runs.append(run_demo(out, config))
-        print(f"seed {seed}: " + ", ".join(f"{row} {runs[-1][row]['linear_probe_top1']:.4f}" for row in ROWS), flush=True)
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{row} {runs[-1][row]['linear_probe_top1']:.4f}" for row in ROWS),
+            flush=True,
+        )
     metrics = ("linear_probe_top1", "knn_top1", "best_layer_top1")
     summary = {
-        row: {m: {"mean": statistics.mean(r[row][m] for r in runs), "std": statistics.pstdev(r[row][m] for r in runs)} for m in metrics}
+        row: {
+            m: {
+                "mean": statistics.mean(r[row][m] for r in runs),
+                "std": statistics.pstdev(r[row][m] for r in runs),
+            }
+            for m in metrics
+        }
         for row in ROWS
     }
     wins = sum(r["nat"]["linear_probe_top1"] > r["random_init"]["linear_probe_top1"] for r in runs)

@@ -35,13 +35,19 @@ RUNS = {
 
 def machine() -> dict:
     """What bit-identical floating point depends on: the same library and the same CPU kernels."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()}
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+    }
 
 
 def _digest(tensors: list[torch.Tensor]) -> str:
     sha = hashlib.sha256()
     for tensor in tensors:
-        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        sha.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return sha.hexdigest()
 
 
@@ -50,13 +56,17 @@ def fingerprint(overrides: list[str], out: Path) -> dict:
     train(apply_overrides(load_preset("digits"), [*overrides, "progress=false", f"out={out}"]))
     state = load_checkpoint(checkpoint_paths(out)[-1])
     model = state["model"]
-    momentum = [entry["momentum_buffer"] for _, entry in sorted(state["optimizer"]["state"].items())]
+    momentum = [
+        entry["momentum_buffer"] for _, entry in sorted(state["optimizer"]["state"].items())
+    ]
     assignment = state["objective"].get("assignment")
     untimed = untimed_log(out)
     return {
         "weights": _digest([model[key] for key in sorted(model)]),
         "momentum": _digest(momentum),
-        "assignment": _digest([assignment["image_to_target"], assignment["spare"]]) if assignment else None,
+        "assignment": _digest([assignment["image_to_target"], assignment["spare"]])
+        if assignment
+        else None,
         "log": hashlib.sha256(json.dumps(untimed, sort_keys=True).encode()).hexdigest(),
         "losses": [row["loss"] for row in untimed],
     }
@@ -68,7 +78,9 @@ def fingerprints(folder: Path) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--record"]:
-        sys.exit("usage: python tests/behaviour.py --record   (rewrites tests/golden/behaviour.json)")
+        sys.exit(
+            "usage: python tests/behaviour.py --record   (rewrites tests/golden/behaviour.json)"
+        )
     with tempfile.TemporaryDirectory() as folder:
         record = {"machine": machine(), "runs": fingerprints(Path(folder))}
     GOLDEN.write_text(json.dumps(record, indent=2) + "\n")

@@ -15,9 +15,21 @@ import torch
 
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 
-__all__ = ["TIMINGS", "RunState", "assert_same_run", "assert_same_state", "final_state", "untimed_log"]
+__all__ = [
+    "TIMINGS",
+    "RunState",
+    "assert_same_run",
+    "assert_same_state",
+    "final_state",
+    "untimed_log",
+]
 
-TIMINGS = ("seconds", "images_per_s", "step_ms", "assign_ms")  # wall clock: differs between any two runs
+TIMINGS = (
+    "seconds",
+    "images_per_s",
+    "step_ms",
+    "assign_ms",
+)  # wall clock: differs between any two runs
 
 
 @dataclass(frozen=True)
@@ -28,7 +40,9 @@ class RunState:
     model: dict[str, torch.Tensor]  # weights and BatchNorm statistics
     momentum: dict[int, torch.Tensor]  # parameter index -> SGD momentum buffer
     parameters: int  # how many parameters the optimizer steps
-    assignment: dict | None  # image -> target, spare targets, the assignment's generator (None: supervised)
+    assignment: (
+        dict | None
+    )  # image -> target, spare targets, the assignment's generator (None: supervised)
     rng: torch.Tensor  # torch's global RNG state
 
     @classmethod
@@ -38,7 +52,11 @@ class RunState:
         return cls(
             epoch=state["epoch"],
             model=state["model"],
-            momentum={index: entry["momentum_buffer"] for index, entry in optimizer["state"].items() if "momentum_buffer" in entry},
+            momentum={
+                index: entry["momentum_buffer"]
+                for index, entry in optimizer["state"].items()
+                if "momentum_buffer" in entry
+            },
             parameters=sum(len(group["params"]) for group in optimizer["param_groups"]),
             assignment=state["objective"].get("assignment"),
             rng=state["rng"]["torch"],
@@ -56,7 +74,9 @@ def assert_same_state(got: RunState, want: RunState, rng: bool = True) -> None:
     assert got.model.keys() == want.model.keys()
     for key, value in want.model.items():
         assert torch.equal(got.model[key], value), key
-    assert len(want.momentum) == want.parameters > 0, "the checkpoint holds no momentum buffers: optimizer state dropped"
+    assert len(want.momentum) == want.parameters > 0, (
+        "the checkpoint holds no momentum buffers: optimizer state dropped"
+    )
     assert got.momentum.keys() == want.momentum.keys(), "momentum buffers of different parameters"
     for index, buffer in want.momentum.items():
         assert torch.equal(got.momentum[index], buffer), f"momentum buffer of parameter {index}"

@@ -23,11 +23,16 @@ def test_batch_reassignment_equals_brute_force(b, seed):
     outputs = _unit(torch.randn(b, 6, generator=torch.Generator().manual_seed(100 + seed)))
     held = assignment[ids].clone()
     vectors = targets[held]
-    best = max(sum(float(outputs[a] @ vectors[p[a]]) for a in range(b)) for p in itertools.permutations(range(b)))
+    best = max(
+        sum(float(outputs[a] @ vectors[p[a]]) for a in range(b))
+        for p in itertools.permutations(range(b))
+    )
     result = assignment.reassign(ids, outputs, targets)
     got = float((outputs * targets[assignment[ids]]).sum())
     assert got == pytest.approx(best, abs=1e-5)
-    assert sorted(assignment[ids].tolist()) == sorted(held.tolist())  # only the batch's own targets move
+    assert sorted(assignment[ids].tolist()) == sorted(
+        held.tolist()
+    )  # only the batch's own targets move
     assert result.cosine_after == pytest.approx(best / b, abs=1e-5)
     assert result.cosine_after >= result.cosine_before - 1e-9
 
@@ -44,7 +49,9 @@ def test_rectangular_reassignment_with_spares_equals_brute_force(b, m):
     candidates = torch.cat([assignment[ids], assignment.spare[slots]])
     outputs = _unit(torch.randn(b, 5, generator=torch.Generator().manual_seed(b)))
     sims = outputs @ targets[candidates].T
-    best = max(sum(float(sims[a, p[a]]) for a in range(b)) for p in itertools.permutations(range(b + m), b))
+    best = max(
+        sum(float(sims[a, p[a]]) for a in range(b)) for p in itertools.permutations(range(b + m), b)
+    )
     assignment.reassign(ids, outputs, targets)
     assert float((outputs * targets[assignment[ids]]).sum()) == pytest.approx(best, abs=1e-5)
     assignment.check()
@@ -128,5 +135,7 @@ def test_reassign_returns_the_new_target_vectors():
     targets = NoiseTargets(k=40, d=8, seed=4)
     assignment = Assignment(30, 40, seed=4, spare_per_batch=5)
     ids = torch.arange(10, 22)
-    result = assignment.reassign(ids, _unit(torch.randn(12, 8, generator=torch.Generator().manual_seed(4))), targets)
+    result = assignment.reassign(
+        ids, _unit(torch.randn(12, 8, generator=torch.Generator().manual_seed(4))), targets
+    )
     assert torch.equal(result.targets, targets[assignment[ids]])

@@ -58,15 +58,28 @@ BAD_COMMAND_LINES = [
     (["train", "subset=5000"], "subset=5000 is larger than the data set (n=1198)"),
     (["train", "assign_block=-1"], "assign_block=-1 is too small"),
     (["train", "precision=fp16"], "auto, fp32, bf16"),
-    (["train", "arch=alexnet"], "arch=alexnet needs images (or crop_size) of at least 63x63 pixels, got 8x8; use arch=small"),
+    (
+        ["train", "arch=alexnet"],
+        "arch=alexnet needs images (or crop_size) of at least 63x63 pixels, got 8x8; use arch=small",
+    ),
     (["train", "epochs=2", "--resume", "progress=false"], "nothing to resume"),
-    (["export", "/no/such/checkpoint.pt", "--out", "x.onnx"], "'.onnx'; end the name in .pt or .pth (torch.save state_dict) or .safetensors"),
-    (["export", "/no/such/checkpoint.pt", "--out", "/no/such/dir/b.pt"], "folder /no/such/dir does not exist"),
+    (
+        ["export", "/no/such/checkpoint.pt", "--out", "x.onnx"],
+        "'.onnx'; end the name in .pt or .pth (torch.save state_dict) or .safetensors",
+    ),
+    (
+        ["export", "/no/such/checkpoint.pt", "--out", "/no/such/dir/b.pt"],
+        "folder /no/such/dir does not exist",
+    ),
 ]
 
 
-@pytest.mark.parametrize("argv,message", BAD_COMMAND_LINES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_bad_command_lines_fail_with_one_line_and_write_nothing(argv, message, capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "argv,message", BAD_COMMAND_LINES, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_bad_command_lines_fail_with_one_line_and_write_nothing(
+    argv, message, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     if argv[0] == "train" and "--bogus" not in argv:
@@ -87,7 +100,9 @@ def test_foreign_and_damaged_checkpoints_are_refused(capsys, tmp_path):
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(b"not a checkpoint")
     for path, message in ((foreign, "not a natlearn checkpoint"), (damaged, "cannot be read")):
-        code, _, stderr = _run(capsys, ["export", str(path), "--out", str(tmp_path / "backbone.pt")])
+        code, _, stderr = _run(
+            capsys, ["export", str(path), "--out", str(tmp_path / "backbone.pt")]
+        )
         assert code == 2 and message in stderr and stderr.count("\n") == 1
     assert not (tmp_path / "backbone.pt").exists()
 
@@ -103,17 +118,31 @@ def test_train_resume_and_export_end_to_end(capsys, tmp_path):
     code, _, stderr = _run(capsys, ["train", *common, "dim=8", "--resume"])
     assert code == 2 and "dim (checkpoint 16, now 8)" in stderr
     backbone = tmp_path / "backbone.pt"
-    assert _run(capsys, ["export", str(out / "checkpoints" / "epoch_0003.pt"), "--out", str(backbone)])[0] == 0
+    assert (
+        _run(
+            capsys, ["export", str(out / "checkpoints" / "epoch_0003.pt"), "--out", str(backbone)]
+        )[0]
+        == 0
+    )
     state = torch.load(backbone, weights_only=True)
     assert "convs.conv1.0.weight" in state and not any(key.startswith("head.") for key in state)
 
 
 def test_damaged_newest_checkpoint_falls_back_with_a_warning(capsys, tmp_path):
     out = tmp_path / "run"
-    common = ["widths=[8]", "dim=8", "batch_size=256", f"out={out}", "progress=false", "keep_last=3"]
+    common = [
+        "widths=[8]",
+        "dim=8",
+        "batch_size=256",
+        f"out={out}",
+        "progress=false",
+        "keep_last=3",
+    ]
     assert _run(capsys, ["train", "epochs=2", *common])[0] == 0
     (out / "checkpoints" / "epoch_0002.pt").write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="epoch_0002.pt fails its checksum.*using the previous one") as caught:
+    with pytest.warns(
+        UserWarning, match="epoch_0002.pt fails its checksum.*using the previous one"
+    ) as caught:
         code, stdout, _ = _run(capsys, ["train", "epochs=3", *common, "--resume"])
     assert code == 0 and "3 epochs" in stdout
     assert len(caught) == 1  # said once, not once per lookup
@@ -121,7 +150,11 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning(capsys, tmp_path):
 
 
 def test_console_entry_point_reports_errors_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "natlearn", "train", "dim=0", f"out={tmp_path / 'r'}"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "natlearn", "train", "dim=0", f"out={tmp_path / 'r'}"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr == "natlearn: error: dim=0 is too small; it must be >= 1\n"
     assert not (tmp_path / "r").exists()
@@ -134,16 +167,29 @@ def test_resume_accepts_the_same_command_and_refuses_real_changes(capsys, tmp_pa
     out = tmp_path / "run"
     command = ["train", "digits", *TINY, f"out={out}"]
     assert _run(capsys, command)[0] == 0
-    code, stdout, stderr = _run(capsys, [*command, "--resume"])  # the same command, --resume appended
+    code, stdout, stderr = _run(
+        capsys, [*command, "--resume"]
+    )  # the same command, --resume appended
     assert code == 0 and "1 epochs" in stdout, stderr
-    code, stdout, stderr = _run(capsys, [*command, "epochs=2", "lr=0.01", "--resume"])  # not locked: may change
+    code, stdout, stderr = _run(
+        capsys, [*command, "epochs=2", "lr=0.01", "--resume"]
+    )  # not locked: may change
     assert code == 0 and "2 epochs" in stdout, stderr
     code, _, stderr = _run(capsys, [*command, "dim=16", "--resume"])
     assert code == 2 and stderr.count("\n") == 1
-    assert "cannot resume: the config differs from the checkpoint's in dim (checkpoint 8, now 16)" in stderr
-    code, _, stderr = _run(capsys, ["train", *TINY, "dim=8", "k=310", "spare_targets=2", f"out={out}", "--resume"])
-    assert code == 2 and "k (checkpoint None, now 310); spare_targets (checkpoint 0, now 2)" in stderr
-    code, _, stderr = _run(capsys, ["train", "digits", *TINY, f"out={out}", "--resume", "widths=[8,8]"])
+    assert (
+        "cannot resume: the config differs from the checkpoint's in dim (checkpoint 8, now 16)"
+        in stderr
+    )
+    code, _, stderr = _run(
+        capsys, ["train", *TINY, "dim=8", "k=310", "spare_targets=2", f"out={out}", "--resume"]
+    )
+    assert (
+        code == 2 and "k (checkpoint None, now 310); spare_targets (checkpoint 0, now 2)" in stderr
+    )
+    code, _, stderr = _run(
+        capsys, ["train", "digits", *TINY, f"out={out}", "--resume", "widths=[8,8]"]
+    )
     assert code == 2 and "widths (checkpoint (8,), now (8, 8))" in stderr
     assert len(checkpoint_paths(out)) == 2
 
@@ -151,13 +197,34 @@ def test_resume_accepts_the_same_command_and_refuses_real_changes(capsys, tmp_pa
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["train", "epochs=8", "out=R", "--resume", "progress=false"], {"settings": ["epochs=8", "out=R", "progress=false"], "resume": True}),
-        (["train", "--overwrite", "digits", "--supervised", "epochs=2"], {"settings": ["digits", "epochs=2"], "supervised": True}),
-        (["eval", "a.pt", "--layers", "conv1", "data=digits", "--knn", "5"], {"source": "a.pt", "settings": ["data=digits"], "knn": "5"}),
-        (["compare", "a.pt", "--out", "o", "random-init", "data=digits"], {"sources": ["a.pt", "random-init", "data=digits"], "out": "o"}),
-        (["neighbors", "a.pt", "--out", "n.png", "data=digits", "--k", "3"], {"settings": ["data=digits"], "k": 3}),
-        (["evolution", "run", "--no-mlp", "data=digits"], {"run_dir": "run", "settings": ["data=digits"], "no_mlp": True}),
-        (["demo", "seed=3", "--out", "o", "epochs=2"], {"settings": ["seed=3", "epochs=2"], "out": "o"}),
+        (
+            ["train", "epochs=8", "out=R", "--resume", "progress=false"],
+            {"settings": ["epochs=8", "out=R", "progress=false"], "resume": True},
+        ),
+        (
+            ["train", "--overwrite", "digits", "--supervised", "epochs=2"],
+            {"settings": ["digits", "epochs=2"], "supervised": True},
+        ),
+        (
+            ["eval", "a.pt", "--layers", "conv1", "data=digits", "--knn", "5"],
+            {"source": "a.pt", "settings": ["data=digits"], "knn": "5"},
+        ),
+        (
+            ["compare", "a.pt", "--out", "o", "random-init", "data=digits"],
+            {"sources": ["a.pt", "random-init", "data=digits"], "out": "o"},
+        ),
+        (
+            ["neighbors", "a.pt", "--out", "n.png", "data=digits", "--k", "3"],
+            {"settings": ["data=digits"], "k": 3},
+        ),
+        (
+            ["evolution", "run", "--no-mlp", "data=digits"],
+            {"run_dir": "run", "settings": ["data=digits"], "no_mlp": True},
+        ),
+        (
+            ["demo", "seed=3", "--out", "o", "epochs=2"],
+            {"settings": ["seed=3", "epochs=2"], "out": "o"},
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else "",
 )
@@ -221,14 +288,20 @@ def _disk_full_on(monkeypatch, name):
         tmp.write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "atomic_write", lambda path, write: real(path, half_then_full if Path(path).name == name else write))
+    monkeypatch.setattr(
+        checkpoint,
+        "atomic_write",
+        lambda path, write: real(path, half_then_full if Path(path).name == name else write),
+    )
 
 
 @pytest.mark.parametrize("failing", ["epoch_0002.pt", "epoch_0002.pt.sha256"])
 def test_a_failed_checkpoint_write_leaves_no_orphan_digest(tmp_path, monkeypatch, failing):
     save_checkpoint(tmp_path / "epoch_0001.pt", {"epoch": 1})
     _disk_full_on(monkeypatch, failing)
-    with pytest.raises(NatlearnError, match="cannot write checkpoint .*epoch_0002.pt: No space left on device"):
+    with pytest.raises(
+        NatlearnError, match="cannot write checkpoint .*epoch_0002.pt: No space left on device"
+    ):
         save_checkpoint(tmp_path / "epoch_0002.pt", {"epoch": 2})
     names = sorted(p.name for p in tmp_path.iterdir())
     if failing == "epoch_0002.pt":
@@ -245,4 +318,6 @@ def test_a_failed_overwrite_keeps_the_previous_checkpoint_loadable(tmp_path, mon
     _disk_full_on(monkeypatch, "partial.pt")
     with pytest.raises(NatlearnError, match="No space left"):
         save_checkpoint(path, {"epoch": 1, "progress": {"step": 8}})
-    assert load_checkpoint(path)["progress"] == {"step": 4}  # no digest of the new bytes beside the old ones
+    assert load_checkpoint(path)["progress"] == {
+        "step": 4
+    }  # no digest of the new bytes beside the old ones

@@ -7,7 +7,15 @@ import torch
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.cli import main
 
-TINY = ["digits", "epochs=1", "widths=[8,8]", "dim=8", "subset=300", "batch_size=100", "progress=false"]
+TINY = [
+    "digits",
+    "epochs=1",
+    "widths=[8,8]",
+    "dim=8",
+    "subset=300",
+    "batch_size=100",
+    "progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +47,25 @@ def _bad_command_lines(run, tmp):
         (["eval", checkpoint, "--finetune", "-1", "--out", out], "--finetune -1"),
         (["eval", str(run), "--out", out], "is a folder"),
         (["eval", str(tmp / "missing.pt"), "--out", out], "random-init or raw-pixels"),
-        (["eval", "random-init", "digits", "--layers", "conv9", "--out", out], "valid layers: conv1, conv2, conv3, neck"),
+        (
+            ["eval", "random-init", "digits", "--layers", "conv9", "--out", out],
+            "valid layers: conv1, conv2, conv3, neck",
+        ),
         (["eval", checkpoint, "dim", "--out", out], "expected key=value"),
         (["compare", checkpoint, "random-init", "--layers", "conv9", "--out", out], valid),
-        (["compare", "raw-pixels", checkpoint, str(tmp / "missing.pt"), "--out", out], "missing.pt' does not exist"),
+        (
+            ["compare", "raw-pixels", checkpoint, str(tmp / "missing.pt"), "--out", out],
+            "missing.pt' does not exist",
+        ),
         (["compare", "data=digits", "--out", out], "at least one source"),
         (["compare", checkpoint, "--knn", "-5", "--out", out], "positive integers"),
         (["neighbors", checkpoint, "--layer", "conv9", "--out", png], valid),
         (["neighbors", checkpoint, "--queries", "0", "--out", png], "--queries 0"),
         (["neighbors", checkpoint, "--k", "0", "--out", png], "--k 0"),
-        (["neighbors", checkpoint, "--k", "5000", "--out", png], "more than the 1198 training images"),
+        (
+            ["neighbors", checkpoint, "--k", "5000", "--out", png],
+            "more than the 1198 training images",
+        ),
         (["neighbors", checkpoint, "--out", str(tmp / "out.jpg")], "ending in .png"),
         (["neighbors", str(tmp / "missing.pt"), "--out", png], "does not exist"),
         (["evolution", str(tmp), "--out", out], "not a natlearn run folder"),
@@ -74,7 +91,20 @@ def test_evaluation_commands_refuse_bad_input_with_one_line(run, capsys, tmp_pat
 def test_neighbors_writes_a_png(run, capsys, tmp_path):
     out = tmp_path / "figures" / "neighbours.png"
     # flags and settings interleave
-    code, stdout, _ = _run(capsys, ["neighbors", str(checkpoint_paths(run)[0]), "--queries", "3", "data=digits", "--k", "4", "--out", str(out)])
+    code, stdout, _ = _run(
+        capsys,
+        [
+            "neighbors",
+            str(checkpoint_paths(run)[0]),
+            "--queries",
+            "3",
+            "data=digits",
+            "--k",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
     assert code == 0 and str(out) in stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -86,5 +116,8 @@ def test_supervised_training_from_the_command_line(capsys, tmp_path):
     assert "train_accuracy" in stdout
     state = load_checkpoint(checkpoint_paths(out)[-1])
     assert state["config"]["objective"] == "supervised"
-    assert state["model"]["head.linear.weight"].shape == (10, 8)  # class logits (softmax loss), not dim outputs
+    assert state["model"]["head.linear.weight"].shape == (
+        10,
+        8,
+    )  # class logits (softmax loss), not dim outputs
     assert torch.isfinite(state["model"]["head.linear.weight"]).all()

@@ -6,8 +6,16 @@ from natlearn.presets import PRESETS_DIR, apply_overrides, load_preset
 
 
 def test_overrides_are_typed():
-    config = apply_overrides(Config(), ["epochs=7", "lr=1e-3", "flip=false", "widths=[8,16]", "k=null", "data=digits"])
-    assert (config.epochs, config.lr, config.flip, config.widths, config.k) == (7, 1e-3, False, (8, 16), None)
+    config = apply_overrides(
+        Config(), ["epochs=7", "lr=1e-3", "flip=false", "widths=[8,16]", "k=null", "data=digits"]
+    )
+    assert (config.epochs, config.lr, config.flip, config.widths, config.k) == (
+        7,
+        1e-3,
+        False,
+        (8, 16),
+        None,
+    )
     assert apply_overrides(Config(), ["widths=8,16,32"]).widths == (8, 16, 32)
 
 
@@ -67,7 +75,9 @@ def test_what_depends_on_the_data_is_checked_when_resolved():
 
 def test_choices_come_from_the_field_types():
     assert choices("crop") == ("pad", "resized", "none") and choices("seed") == ()
-    with pytest.raises(NatlearnError, match="crop='box' is not valid; choose one of: pad, resized, none"):
+    with pytest.raises(
+        NatlearnError, match="crop='box' is not valid; choose one of: pad, resized, none"
+    ):
         Config(crop="box").validate()
 
 
@@ -89,13 +99,23 @@ def test_preset_with_a_typo_is_rejected(tmp_path):
 
 
 def test_string_fields_keep_the_text_as_typed(tmp_path):
-    config = apply_overrides(Config(), ["out=on", "data_root=no", "data=1e3", "device=cuda:0", "train_split=train"])
-    assert (config.out, config.data_root, config.data, config.device, config.train_split) == ("on", "no", "1e3", "cuda:0", "train")
+    config = apply_overrides(
+        Config(), ["out=on", "data_root=no", "data=1e3", "device=cuda:0", "train_split=train"]
+    )
+    assert (config.out, config.data_root, config.data, config.device, config.train_split) == (
+        "on",
+        "no",
+        "1e3",
+        "cuda:0",
+        "train",
+    )
     assert apply_overrides(Config(data_root="x"), ["data_root="]).data_root == ""
     preset = tmp_path / "quoted.yaml"
     preset.write_text("out: 'on'\ndata_root: ''\ndata: digits\n")
     assert (load_preset(str(preset)).out, load_preset(str(preset)).data_root) == ("on", "")
-    preset.write_text("out: on\n")  # YAML 1.1 reads a bare on as true: refuse it rather than name a folder True
+    preset.write_text(
+        "out: on\n"
+    )  # YAML 1.1 reads a bare on as true: refuse it rather than name a folder True
     with pytest.raises(NatlearnError, match="out=True is not a string; quote it"):
         load_preset(str(preset))
 
@@ -108,9 +128,23 @@ def test_resume_locks_what_the_saved_state_depends_on():
     with pytest.raises(NatlearnError, match=r"test_fraction \(checkpoint 0.2, now 0.5\)"):
         Config(k=1300, test_fraction=0.5).check_resumable(saved)
     # schedule, optimiser and speed settings may change
-    Config(k=1300, epochs=99, lr=0.1, reassign_every=1, assign_block=64, progress=False, precision="fp32").check_resumable(saved)
+    Config(
+        k=1300,
+        epochs=99,
+        lr=0.1,
+        reassign_every=1,
+        assign_block=64,
+        progress=False,
+        precision="fp32",
+    ).check_resumable(saved)
     # auto values compare resolved; a key an older checkpoint lacks had its default
-    older = {key: value for key, value in saved.items() if key not in ("spare_targets", "test_fraction")}
+    older = {
+        key: value for key, value in saved.items() if key not in ("spare_targets", "test_fraction")
+    }
     Config(k=1300, loss="square", train_split="train").check_resumable(older)
-    with pytest.raises(NatlearnError, match=r"loss \(checkpoint 'auto', now 'square'\)"):  # logits head -> dim outputs
-        Config(objective="supervised", loss="square").check_resumable(Config(objective="supervised").to_dict())
+    with pytest.raises(
+        NatlearnError, match=r"loss \(checkpoint 'auto', now 'square'\)"
+    ):  # logits head -> dim outputs
+        Config(objective="supervised", loss="square").check_resumable(
+            Config(objective="supervised").to_dict()
+        )

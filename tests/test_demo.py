@@ -23,7 +23,10 @@ def test_demo_writes_measured_results_and_figures(tmp_path):
     # The nat row scores the trained network: the same probes on the untrained (or the supervised) network's
     # features cannot give the same accuracy on every layer and on the k-NN (seeds are fixed: deterministic).
     for other in ("random_init", "supervised"):
-        scores = [saved[name]["per_layer_top1"] | {"knn": saved[name]["knn_top1"]} for name in ("nat", other)]
+        scores = [
+            saved[name]["per_layer_top1"] | {"knn": saved[name]["knn_top1"]}
+            for name in ("nat", other)
+        ]
         assert scores[0] != scores[1], f"the nat row scores the same features as {other}"
     assert "| nat |" in (tmp_path / "results.md").read_text()
     for figure in ("loss_curve.png", "neighbours.png"):

@@ -18,19 +18,49 @@ pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick su
 
 TESTS = Path(__file__).parent
 # A global batch of 128 = 2 shares of 64; k > n with spares and blocks, so every part of the global problem is used.
-RUN = ["data=digits", "widths=[8,16]", "dim=16", "subset=1024", "batch_size=128", "epochs=3", "reassign_every=1",
-       "k=1100", "spare_targets=16", "assign_block=64", "progress=false", "keep_last=5"]  # fmt: skip
+RUN = [
+    "data=digits",
+    "widths=[8,16]",
+    "dim=16",
+    "subset=1024",
+    "batch_size=128",
+    "epochs=3",
+    "reassign_every=1",
+    "k=1100",
+    "spare_targets=16",
+    "assign_block=64",
+    "progress=false",
+    "keep_last=5",
+]
 
 
 def torchrun(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        *args,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300
+    )
 
 
-def natlearn_train(out: Path, *extra: str, ranks: int = 2, env: dict | None = None) -> subprocess.CompletedProcess:
+def natlearn_train(
+    out: Path, *extra: str, ranks: int = 2, env: dict | None = None
+) -> subprocess.CompletedProcess:
     args = ["-m", "natlearn", "train", *RUN, f"out={out}", *extra]
     if ranks == 1:
-        return subprocess.run([sys.executable, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+        return subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=300,
+        )
     return torchrun(*args, env=env)
 
 
@@ -47,7 +77,10 @@ def two_rank_run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("scenario", ["global_reassignment", "one_rank_solves", "ranks_disagree", "gathers_uneven_shards"])
+@pytest.mark.parametrize(
+    "scenario",
+    ["global_reassignment", "one_rank_solves", "ranks_disagree", "gathers_uneven_shards"],
+)
 def test_two_rank_scenarios(scenario):
     done = torchrun(str(TESTS / "two_ranks.py"), scenario)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,19 +93,30 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(two_rank_run, tm
     for a, b in zip(log(one), log(two_rank_run), strict=True):
         for key in ("loss", "cosine", "reassigned"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
-    single, double = load_checkpoint(one / "checkpoints" / "epoch_0003.pt"), load_checkpoint(two_rank_run / "checkpoints" / "epoch_0003.pt")
+    single, double = (
+        load_checkpoint(one / "checkpoints" / "epoch_0003.pt"),
+        load_checkpoint(two_rank_run / "checkpoints" / "epoch_0003.pt"),
+    )
     assignment = double["objective"]["assignment"]
-    assert torch.equal(single["objective"]["assignment"]["image_to_target"], assignment["image_to_target"])
+    assert torch.equal(
+        single["objective"]["assignment"]["image_to_target"], assignment["image_to_target"]
+    )
     assert torch.equal(single["objective"]["assignment"]["spare"], assignment["spare"])
     everything = torch.cat([assignment["image_to_target"], assignment["spare"]])
-    assert torch.equal(everything.sort().values, torch.arange(1100)), "still a one-to-one map onto the k targets"
+    assert torch.equal(everything.sort().values, torch.arange(1100)), (
+        "still a one-to-one map onto the k targets"
+    )
     for name, value in single["model"].items():
         assert torch.allclose(value.double(), double["model"][name].double(), atol=1e-4), name
 
 
-def test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends(two_rank_run, tmp_path):
+def test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends(
+    two_rank_run, tmp_path
+):
     out = tmp_path / "killed"
-    killed = natlearn_train(out, "checkpoint_every_steps=3", env={"NATLEARN_FAULT": "after-step:2:5"})
+    killed = natlearn_train(
+        out, "checkpoint_every_steps=3", env={"NATLEARN_FAULT": "after-step:2:5"}
+    )
     assert killed.returncode != 0
     assert not (out / "checkpoints" / "epoch_0002.pt").exists()
     resumed = torchrun("-m", "natlearn", "train", f"out={out}", "--resume")
@@ -100,8 +144,18 @@ def test_a_rank_share_starts_where_tensor_split_puts_it():
 
 
 # A global batch of 125 = shares of 63 and 62 (uneven: a per-rank mean would weigh rows unequally), momentum on.
-EXACT = ["data=digits", "widths=[8,16]", "dim=16", "subset=1000", "batch_size=125", "epochs=1", "reassign_every=1", "momentum=0.9",
-         "progress=false", "keep_last=1"]  # fmt: skip
+EXACT = [
+    "data=digits",
+    "widths=[8,16]",
+    "dim=16",
+    "subset=1000",
+    "batch_size=125",
+    "epochs=1",
+    "reassign_every=1",
+    "momentum=0.9",
+    "progress=false",
+    "keep_last=1",
+]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +167,13 @@ EXACT = ["data=digits", "widths=[8,16]", "dim=16", "subset=1000", "batch_size=12
         ["objective=supervised", "loss_reduction=sum", "lr=0.0005"],
         ["objective=supervised", "loss=square"],
     ],
-    ids=["nat-square-sum", "nat-softmax-mean", "nat-softmax-sum-no-reassign", "supervised-ce-sum", "supervised-square-mean"],
+    ids=[
+        "nat-square-sum",
+        "nat-softmax-mean",
+        "nat-softmax-sum-no-reassign",
+        "supervised-ce-sum",
+        "supervised-square-mean",
+    ],
 )
 def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settings, tmp_path):
     """DDP averages gradients over ranks: each rank's loss must be scaled so that N ranks train exactly as one
@@ -122,14 +182,18 @@ def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settin
     from natlearn.presets import apply_overrides
     from natlearn.train import train
 
-    one = train(apply_overrides(Config(), [*EXACT, *settings, f"out={tmp_path / 'one'}"])).model.state_dict()
+    one = train(
+        apply_overrides(Config(), [*EXACT, *settings, f"out={tmp_path / 'one'}"])
+    ).model.state_dict()
     done = torchrun("-m", "natlearn", "train", *EXACT, *settings, f"out={tmp_path / 'two'}")
     assert done.returncode == 0, done.stderr[-3000:]
     two = load_checkpoint(tmp_path / "two" / "checkpoints" / "epoch_0001.pt")["model"]
     moved = 0
     for name, value in one.items():
         if value.is_floating_point():
-            error = float((value - two[name]).double().norm() / value.double().norm().clamp_min(1e-12))
+            error = float(
+                (value - two[name]).double().norm() / value.double().norm().clamp_min(1e-12)
+            )
             assert error < 1e-4, f"{name}: relative difference {error:.2e}"
             moved += 1
     assert moved > 0
@@ -144,12 +208,27 @@ def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "data" / name).mkdir(parents=True)
         for i in range(20):
-            Image.fromarray(generator.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "data" / name / f"{i:02d}.png")
+            Image.fromarray(generator.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / name / f"{i:02d}.png"
+            )
     (tmp_path / "data" / "a" / "03.png").write_bytes(b"not an image")
     done = torchrun(
-        "-m", "natlearn", "train", f"data={tmp_path / 'data'}", "train_split=all", "data_mode=stream", "on_bad_image=skip", "workers=0",
-        "widths=[8,8]", "dim=8", "batch_size=16", "epochs=2", "reassign_every=1", "progress=false", f"out={tmp_path / 'run'}",
+        "-m",
+        "natlearn",
+        "train",
+        f"data={tmp_path / 'data'}",
+        "train_split=all",
+        "data_mode=stream",
+        "on_bad_image=skip",
+        "workers=0",
+        "widths=[8,8]",
+        "dim=8",
+        "batch_size=16",
+        "epochs=2",
+        "reassign_every=1",
+        "progress=false",
+        f"out={tmp_path / 'run'}",
         env={"NATLEARN_CACHE": str(tmp_path / "cache")},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(log(tmp_path / "run")) == 2

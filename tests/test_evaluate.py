@@ -10,7 +10,16 @@ from PIL import Image
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import load_dataset
-from natlearn.evaluate import EvalSettings, evaluate, extract_features, finetune, knn_classify, linear_probe, mlp_probe, pool_conv_map
+from natlearn.evaluate import (
+    EvalSettings,
+    evaluate,
+    extract_features,
+    finetune,
+    knn_classify,
+    linear_probe,
+    mlp_probe,
+    pool_conv_map,
+)
 from natlearn.evaluate.compare import gap_recovered
 from natlearn.evaluate.evolution import evolution
 from natlearn.evaluate.figures import filters_figure, neighbours_figure, training_curves
@@ -45,7 +54,10 @@ def test_probe_choices_never_depend_on_test_labels():
     x, y = _blobs(900, classes=4)
     honest = linear_probe(x[:600], y[:600], x[600:], y[600:])
     garbage = linear_probe(x[:600], y[:600], x[600:], torch.zeros(300, dtype=torch.long))
-    assert (honest.weight_decay, honest.held_out_top1) == (garbage.weight_decay, garbage.held_out_top1)
+    assert (honest.weight_decay, honest.held_out_top1) == (
+        garbage.weight_decay,
+        garbage.held_out_top1,
+    )
     assert garbage.top1 == pytest.approx(float((y[600:] == 0).double().mean()), abs=0.05)
 
 
@@ -63,8 +75,17 @@ def test_knn_on_exact_duplicates_is_perfect_and_mlp_learns():
 
 
 def test_deepcluster_pooling_sizes_for_alexnet():
-    maps = {"conv1": (96, 55), "conv2": (256, 27), "conv3": (384, 13), "conv4": (384, 13), "conv5": (256, 13)}
-    dims = {name: pool_conv_map(torch.zeros(1, c, s, s), name, "alexnet").shape[1] for name, (c, s) in maps.items()}
+    maps = {
+        "conv1": (96, 55),
+        "conv2": (256, 27),
+        "conv3": (384, 13),
+        "conv4": (384, 13),
+        "conv5": (256, 13),
+    }
+    dims = {
+        name: pool_conv_map(torch.zeros(1, c, s, s), name, "alexnet").shape[1]
+        for name, (c, s) in maps.items()
+    }
     assert dims == {"conv1": 9600, "conv2": 9216, "conv3": 9600, "conv4": 9600, "conv5": 9216}
     assert pool_conv_map(torch.zeros(1, 32, 32, 32), "conv1", "small").shape[1] == 32 * 16 * 16
 
@@ -83,7 +104,9 @@ def test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_bat
     data = load_dataset("digits", "test")
     model = initial_model(Config(widths=(8, 16), dim=8), data)
     generator = torch.Generator().manual_seed(0)
-    for module in model.modules():  # running statistics like a trained network's, not the 0 / 1 of a fresh one
+    for module in (
+        model.modules()
+    ):  # running statistics like a trained network's, not the 0 / 1 of a fresh one
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
@@ -100,13 +123,24 @@ def test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_bat
         assert torch.allclose(whole[layer], in_threes[layer], atol=1e-5), layer
         assert torch.allclose(whole[layer][5:6], alone[layer], atol=1e-5), layer
     after = model.state_dict()
-    assert all(torch.equal(after[key], value) for key, value in before.items()), "extraction changed the BatchNorm statistics"
+    assert all(torch.equal(after[key], value) for key, value in before.items()), (
+        "extraction changed the BatchNorm statistics"
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "run"
-    config = Config(widths=(8, 16), dim=16, epochs=2, batch_size=128, reassign_every=1, keep_every=1, out=str(out), progress=False)
+    config = Config(
+        widths=(8, 16),
+        dim=16,
+        epochs=2,
+        batch_size=128,
+        reassign_every=1,
+        keep_every=1,
+        out=str(out),
+        progress=False,
+    )
     return train(config)
 
 
@@ -116,7 +150,10 @@ FAST = EvalSettings(knn=(20,), mlp=True, mlp_hidden=32, probe_epochs=3, progress
 def test_evaluate_a_checkpoint_writes_every_protocol(tiny_run, tmp_path):
     checkpoint = tiny_run.run_dir / "checkpoints" / "epoch_0002.pt"
     results = evaluate(str(checkpoint), [], FAST, tmp_path / "eval")
-    assert (results["train_images"], results["test_images"]) == (1198, 599)  # fit on train, score on test
+    assert (results["train_images"], results["test_images"]) == (
+        1198,
+        599,
+    )  # fit on train, score on test
     assert set(results["protocols"]) == {"linear", "knn20", "mlp"}
     assert set(results["protocols"]["linear"]) == {"conv1", "conv2", "neck"}
     assert list(results["protocols"]["mlp"]) == ["conv2"]
@@ -126,15 +163,23 @@ def test_evaluate_a_checkpoint_writes_every_protocol(tiny_run, tmp_path):
 
 
 def test_evolution_reads_the_checkpoints_of_a_run(tiny_run, tmp_path):
-    rows = evolution(tiny_run.run_dir, EvalSettings(layers=["neck"], knn=(), mlp=False, progress=False), out=tmp_path)
+    rows = evolution(
+        tiny_run.run_dir,
+        EvalSettings(layers=["neck"], knn=(), mlp=False, progress=False),
+        out=tmp_path,
+    )
     assert [row["epoch"] for row in rows] == [0, 1, 2]
-    assert (tmp_path / "evolution.png").stat().st_size > 1000 and "| 2 |" in (tmp_path / "evolution.md").read_text()
+    assert (tmp_path / "evolution.png").stat().st_size > 1000 and "| 2 |" in (
+        tmp_path / "evolution.md"
+    ).read_text()
 
 
 def test_figures_are_written_with_the_expected_size(tiny_run, tmp_path):
     data = load_dataset("digits", "test")
     features = torch.randn(len(data), 8)
-    path = neighbours_figure({"a": (features, features)}, data.images, data.images, tmp_path / "n.png", queries=4, k=5)
+    path = neighbours_figure(
+        {"a": (features, features)}, data.images, data.images, tmp_path / "n.png", queries=4, k=5
+    )
     with Image.open(path) as image:
         assert image.size == (480, 340)  # figsize (6 x 0.8, 4 x 0.85) inches at 100 dpi
     with Image.open(filters_figure(tiny_run.model, tmp_path / "f.png")) as image:
@@ -151,11 +196,35 @@ def test_report_gathers_the_run(tiny_run):
 def test_cli_baselines_and_comparison(tiny_run, tmp_path, capsys):
     checkpoint = str(tiny_run.run_dir / "checkpoints" / "epoch_0002.pt")
     flags = ["--knn", "20", "--probe-epochs", "2", "--no-mlp", "--layers", "conv1,neck"]
-    assert main(["eval", "random-init", "widths=[8,16]", "dim=16", "--out", str(tmp_path / "r"), *flags]) == 0
+    assert (
+        main(
+            ["eval", "random-init", "widths=[8,16]", "dim=16", "--out", str(tmp_path / "r"), *flags]
+        )
+        == 0
+    )
     assert main(["eval", "raw-pixels", "--out", str(tmp_path / "p"), "--knn", "20"]) == 0
-    supervised = train(Config(widths=(8, 16), epochs=3, objective="supervised", out=str(tmp_path / "sup"), progress=False))
+    supervised = train(
+        Config(
+            widths=(8, 16),
+            epochs=3,
+            objective="supervised",
+            out=str(tmp_path / "sup"),
+            progress=False,
+        )
+    )
     sup_checkpoint = str(supervised.run_dir / "checkpoints" / "epoch_0003.pt")
-    code = main(["compare", checkpoint, "random-init", sup_checkpoint, "raw-pixels", "--out", str(tmp_path / "c"), *flags])
+    code = main(
+        [
+            "compare",
+            checkpoint,
+            "random-init",
+            sup_checkpoint,
+            "raw-pixels",
+            "--out",
+            str(tmp_path / "c"),
+            *flags,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "best linear" in out
     compared = json.loads((tmp_path / "c" / "compare.json").read_text())
@@ -165,8 +234,12 @@ def test_cli_baselines_and_comparison(tiny_run, tmp_path, capsys):
 def test_finetune_trains_a_copy_and_the_cli_reports_a_finetune_row(tiny_run, tmp_path):
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     before = {key: value.clone() for key, value in tiny_run.model.state_dict().items()}
-    assert finetune(tiny_run.model, train_set, test_set, 8, epochs=4, lr=0.1).top1 > 0.3  # chance is 0.1
-    assert all(torch.equal(tiny_run.model.state_dict()[key], value) for key, value in before.items()), "the pre-trained network was changed"
+    assert (
+        finetune(tiny_run.model, train_set, test_set, 8, epochs=4, lr=0.1).top1 > 0.3
+    )  # chance is 0.1
+    assert all(
+        torch.equal(tiny_run.model.state_dict()[key], value) for key, value in before.items()
+    ), "the pre-trained network was changed"
     checkpoint = str(tiny_run.run_dir / "checkpoints" / "epoch_0002.pt")
     flags = ["--finetune", "1", "--layers", "neck", "--knn", "", "--no-mlp", "--probe-epochs", "1"]
     assert main(["eval", checkpoint, "--out", str(tmp_path / "e"), *flags]) == 0
@@ -179,16 +252,26 @@ def test_finetune_does_not_depend_on_the_global_rng(tiny_run):
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     scores = []
     for seed in (0, 1):
-        torch.manual_seed(seed)  # whatever ran before (another evaluation, a model build) moved the global RNG
+        torch.manual_seed(
+            seed
+        )  # whatever ran before (another evaluation, a model build) moved the global RNG
         scores.append(finetune(tiny_run.model, train_set, test_set, 8, epochs=1).top1)
     assert scores[0] == scores[1]
 
 
 def test_gap_recovered_arithmetic():
     def res(model, objective, top1, **layers):
-        return {"model": model, "objective": objective, "protocols": {"linear": {"conv1": {"top1": top1, "held_out_top1": top1}, **layers}}}
+        return {
+            "model": model,
+            "objective": objective,
+            "protocols": {"linear": {"conv1": {"top1": top1, "held_out_top1": top1}, **layers}},
+        }
 
     # NAT's conv2 has the best test score but the worse held-out one: the layer is chosen on held-out training images.
     nat = res("a.pt", "nat", 0.6, conv2={"top1": 0.8, "held_out_top1": 0.4})
-    results = {"nat": nat, "rand": res("random-init", "nat", 0.5), "sup": res("b.pt", "supervised", 0.9)}
+    results = {
+        "nat": nat,
+        "rand": res("random-init", "nat", 0.5),
+        "sup": res("b.pt", "supervised", 0.9),
+    }
     assert gap_recovered(results) == {"nat": pytest.approx(0.25)}

@@ -12,8 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / name), *args], capture_output=True, text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_ablations_quick_runs_rows_and_resumes_from_cached_rows(tmp_path):
@@ -26,13 +35,17 @@ def test_ablations_quick_runs_rows_and_resumes_from_cached_rows(tmp_path):
     assert all(0.1 < results[row]["linear_conv3"] <= 1 for row in rows.split(","))
     assert (tmp_path / "ablations-quick" / "nat" / "ablation_eval.json").exists()
     again = run_script("cifar_ablations.py", "--quick", "--runs", str(tmp_path), "--rows", "nat")
-    assert again.returncode == 0 and "nat: conv2" in again.stdout  # served from the cached evaluation
+    assert (
+        again.returncode == 0 and "nat: conv2" in again.stdout
+    )  # served from the cached evaluation
     assert (ROOT / "docs" / "results.md").read_text() == docs
     assert not (ROOT / "experiments" / "results" / "cifar_ablations_quick.json").exists()
 
 
 def test_ablations_reject_unknown_rows(tmp_path):
-    done = run_script("cifar_ablations.py", "--quick", "--runs", str(tmp_path), "--rows", "nat,nat-typo")
+    done = run_script(
+        "cifar_ablations.py", "--quick", "--runs", str(tmp_path), "--rows", "nat,nat-typo"
+    )
     assert done.returncode != 0 and "unknown row(s) nat-typo" in done.stderr
 
 

@@ -20,7 +20,10 @@ RECORDED = json.loads(GOLDEN.read_text())
 def test_training_matches_the_recorded_fingerprint(name, tmp_path):
     got, want = fingerprint(RUNS[name], tmp_path / name), RECORDED["runs"][name]
     if machine() != RECORDED["machine"]:
-        assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(got["losses"], want["losses"], strict=True))
+        assert all(
+            math.isclose(a, b, rel_tol=1e-3)
+            for a, b in zip(got["losses"], want["losses"], strict=True)
+        )
         return
     for key in ("weights", "momentum", "assignment", "log"):
         assert got[key] == want[key], f"{name}: the {key} differ from the recorded run"

@@ -34,13 +34,17 @@ def test_nat_on_digits_lowers_the_loss_and_raises_the_cosine(tiny_config):
 def test_reassign_every_follows_the_official_schedule(tiny_config):
     history = train(dataclasses.replace(tiny_config, reassign_every=3)).history
     assert [row["reassigned"] > 0 for row in history] == [True, False, False, True]
-    never = train(dataclasses.replace(tiny_config, reassign_every=0, out=tiny_config.out + "-fixed")).history
+    never = train(
+        dataclasses.replace(tiny_config, reassign_every=0, out=tiny_config.out + "-fixed")
+    ).history
     assert all(row["reassigned"] == 0 for row in never)
 
 
 def test_resume_from_a_mid_run_checkpoint_matches_an_uninterrupted_run(tiny_config, tmp_path):
     # k > n with spare targets, so the assignment's own generator must be restored too.
-    config = dataclasses.replace(tiny_config, epochs=5, reassign_every=3, k=1250, spare_targets=8, keep_last=10)
+    config = dataclasses.replace(
+        tiny_config, epochs=5, reassign_every=3, k=1250, spare_targets=8, keep_last=10
+    )
     uninterrupted = train(config)
 
     interrupted = dataclasses.replace(config, out=str(tmp_path / "interrupted"))
@@ -53,7 +57,9 @@ def test_resume_from_a_mid_run_checkpoint_matches_an_uninterrupted_run(tiny_conf
     resumed = train(interrupted, resume=True)
     assert_same_run(resumed.run_dir, uninterrupted.run_dir)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4, 5]
-    assert [row["loss"] for row in resumed.history] == [row["loss"] for row in uninterrupted.history]
+    assert [row["loss"] for row in resumed.history] == [
+        row["loss"] for row in uninterrupted.history
+    ]
 
 
 def test_resume_refuses_a_different_config(tiny_config):
@@ -71,7 +77,11 @@ def test_an_existing_run_is_not_overwritten_by_accident(tiny_config):
 
 def test_checkpoints_are_pruned_and_loadable(tiny_config):
     result = train(dataclasses.replace(tiny_config, epochs=5, keep_last=2, keep_every=2))
-    assert [p.name for p in checkpoint_paths(result.run_dir)] == ["epoch_0002.pt", "epoch_0004.pt", "epoch_0005.pt"]
+    assert [p.name for p in checkpoint_paths(result.run_dir)] == [
+        "epoch_0002.pt",
+        "epoch_0004.pt",
+        "epoch_0005.pt",
+    ]
     model = load_model(checkpoint_paths(result.run_dir)[-1])
     images = torch.rand(3, 1, 8, 8)
     result.model.eval()
@@ -80,21 +90,38 @@ def test_checkpoints_are_pruned_and_loadable(tiny_config):
 
 def test_supervised_baseline_learns_the_labels(tiny_config):
     for loss in ("softmax", "square"):
-        config = dataclasses.replace(tiny_config, objective="supervised", loss=loss, epochs=12, lr=0.2, out=f"{tiny_config.out}-{loss}")
+        config = dataclasses.replace(
+            tiny_config,
+            objective="supervised",
+            loss=loss,
+            epochs=12,
+            lr=0.2,
+            out=f"{tiny_config.out}-{loss}",
+        )
         history = train(config).history
         assert history[-1]["train_accuracy"] > 0.6, loss  # chance is 0.1
 
 
 def test_discrete_targets_and_softmax_loss_train(tiny_config):
-    discrete = train(dataclasses.replace(tiny_config, targets="discrete", num_clusters=10, epochs=2))
+    discrete = train(
+        dataclasses.replace(tiny_config, targets="discrete", num_clusters=10, epochs=2)
+    )
     held = discrete.objective.targets[discrete.objective.assignment.image_to_target]
-    assert ((held == 1).sum(dim=1) == 1).all() and ((held == 0).sum(dim=1) == held.shape[1] - 1).all()  # exactly one 1 per row
-    assert held.argmax(dim=1).unique().tolist() == list(range(10))  # one-hot rows, 10 distinct ones shared by the images
+    assert ((held == 1).sum(dim=1) == 1).all() and (
+        (held == 0).sum(dim=1) == held.shape[1] - 1
+    ).all()  # exactly one 1 per row
+    assert held.argmax(dim=1).unique().tolist() == list(
+        range(10)
+    )  # one-hot rows, 10 distinct ones shared by the images
     assert discrete.history[-1]["loss"] < discrete.history[0]["loss"]
     assert discrete.history[-1]["cosine"] > discrete.history[0]["cosine"]
-    softmax = train(dataclasses.replace(tiny_config, loss="softmax", epochs=2, out=tiny_config.out + "-softmax"))
+    softmax = train(
+        dataclasses.replace(tiny_config, loss="softmax", epochs=2, out=tiny_config.out + "-softmax")
+    )
     assert softmax.history[-1]["loss"] < softmax.history[0]["loss"]
-    for row in softmax.history:  # the square loss of unit vectors would be 2 - 2 cos; the cross-entropy is not
+    for row in (
+        softmax.history
+    ):  # the square loss of unit vectors would be 2 - 2 cos; the cross-entropy is not
         assert abs(row["loss"] - (2 - 2 * row["cosine"])) > 0.5
 
 
@@ -106,7 +133,9 @@ def test_the_loss_is_taken_to_the_targets_held_after_the_reassignment(tiny_confi
     ids = torch.tensor([4, 1, 5, 0])
     before = objective.assignment[ids].clone()
     swapped = before[[1, 0, 3, 2]]
-    outputs = objective.targets[swapped].requires_grad_()  # each image looks exactly like a neighbour's target
+    outputs = objective.targets[
+        swapped
+    ].requires_grad_()  # each image looks exactly like a neighbour's target
     assert objective.reassigns(epoch=0) and objective.reassign(ids, outputs.detach()) == 1.0
     value, stats = objective.loss(ids, outputs)
     assert torch.equal(objective.assignment[ids], swapped)
@@ -115,7 +144,9 @@ def test_the_loss_is_taken_to_the_targets_held_after_the_reassignment(tiny_confi
         targets = objective.targets[target_ids]
         if loss == "square":
             return float(square_loss(outputs.detach(), targets))
-        return float(softmax_loss(outputs.detach(), targets, torch.arange(len(ids)), tiny_config.temperature))
+        return float(
+            softmax_loss(outputs.detach(), targets, torch.arange(len(ids)), tiny_config.temperature)
+        )
 
     assert float(value.detach()) == pytest.approx(loss_to(swapped), abs=1e-6)
     assert abs(float(value.detach()) - loss_to(before)) > 0.5
@@ -135,29 +166,42 @@ def test_square_loss_logged_is_two_minus_two_cosine(tiny_config):
     [
         ("constant", [0.1] * 10),
         ("cosine", [0.05 * (1 + math.cos(math.pi * epoch / 10)) for epoch in range(10)]),
-        ("step", [0.1] * 5 + [0.01] * 3 + [0.001] * 2),  # x0.1 from 50% and again from 75% of the epochs
+        (
+            "step",
+            [0.1] * 5 + [0.01] * 3 + [0.001] * 2,
+        ),  # x0.1 from 50% and again from 75% of the epochs
     ],
 )
 def test_learning_rate_schedules(schedule, expected):
     config = Config(lr=0.1, epochs=10, lr_schedule=schedule)
-    assert [learning_rate(config, epoch) for epoch in range(10)] == pytest.approx(expected, abs=1e-12)
+    assert [learning_rate(config, epoch) for epoch in range(10)] == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 def test_warmup_ramps_linearly_then_the_schedule_runs_over_the_remaining_epochs():
     cosine = Config(lr=0.1, epochs=10, warmup_epochs=2, lr_schedule="cosine")
     got = [learning_rate(cosine, epoch) for epoch in range(10)]
-    assert got[:3] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1], abs=1e-12)  # (e + 1) / (warmup + 1), then the full lr
+    assert got[:3] == pytest.approx(
+        [0.1 / 3, 0.2 / 3, 0.1], abs=1e-12
+    )  # (e + 1) / (warmup + 1), then the full lr
     assert got[6] == pytest.approx(0.05, abs=1e-12)  # half-way through the 8 epochs after warm-up
     assert got[9] == pytest.approx(0.05 * (1 + math.cos(math.pi * 7 / 8)), abs=1e-12)
     constant = Config(lr=0.1, epochs=10, warmup_epochs=2, lr_schedule="constant")
-    assert [learning_rate(constant, epoch) for epoch in range(4)] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1], abs=1e-12)
+    assert [learning_rate(constant, epoch) for epoch in range(4)] == pytest.approx(
+        [0.1 / 3, 0.2 / 3, 0.1, 0.1], abs=1e-12
+    )
 
 
 def test_a_run_sets_and_logs_the_learning_rate_of_every_epoch(tiny_config):
-    config = dataclasses.replace(tiny_config, epochs=3, warmup_epochs=1, lr=0.2, lr_schedule="step", subset=256)
+    config = dataclasses.replace(
+        tiny_config, epochs=3, warmup_epochs=1, lr=0.2, lr_schedule="step", subset=256
+    )
     result = train(config)
     assert [row["lr"] for row in result.history] == pytest.approx([0.1, 0.2, 0.02], abs=1e-12)
-    assert load_checkpoint(checkpoint_paths(result.run_dir)[-1])["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.02, abs=1e-12)
+    assert load_checkpoint(checkpoint_paths(result.run_dir)[-1])["optimizer"]["param_groups"][0][
+        "lr"
+    ] == pytest.approx(0.02, abs=1e-12)
 
 
 def _class_folder(root: Path, per_class: int = 20) -> Path:
@@ -166,21 +210,36 @@ def _class_folder(root: Path, per_class: int = 20) -> Path:
     digits = load_dataset("digits", "train")
     for label in range(3):
         images = digits.images[digits.labels == label]
-        for split, part in (("train", images[:per_class]), ("test", images[per_class : per_class + 5])):
+        for split, part in (
+            ("train", images[:per_class]),
+            ("test", images[per_class : per_class + 5]),
+        ):
             folder = root / split / str(label)
             folder.mkdir(parents=True)
             for index, image in enumerate(part):
                 Image.fromarray(image[0].numpy(), "L").save(folder / f"{index:02d}.png")
-    (root / "train" / "1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this JPEG was cut off by a failed copy")
+    (root / "train" / "1" / "broken.jpg").write_bytes(
+        b"\xff\xd8\xff\xe0 this JPEG was cut off by a failed copy"
+    )
     return root
 
 
-def test_stream_mode_trains_on_a_folder_and_skips_a_corrupt_image_with_one_warning(tiny_config, tmp_path):
+def test_stream_mode_trains_on_a_folder_and_skips_a_corrupt_image_with_one_warning(
+    tiny_config, tmp_path
+):
     folder = _class_folder(tmp_path / "images")
     config = dataclasses.replace(
-        tiny_config, data=str(folder), data_mode="stream", on_bad_image="skip", workers=1, cache=False,
-        widths=(8, 8), dim=8, batch_size=16, epochs=2,
-    )  # fmt: skip
+        tiny_config,
+        data=str(folder),
+        data_mode="stream",
+        on_bad_image="skip",
+        workers=1,
+        cache=False,
+        widths=(8, 8),
+        dim=8,
+        batch_size=16,
+        epochs=2,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = train(config)
@@ -188,11 +247,19 @@ def test_stream_mode_trains_on_a_folder_and_skips_a_corrupt_image_with_one_warni
     assert len(skipped) == 1 and "broken.jpg" in skipped[0], skipped  # one warning, for both epochs
     assert len(result.history) == 2 and all(math.isfinite(row["loss"]) for row in result.history)
     files = pretraining_data(config).listing.files
-    assert len(result.objective.assignment) == len(files) == 61  # the bad file keeps an id, but is never trained on:
+    assert (
+        len(result.objective.assignment) == len(files) == 61
+    )  # the bad file keeps an id, but is never trained on:
     broken = torch.tensor([i for i, path in enumerate(files) if path.name == "broken.jpg"])
-    assert torch.equal(result.objective.assignment[broken], NoiseAsTargets(config, 61).assignment[broken])  # its initial target
+    assert torch.equal(
+        result.objective.assignment[broken], NoiseAsTargets(config, 61).assignment[broken]
+    )  # its initial target
 
 
 def test_a_diverging_run_stops_with_a_clear_error(tiny_config):
     with pytest.raises(NatlearnError, match="epoch 1, step"):
-        train(dataclasses.replace(tiny_config, lr=1e38, momentum=0.0, weight_decay=0.0, loss_reduction="sum", epochs=2))
+        train(
+            dataclasses.replace(
+                tiny_config, lr=1e38, momentum=0.0, weight_decay=0.0, loss_reduction="sum", epochs=2
+            )
+        )

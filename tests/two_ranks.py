@@ -21,7 +21,9 @@ def global_reassignment() -> None:
     config = Config(dim=8, k=80, spare_targets=6, assign_block=16, seed=3, batch_size=36)
     n, batch = 64, 36
     ids = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:batch]
-    outputs = torch.nn.functional.normalize(torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    outputs = torch.nn.functional.normalize(
+        torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1
+    )
     reference = NoiseAsTargets(config, n)  # one process, whole batch
     expected_changed = reference.reassign(ids, outputs)
     distributed = NoiseAsTargets(config, n, ranks)
@@ -50,7 +52,9 @@ def one_rank_solves() -> None:
     config = Config(dim=8, k=70, spare_targets=4, assign_block=10, seed=5, batch_size=20)
     n, batch = 64, 20
     ids = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:batch]
-    outputs = torch.nn.functional.normalize(torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    outputs = torch.nn.functional.normalize(
+        torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1
+    )
     distributed = NoiseAsTargets(config, n, ranks)
     mine = ranks.shard(torch.arange(batch))
     for _ in range(3):
@@ -67,14 +71,19 @@ def ranks_disagree() -> None:
     try:
         objective.check()
     except NatlearnError as error:
-        assert "ranks disagree on the image -> target assignment (ranks [1] differ from rank 0)" in str(error), str(error)
+        assert (
+            "ranks disagree on the image -> target assignment (ranks [1] differ from rank 0)"
+            in str(error)
+        ), str(error)
         return
     raise AssertionError("no error although the ranks' assignments differ")
 
 
 def gathers_uneven_shards() -> None:
     ranks = init_ranks("cpu")
-    rows = torch.arange(5 + ranks.rank, dtype=torch.float64)[:, None].expand(-1, 3) + 100 * ranks.rank
+    rows = (
+        torch.arange(5 + ranks.rank, dtype=torch.float64)[:, None].expand(-1, 3) + 100 * ranks.rank
+    )
     gathered = ranks.gather(rows)
     assert gathered.shape == (11, 3) and gathered[5, 0] == 100 and gathered[-1, 0] == 105
     assert torch.equal(ranks.my_rows(gathered, torch.tensor([5, 6])), rows)
@@ -82,9 +91,11 @@ def gathers_uneven_shards() -> None:
 
 if __name__ == "__main__":
     scenarios = {
-        "global_reassignment": global_reassignment, "one_rank_solves": one_rank_solves, "ranks_disagree": ranks_disagree,
+        "global_reassignment": global_reassignment,
+        "one_rank_solves": one_rank_solves,
+        "ranks_disagree": ranks_disagree,
         "gathers_uneven_shards": gathers_uneven_shards,
-    }  # fmt: skip
+    }
     scenarios[sys.argv[1]]()
     # Leave together: a rank that exits while the other still tears down gloo can abort ("terminate called ...").
     dist.barrier()

@@ -14,7 +14,16 @@ from natlearn.targets import NoiseTargets
 from natlearn.train import TrainResult, train
 
 __all__ = [
-    "Assignment", "Config", "NatlearnError", "NoiseTargets", "ReassignResult", "TrainResult",
-    "apply_overrides", "load_preset", "softmax_loss", "square_loss", "train",
-]  # fmt: skip
+    "Assignment",
+    "Config",
+    "NatlearnError",
+    "NoiseTargets",
+    "ReassignResult",
+    "TrainResult",
+    "apply_overrides",
+    "load_preset",
+    "softmax_loss",
+    "square_loss",
+    "train",
+]
 __version__ = "0.1.0"

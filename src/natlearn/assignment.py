@@ -58,7 +58,9 @@ class Assignment:
         if k < n:
             raise ValueError(f"NAT needs at least one target per image: k={k} < n={n}; set k >= n")
         if spare_per_batch < 0 or spare_per_batch > k - n:
-            raise ValueError(f"spare_per_batch={spare_per_batch} must lie in [0, k - n] = [0, {k - n}]")
+            raise ValueError(
+                f"spare_per_batch={spare_per_batch} must lie in [0, k - n] = [0, {k - n}]"
+            )
         self.n, self.k, self.spare_per_batch = n, k, spare_per_batch
         self.generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(k, generator=self.generator)
@@ -73,7 +75,9 @@ class Assignment:
         image_ids = torch.as_tensor(image_ids)
         return self.image_to_target[image_ids.cpu()].to(image_ids.device)
 
-    def reassign(self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets) -> ReassignResult:
+    def reassign(
+        self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets
+    ) -> ReassignResult:
         """Re-solve the batch's assignment: image ``image_ids[a]`` takes the candidate target closest
         to ``outputs[a]`` under the one-to-one constraint (Hungarian method, scipy).
 
@@ -87,7 +91,12 @@ class Assignment:
         """
         ids, current, candidates, spare_slots = self._propose(image_ids)
         candidate_vectors = targets[candidates.to(outputs.device)]
-        similarity = (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T).double().cpu().numpy()
+        similarity = (
+            (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T)
+            .double()
+            .cpu()
+            .numpy()
+        )
         rows, cols = linear_sum_assignment(similarity, maximize=True)
         chosen = torch.from_numpy(cols.astype(np.int64))
         changed = self._settle(ids, current, candidates, spare_slots, chosen)
@@ -105,19 +114,30 @@ class Assignment:
         of the batch whose target changed. Ranks that replay the solver rank's choices hold the same
         assignment by construction, whatever their GPUs' arithmetic."""
         ids, current, candidates, spare_slots = self._propose(image_ids)
-        return self._settle(ids, current, candidates, spare_slots, torch.as_tensor(chosen).cpu().to(torch.int64))
+        return self._settle(
+            ids, current, candidates, spare_slots, torch.as_tensor(chosen).cpu().to(torch.int64)
+        )
 
-    def _propose(self, image_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _propose(
+        self, image_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(ids, the targets they hold, the candidate targets, the spare slots drawn): the batch's problem."""
         ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
         current = self.image_to_target[ids]
         m = self.spare_per_batch
-        spare_slots = torch.randperm(self.spare.numel(), generator=self.generator)[:m] if m else None
+        spare_slots = (
+            torch.randperm(self.spare.numel(), generator=self.generator)[:m] if m else None
+        )
         candidates = torch.cat([current, self.spare[spare_slots]]) if m else current
         return ids, current, candidates, spare_slots
 
     def _settle(
-        self, ids: torch.Tensor, current: torch.Tensor, candidates: torch.Tensor, spare_slots: torch.Tensor | None, chosen: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        current: torch.Tensor,
+        candidates: torch.Tensor,
+        spare_slots: torch.Tensor | None,
+        chosen: torch.Tensor,
     ) -> float:
         """Image ``ids[a]`` takes ``candidates[chosen[a]]``; the unchosen candidates become spare."""
         new = candidates[chosen]
@@ -134,9 +154,13 @@ class Assignment:
         if self.spare_per_batch == 0:
             ok = torch.equal(torch.sort(old).values, torch.sort(new).values)
         else:
-            ok = torch.unique(new).numel() == new.numel() and bool(torch.isin(new, candidates).all())
+            ok = torch.unique(new).numel() == new.numel() and bool(
+                torch.isin(new, candidates).all()
+            )
         if not ok:
-            raise RuntimeError("assignment invariant broken: the batch re-assignment is not one-to-one")
+            raise RuntimeError(
+                "assignment invariant broken: the batch re-assignment is not one-to-one"
+            )
 
     def check(self) -> None:
         """Full O(k) invariant: image_to_target and spare together hold every target id exactly once."""
@@ -160,7 +184,9 @@ class Assignment:
 
     def load_state_dict(self, state: dict) -> None:
         if (state["n"], state["k"]) != (self.n, self.k):
-            raise ValueError(f"assignment state is for n={state['n']}, k={state['k']}; this one has n={self.n}, k={self.k}")
+            raise ValueError(
+                f"assignment state is for n={state['n']}, k={state['k']}; this one has n={self.n}, k={self.k}"
+            )
         self.spare_per_batch = state["spare_per_batch"]
         self.image_to_target = state["image_to_target"].clone().to(torch.int64)
         self.spare = state["spare"].clone().to(torch.int64)
@@ -169,4 +195,6 @@ class Assignment:
 
     def nbytes(self) -> int:
         """Bytes of state: 8 per target id (n assigned + k - n spare)."""
-        return self.image_to_target.element_size() * (self.image_to_target.numel() + self.spare.numel())
+        return self.image_to_target.element_size() * (
+            self.image_to_target.numel() + self.spare.numel()
+        )

@@ -22,9 +22,20 @@ from natlearn.files import atomic_write
 from natlearn.models import Network, build_model
 
 __all__ = [
-    "FORMAT", "RunFolder", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_paths", "prune_checkpoints",
-    "remove_checkpoint", "rng_state", "set_rng_state", "load_model", "network_from_state", "export_backbone",
-]  # fmt: skip
+    "FORMAT",
+    "RunFolder",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "checkpoint_paths",
+    "prune_checkpoints",
+    "remove_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "load_model",
+    "network_from_state",
+    "export_backbone",
+]
 
 FORMAT = "natlearn-checkpoint-v1"
 _NAME = re.compile(r"epoch_(\d+)\.pt$")

@@ -278,9 +278,17 @@ class Config:
 
         split = self._train_split() if split == "pretrain" else split
         return load_dataset(
-            self.data, split, self.data_root, self.image_size, self.download, self.on_bad_image, self.cache, self.data_mode,
-            seed=self.split_seed, test_fraction=self.test_fraction,
-        )  # fmt: skip
+            self.data,
+            split,
+            self.data_root,
+            self.image_size,
+            self.download,
+            self.on_bad_image,
+            self.cache,
+            self.data_mode,
+            seed=self.split_seed,
+            test_fraction=self.test_fraction,
+        )
 
     def _loss(self) -> Literal["square", "softmax"]:
         if self.loss != "auto":
@@ -343,10 +351,27 @@ def choices(name: str) -> tuple[str, ...]:
 
 
 _AT_LEAST = {
-    "image_size": 0, "crop_size": 0, "crop_padding": 0, "workers": 0, "dim": 1, "k": 1, "num_clusters": 1, "reassign_every": 0,
-    "spare_targets": 0, "assign_block": 0, "subset": 0, "epochs": 1, "batch_size": 2, "weight_decay": 0.0, "warmup_epochs": 0,
-    "seed": 0, "split_seed": 0, "keep_last": 1, "keep_every": 0, "checkpoint_every_steps": 0,
-}  # fmt: skip
+    "image_size": 0,
+    "crop_size": 0,
+    "crop_padding": 0,
+    "workers": 0,
+    "dim": 1,
+    "k": 1,
+    "num_clusters": 1,
+    "reassign_every": 0,
+    "spare_targets": 0,
+    "assign_block": 0,
+    "subset": 0,
+    "epochs": 1,
+    "batch_size": 2,
+    "weight_decay": 0.0,
+    "warmup_epochs": 0,
+    "seed": 0,
+    "split_seed": 0,
+    "keep_last": 1,
+    "keep_every": 0,
+    "checkpoint_every_steps": 0,
+}
 
 FIELD_TYPES = typing.get_type_hints(Config)  # name -> type, Locked[...] stripped
 RESUME_LOCKED = tuple(

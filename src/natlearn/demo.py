@@ -29,14 +29,30 @@ REPRESENTATION = "neck"  # the penultimate features: what NAT trains and what a 
 ROWS = ("nat", "random_init", "raw_pixels", "supervised")
 
 
-def _score(train_features: dict[str, torch.Tensor], test_features: dict[str, torch.Tensor], train_set: ImageDataset, test_set: ImageDataset) -> dict:
-    probes = {name: linear_probe(train_features[name], train_set.labels, test_features[name], test_set.labels) for name in train_features}
+def _score(
+    train_features: dict[str, torch.Tensor],
+    test_features: dict[str, torch.Tensor],
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+) -> dict:
+    probes = {
+        name: linear_probe(
+            train_features[name], train_set.labels, test_features[name], test_set.labels
+        )
+        for name in train_features
+    }
     headline = REPRESENTATION if REPRESENTATION in probes else next(iter(probes))
     # The best layer is chosen on held-out training images (cross-validation), never on the test split.
     best_layer = max(probes, key=lambda name: probes[name].held_out_top1)
     return {
         "linear_probe_top1": probes[headline].top1,
-        "knn_top1": knn_classify(train_features[headline], train_set.labels, test_features[headline], test_set.labels, k=20).top1,
+        "knn_top1": knn_classify(
+            train_features[headline],
+            train_set.labels,
+            test_features[headline],
+            test_set.labels,
+            k=20,
+        ).top1,
         "feature_dims": int(train_features[headline].shape[1]),
         "best_layer": best_layer,
         "best_layer_top1": probes[best_layer].top1,
@@ -54,10 +70,14 @@ def _probe_description(solver: str) -> str:
     return f"multinomial logistic regression on standardised features ({how}); best layer chosen by the same held-out score"
 
 
-def _network_features(model: Network, train_set: ImageDataset, test_set: ImageDataset, size: int, config: Config) -> tuple[dict, dict]:
+def _network_features(
+    model: Network, train_set: ImageDataset, test_set: ImageDataset, size: int, config: Config
+) -> tuple[dict, dict]:
     layers = [*model.conv_names, "neck"]
     view = {"crop": config.crop, "scale": config.crop_scale}
-    return extract_features(model, train_set.images, layers, size, **view), extract_features(model, test_set.images, layers, size, **view)
+    return extract_features(model, train_set.images, layers, size, **view), extract_features(
+        model, test_set.images, layers, size, **view
+    )
 
 
 def format_table(results: dict) -> str:
@@ -76,7 +96,11 @@ def format_table(results: dict) -> str:
     return table(header, cells)
 
 
-def run_demo(out: str | Path = "runs/demo", config: Config | None = None, supervised_epochs: int | None = None) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo",
+    config: Config | None = None,
+    supervised_epochs: int | None = None,
+) -> dict:
     """Train NAT and a supervised baseline on digits, probe four kinds of features, write the results.
 
     Args:
@@ -90,7 +114,10 @@ def run_demo(out: str | Path = "runs/demo", config: Config | None = None, superv
     out = Path(out)
     config = dataclasses.replace(config or load_preset("digits"), out=str(out / "nat"))
     supervised_config = dataclasses.replace(
-        config, objective="supervised", out=str(out / "supervised"), epochs=supervised_epochs or max(1, config.epochs // 2)
+        config,
+        objective="supervised",
+        out=str(out / "supervised"),
+        epochs=supervised_epochs or max(1, config.epochs // 2),
     )
     train_set, test_set = config.load_data("train"), config.load_data("test")
     size = config.resolve(train_set.image_size).crop_size
@@ -103,11 +130,18 @@ def run_demo(out: str | Path = "runs/demo", config: Config | None = None, superv
         "nat": _network_features(nat_run.model, train_set, test_set, size, config),
         "random_init": _network_features(random_model, train_set, test_set, size, config),
         "supervised": _network_features(supervised_run.model, train_set, test_set, size, config),
-        "raw_pixels": ({"pixels": train_set.images.flatten(1).float()}, {"pixels": test_set.images.flatten(1).float()}),
+        "raw_pixels": (
+            {"pixels": train_set.images.flatten(1).float()},
+            {"pixels": test_set.images.flatten(1).float()},
+        ),
     }
     results: dict = {name: _score(*features[name], train_set, test_set) for name in ROWS}
     gap = results["supervised"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]
-    results["gap_recovered"] = (results["nat"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]) / gap if gap > 0 else None
+    results["gap_recovered"] = (
+        (results["nat"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]) / gap
+        if gap > 0
+        else None
+    )
     results["setup"] = {
         "data": f"{config.data}: {len(train_set)} train / {len(test_set)} test images (fixed stratified split)",
         "representation": "penultimate features (global-average-pooled last conv block); per-layer probes in per_layer_top1",
@@ -117,8 +151,17 @@ def run_demo(out: str | Path = "runs/demo", config: Config | None = None, superv
         "supervised_epochs": supervised_config.epochs,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    training_curves({"NAT (square loss)": nat_run.history, "supervised (cross-entropy)": supervised_run.history}, out / "loss_curve.png")
-    panels = {name: (features[name][0][REPRESENTATION], features[name][1][REPRESENTATION]) for name in ("nat", "random_init")}
+    training_curves(
+        {
+            "NAT (square loss)": nat_run.history,
+            "supervised (cross-entropy)": supervised_run.history,
+        },
+        out / "loss_curve.png",
+    )
+    panels = {
+        name: (features[name][0][REPRESENTATION], features[name][1][REPRESENTATION])
+        for name in ("nat", "random_init")
+    }
     neighbours_figure(panels, train_set.images, test_set.images, out / "neighbours.png")
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
     atomic_write(out / "results.md", lambda tmp: tmp.write_text(format_table(results) + "\n"))

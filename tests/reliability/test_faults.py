@@ -24,14 +24,26 @@ from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 RUN = [
-    "data=digits", "widths=[8,16]", "dim=16", "batch_size=128", "epochs=4", "reassign_every=3", "k=1250",
-    "spare_targets=8", "checkpoint_every_steps=4", "keep_last=10", "flip=true", "progress=false",
-]  # fmt: skip
+    "data=digits",
+    "widths=[8,16]",
+    "dim=16",
+    "batch_size=128",
+    "epochs=4",
+    "reassign_every=3",
+    "k=1250",
+    "spare_targets=8",
+    "checkpoint_every_steps=4",
+    "keep_last=10",
+    "flip=true",
+    "progress=false",
+]
 
 
 def _natlearn(args, fault=None):
     env = {**os.environ, "NATLEARN_FAULT": fault or ""}
-    return subprocess.run([sys.executable, "-m", "natlearn", *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "natlearn", *args], capture_output=True, text=True, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +107,10 @@ def test_damaged_newest_checkpoint_is_detected_and_the_previous_used(tmp_path, r
     damaged.write_bytes(bytes(data))
     resumed = _natlearn(["train", *RUN, f"out={out}", "--resume"])
     assert resumed.returncode == 0, resumed.stderr
-    assert "epoch_0004.pt fails its checksum" in resumed.stderr and "using the previous one" in resumed.stderr
+    assert (
+        "epoch_0004.pt fails its checksum" in resumed.stderr
+        and "using the previous one" in resumed.stderr
+    )
     _assert_identical(out, reference)
 
 
@@ -131,7 +146,12 @@ sys.exit(main(sys.argv[1:]))
 
 def _recorded_train(args: list[str], record: Path, fault: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "NATLEARN_FAULT": fault, "NATLEARN_RECORD": str(record)}
-    return subprocess.run([sys.executable, "-c", _RECORDING_TRAIN, "train", *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", _RECORDING_TRAIN, "train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def test_resumed_targets_equal_the_ones_before_the_kill(tmp_path):
@@ -144,7 +164,9 @@ def test_resumed_targets_equal_the_ones_before_the_kill(tmp_path):
     assert killed.returncode == -9, killed.stderr
     resumed = _recorded_train([*RUN, f"out={out}", "--resume"], tmp_path / "resumed.pt")
     assert resumed.returncode == 0, resumed.stderr
-    before, after = (torch.load(tmp_path / name, weights_only=True) for name in ("killed.pt", "resumed.pt"))
+    before, after = (
+        torch.load(tmp_path / name, weights_only=True) for name in ("killed.pt", "resumed.pt")
+    )
     assert before["pid"] != after["pid"], "the kill and the resume ran in one process"
     assert before["targets"].shape == (1250, 16)
     assert torch.equal(before["targets"], after["targets"])
@@ -166,8 +188,12 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, monkeypatch):
         return real_write(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", full_disk)
-    config = apply_overrides(Config(), [*RUN, f"out={tmp_path / 'run'}", "checkpoint_every_steps=0"])
-    with pytest.raises(NatlearnError, match=r"cannot write checkpoint .*epoch_0002.pt: No space left on device"):
+    config = apply_overrides(
+        Config(), [*RUN, f"out={tmp_path / 'run'}", "checkpoint_every_steps=0"]
+    )
+    with pytest.raises(
+        NatlearnError, match=r"cannot write checkpoint .*epoch_0002.pt: No space left on device"
+    ):
         train(config)
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert "epoch_0002.pt" not in names and not [n for n in names if n.endswith(".tmp")]
@@ -201,11 +227,15 @@ def test_nonfinite_batch_stops_or_is_skipped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Augmentation, "__call__", poisoned)
     config = apply_overrides(Config(), [*RUN, f"out={tmp_path / 'stop'}", "epochs=2"])
-    with pytest.raises(NatlearnError, match="non-finite outputs .* epoch 1, step 3; no checkpoint written yet"):
+    with pytest.raises(
+        NatlearnError, match="non-finite outputs .* epoch 1, step 3; no checkpoint written yet"
+    ):
         train(config)
     calls["n"] = 0
     with pytest.warns(UserWarning, match="skipping batch 3 of epoch 1"):
-        result = train(apply_overrides(config, {"out": str(tmp_path / "skip"), "on_nonfinite": "skip"}))
+        result = train(
+            apply_overrides(config, {"out": str(tmp_path / "skip"), "on_nonfinite": "skip"})
+        )
     assert [row["skipped_batches"] for row in result.history] == [1, 0]
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     # BatchNorm folded the NaN batch into its running statistics before the outputs could be checked: restored.
@@ -239,11 +269,15 @@ def test_exported_backbone_loads_without_natlearn(tmp_path):
             return nn.functional.conv2d(gray, self.sobel, padding=1)
 
     def block(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+        )
 
     plain_model = nn.Module()
     plain_model.input = Input()
-    plain_model.convs = nn.Sequential(OrderedDict(conv1=block(2, 8), pool1=nn.MaxPool2d(2), conv2=block(8, 16)))
+    plain_model.convs = nn.Sequential(
+        OrderedDict(conv1=block(2, 8), pool1=nn.MaxPool2d(2), conv2=block(8, 16))
+    )
     for state in (plain, safe):
         plain_model.load_state_dict(state, strict=True)
         plain_model.eval()

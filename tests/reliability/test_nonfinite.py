@@ -12,7 +12,15 @@ from natlearn.objectives import NoiseAsTargets
 from natlearn.presets import apply_overrides
 from natlearn.train import train
 
-RUN = ["data=digits", "widths=[8,16]", "dim=16", "subset=512", "batch_size=128", "epochs=1", "progress=false"]
+RUN = [
+    "data=digits",
+    "widths=[8,16]",
+    "dim=16",
+    "subset=512",
+    "batch_size=128",
+    "epochs=1",
+    "progress=false",
+]
 
 
 def _config(tmp_path, *extra: str) -> Config:
@@ -69,13 +77,17 @@ def test_nan_batchnorm_statistics_stop_the_run(tmp_path, monkeypatch):
 
     def nan_statistics(self, x):
         out = real_forward(self, x)
-        self.running_var.data.fill_(float("nan"))  # .data: behind autograd's back, as a silent corruption would be
+        self.running_var.data.fill_(
+            float("nan")
+        )  # .data: behind autograd's back, as a silent corruption would be
         return out
 
     monkeypatch.setattr(torch.nn.BatchNorm2d, "forward", nan_statistics)
     with pytest.raises(NatlearnError, match="non-finite weights or BatchNorm statistics"):
         train(_config(tmp_path))
-    assert not list((tmp_path / "run" / "checkpoints").glob("epoch_*.pt")), "no checkpoint of a broken model"
+    assert not list((tmp_path / "run" / "checkpoints").glob("epoch_*.pt")), (
+        "no checkpoint of a broken model"
+    )
 
 
 def test_skipping_stops_once_the_weights_are_nan(tmp_path, monkeypatch):

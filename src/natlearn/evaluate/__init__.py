@@ -12,14 +12,33 @@ from natlearn.data import require_labels
 from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
-from natlearn.evaluate.transfer import EvalSettings, evaluate_network, evaluate_pixels, finetune, format_eval, write_eval
+from natlearn.evaluate.transfer import (
+    EvalSettings,
+    evaluate_network,
+    evaluate_pixels,
+    finetune,
+    format_eval,
+    write_eval,
+)
 from natlearn.models import initial_model
 from natlearn.presets import apply_overrides
 
 __all__ = [
-    "EvalSettings", "ProbeResult", "evaluate", "evaluate_network", "evaluate_pixels", "extract_features", "finetune",
-    "format_eval", "knn_classify", "labelled_splits", "linear_probe", "mlp_probe", "pool_conv_map", "write_eval",
-]  # fmt: skip
+    "EvalSettings",
+    "ProbeResult",
+    "evaluate",
+    "evaluate_network",
+    "evaluate_pixels",
+    "extract_features",
+    "finetune",
+    "format_eval",
+    "knn_classify",
+    "labelled_splits",
+    "linear_probe",
+    "mlp_probe",
+    "pool_conv_map",
+    "write_eval",
+]
 
 RANDOM_INIT, RAW_PIXELS = "random-init", "raw-pixels"
 
@@ -38,7 +57,13 @@ def _view(settings: EvalSettings, crop_size: int) -> str:
     return f"centre {crop_size}x{crop_size} crops"
 
 
-def evaluate(source: str, overrides: list[str], settings: EvalSettings, out: str | Path | None = None, base: Config | None = None) -> dict:
+def evaluate(
+    source: str,
+    overrides: list[str],
+    settings: EvalSettings,
+    out: str | Path | None = None,
+    base: Config | None = None,
+) -> dict:
     """Evaluate a checkpoint, ``random-init`` or ``raw-pixels`` and write ``out/eval.json`` + ``eval.md``.
 
     Args:

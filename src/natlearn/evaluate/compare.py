@@ -21,14 +21,19 @@ def best_linear(results: dict) -> tuple[str, float] | None:
         return None
     missing = [name for name, row in table.items() if "held_out_top1" not in row]
     if missing:
-        raise ValueError(f"linear probe of {', '.join(missing)} has no held-out score to choose a layer by; re-run the evaluation")
+        raise ValueError(
+            f"linear probe of {', '.join(missing)} has no held-out score to choose a layer by; re-run the evaluation"
+        )
     layer = max(table, key=lambda name: table[name]["held_out_top1"])
     return layer, table[layer]["top1"]
 
 
 def gap_recovered(all_results: dict[str, dict]) -> dict[str, float]:
     """For each NAT evaluation: (best linear - random init's) / (supervised's - random init's)."""
-    by_kind = {res["objective"] if res["model"] != "random-init" else "random": res for res in all_results.values()}
+    by_kind = {
+        res["objective"] if res["model"] != "random-init" else "random": res
+        for res in all_results.values()
+    }
     if not {"random", "supervised"} <= by_kind.keys():
         return {}
     low, high = best_linear(by_kind["random"]), best_linear(by_kind["supervised"])
@@ -58,18 +63,25 @@ def compare_table(all_results: dict[str, dict], out: Path | None = None) -> str:
     lines = [markdown.table(["protocol, layer", *names], cells)]
     gaps = gap_recovered(all_results)
     splits = {res.get("test_split") for res in all_results.values()}
-    if len(splits) > 1:  # e.g. checkpoints trained with another split_seed or test_fraction on one folder
+    if (
+        len(splits) > 1
+    ):  # e.g. checkpoints trained with another split_seed or test_fraction on one folder
         lines.append("")
-        lines.append("**Warning: these sources were scored on different test splits, so their columns are not comparable:** " + "; ".join(
-            f"{name}: {res.get('test_split')}" for name, res in all_results.items()
-        ))
+        lines.append(
+            "**Warning: these sources were scored on different test splits, so their columns are not comparable:** "
+            + "; ".join(f"{name}: {res.get('test_split')}" for name, res in all_results.items())
+        )
     text = "\n".join(lines)
     if gaps:
-        text += "\n\nFraction of the random-init -> supervised gap (best linear probe, layers chosen on held-out train) recovered: " + ", ".join(
-            f"{name} {gap:.0%}" for name, gap in gaps.items()
+        text += (
+            "\n\nFraction of the random-init -> supervised gap (best linear probe, layers chosen on held-out train) recovered: "
+            + ", ".join(f"{name} {gap:.0%}" for name, gap in gaps.items())
         )
     if out is not None:
         payload = {"results": all_results, "gap_recovered": gaps}
-        atomic_write(Path(out) / "compare.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+        atomic_write(
+            Path(out) / "compare.json",
+            lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"),
+        )
         atomic_write(Path(out) / "compare.md", lambda tmp: tmp.write_text(text + "\n"))
     return text

@@ -19,7 +19,12 @@ from natlearn.models import initial_model
 __all__ = ["evolution"]
 
 
-def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] | None = None, out: str | Path | None = None) -> list[dict]:
+def evolution(
+    run_dir: str | Path,
+    settings: EvalSettings,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+) -> list[dict]:
     """Evaluate the random initialisation (epoch 0) and every kept checkpoint of ``run_dir``.
 
     Keep checkpoints along a run with ``keep_every=N`` at training time. Writes ``out/evolution.json``,
@@ -31,7 +36,9 @@ def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] 
     run_dir = Path(run_dir)
     paths = checkpoint_paths(run_dir)
     if not paths:
-        raise NatlearnError(f"no checkpoints in {run_dir / 'checkpoints'}; train with keep_every=N to keep some along the run")
+        raise NatlearnError(
+            f"no checkpoints in {run_dir / 'checkpoints'}; train with keep_every=N to keep some along the run"
+        )
     first = load_checkpoint(paths[0])
     config = Config.from_checkpoint(first["config"], overrides or [])
     train_set, test_set = labelled_splits(config)
@@ -43,14 +50,30 @@ def evolution(run_dir: str | Path, settings: EvalSettings, overrides: list[str] 
     for path in paths:
         state = load_checkpoint(path)
         model = network_from_state(state).to(device)
-        rows.append({"epoch": state["epoch"], **evaluate_network(model, train_set, test_set, crop_size, settings)})
+        rows.append(
+            {
+                "epoch": state["epoch"],
+                **evaluate_network(model, train_set, test_set, crop_size, settings),
+            }
+        )
     out = Path(out) if out else run_dir / "evolution"
-    atomic_write(out / "evolution.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2) + "\n"))
+    atomic_write(
+        out / "evolution.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    )
     protocol = "linear" if settings.linear else next(iter(rows[0]["protocols"]))
     layers = list(rows[0]["protocols"][protocol])
-    series = {layer: [row["protocols"][protocol][layer]["top1"] for row in rows] for layer in layers}
+    series = {
+        layer: [row["protocols"][protocol][layer]["top1"] for row in rows] for layer in layers
+    }
     epochs = [row["epoch"] for row in rows]
-    line_plot(epochs, series, "epoch (0 = random init)", f"{protocol} top-1", f"{run_dir.name}: transfer along training", out / "evolution.png")
+    line_plot(
+        epochs,
+        series,
+        "epoch (0 = random init)",
+        f"{protocol} top-1",
+        f"{run_dir.name}: transfer along training",
+        out / "evolution.png",
+    )
     cells = [[e, *(f"{series[layer][i]:.4f}" for layer in layers)] for i, e in enumerate(epochs)]
     what = f"{protocol} probe top-1 per layer ({config.data})"
     text = f"# Feature evolution of {run_dir}\n\n{what}.\n\n{table(['epoch', *layers], cells)}\n"

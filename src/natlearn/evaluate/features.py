@@ -16,10 +16,18 @@ __all__ = ["extract_features", "pool_conv_map", "DEEPCLUSTER_POOLS", "FEATURE_BU
 
 FEATURE_BUDGET = 9216
 # DeepCluster's average pooling (kernel, stride, padding) of AlexNet's conv maps to ~9k dims.
-DEEPCLUSTER_POOLS = {"conv1": (6, 6, 3), "conv2": (4, 4, 0), "conv3": (3, 3, 1), "conv4": (3, 3, 1), "conv5": (2, 2, 0)}
+DEEPCLUSTER_POOLS = {
+    "conv1": (6, 6, 3),
+    "conv2": (4, 4, 0),
+    "conv3": (3, 3, 1),
+    "conv4": (3, 3, 1),
+    "conv5": (2, 2, 0),
+}
 
 
-def pool_conv_map(feature_map: torch.Tensor, layer: str = "", arch: str = "small", max_dims: int = FEATURE_BUDGET) -> torch.Tensor:
+def pool_conv_map(
+    feature_map: torch.Tensor, layer: str = "", arch: str = "small", max_dims: int = FEATURE_BUDGET
+) -> torch.Tensor:
     """Average-pool a (b, C, H, W) conv map and flatten it to about ``max_dims`` features.
 
     AlexNet uses DeepCluster's table (conv1 -> 9600, conv2 -> 9216, conv3/4 -> 9600, conv5 -> 9216).

@@ -52,18 +52,26 @@ def neighbours_figure(
     plt = _pyplot()
     picks = torch.linspace(0, len(test_images) - 1, queries).long()
     columns = (k + 1) * len(panels)
-    fig, axes = plt.subplots(queries, columns, figsize=(columns * 0.8, queries * 0.85), squeeze=False)
+    fig, axes = plt.subplots(
+        queries, columns, figsize=(columns * 0.8, queries * 0.85), squeeze=False
+    )
     for p, (name, (train_f, test_f)) in enumerate(panels.items()):
-        similarity = F.normalize(test_f[picks].float(), dim=1) @ F.normalize(train_f.float(), dim=1).T
+        similarity = (
+            F.normalize(test_f[picks].float(), dim=1) @ F.normalize(train_f.float(), dim=1).T
+        )
         neighbours = similarity.topk(k, dim=1).indices
         for row, query in enumerate(picks):
-            for col, image in enumerate([test_images[query], *(train_images[j] for j in neighbours[row])]):
+            for col, image in enumerate(
+                [test_images[query], *(train_images[j] for j in neighbours[row])]
+            ):
                 axis = axes[row, p * (k + 1) + col]
                 _show(axis, image)
                 if col == 0:
                     axis.spines[:].set_color("red")
                     axis.spines[:].set_linewidth(2)
-        axes[0, p * (k + 1)].set_title(f"{name}: query | {k} nearest training images", loc="left", fontsize=8)
+        axes[0, p * (k + 1)].set_title(
+            f"{name}: query | {k} nearest training images", loc="left", fontsize=8
+        )
     fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.01, wspace=0.08, hspace=0.08)
     return _save(fig, out)
 
@@ -77,7 +85,9 @@ def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
     rows = -(-count // columns)
     per_filter = channels if channels == 2 else 1
     height = rows * 0.5 + 0.4  # room for the title above the grid
-    fig, axes = plt.subplots(rows, columns * per_filter, figsize=(columns * per_filter * 0.45, height), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns * per_filter, figsize=(columns * per_filter * 0.45, height), squeeze=False
+    )
     for axis in axes.flat:
         axis.axis("off")
     for index in range(count):
@@ -89,10 +99,14 @@ def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
             continue
         limit = float(w.abs().max()) + 1e-8
         for c in range(per_filter):
-            axes[row, col * per_filter + c].imshow(w[c].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[row, col * per_filter + c].imshow(
+                w[c].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit
+            )
     kind = {2: "Sobel input: d/dx | d/dy per filter", 1: "gray input", 3: "RGB input"}[channels]
     fig.suptitle(f"conv1: {count} filters {weight.shape[2]}x{weight.shape[3]} ({kind})", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.4 / height, bottom=0.01, wspace=0.05, hspace=0.1)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, top=1 - 0.4 / height, bottom=0.01, wspace=0.05, hspace=0.1
+    )
     return _save(fig, out)
 
 
@@ -103,7 +117,9 @@ def training_curves(histories: dict[str, list[dict]], out: Path) -> Path:
     for name, rows in histories.items():
         left.plot([r["epoch"] for r in rows], [r["loss"] for r in rows], marker=".", label=name)
         if rows and "cosine" in rows[0]:
-            right.plot([r["epoch"] for r in rows], [r["cosine"] for r in rows], marker=".", label=name)
+            right.plot(
+                [r["epoch"] for r in rows], [r["cosine"] for r in rows], marker=".", label=name
+            )
     left.set(xlabel="epoch", ylabel="training loss")
     right.set(xlabel="epoch", ylabel="mean cosine to own target")
     left.legend(fontsize=8)
@@ -111,7 +127,9 @@ def training_curves(histories: dict[str, list[dict]], out: Path) -> Path:
     return _save(fig, out)
 
 
-def line_plot(x: list, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, out: Path) -> Path:
+def line_plot(
+    x: list, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, out: Path
+) -> Path:
     """One line per series against ``x`` (e.g. transfer accuracy per layer against epoch)."""
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(6, 3.6))

@@ -16,7 +16,14 @@ from torch import nn
 from natlearn.devices import resolve_device
 from natlearn.evaluate.fit import fit_minibatches
 
-__all__ = ["ProbeResult", "linear_probe", "mlp_probe", "knn_classify", "topk_accuracy", "WEIGHT_DECAYS"]
+__all__ = [
+    "ProbeResult",
+    "linear_probe",
+    "mlp_probe",
+    "knn_classify",
+    "topk_accuracy",
+    "WEIGHT_DECAYS",
+]
 
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -99,11 +106,21 @@ def linear_probe(
     if solver == "auto":
         solver = "lbfgs" if x.numel() <= 5e7 else "adam"
     with _single_thread_if(x.numel() <= 5e7 and x.device.type == "cpu"):
-        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)
+        final, best, scores = _choose_and_fit(
+            x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress
+        )
     with torch.no_grad():
-        test_scores = torch.cat([final(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)])
+        test_scores = torch.cat(
+            [final(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)]
+        )
     top1, top5 = topk_accuracy(test_scores, test_y)
-    return ProbeResult(top1, top5, weight_decay=float(weight_decays[best]), held_out_top1=float(scores[best]), solver=solver)
+    return ProbeResult(
+        top1,
+        top5,
+        weight_decay=float(weight_decays[best]),
+        held_out_top1=float(scores[best]),
+        solver=solver,
+    )
 
 
 @contextlib.contextmanager
@@ -135,14 +152,21 @@ def _choose_and_fit(
     if solver == "lbfgs":
         # Small data: 3-fold cross-validation picks the decay (one held-out split is too noisy), then refit on all.
         # It runs for a single decay too: its score is what a layer is chosen by.
-        folds = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device).chunk(3)
+        folds = (
+            torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device).chunk(3)
+        )
         scores = []
         for wd in weight_decays:
             correct = 0
             for k, held in enumerate(folds):
                 fit = torch.cat([f for j, f in enumerate(folds) if j != k])
                 with torch.no_grad():
-                    correct += int((_fit_lbfgs(x[fit], y[fit], classes, wd)(x[held]).argmax(dim=1) == y[held]).sum())
+                    correct += int(
+                        (
+                            _fit_lbfgs(x[fit], y[fit], classes, wd)(x[held]).argmax(dim=1)
+                            == y[held]
+                        ).sum()
+                    )
             scores.append(correct / len(x))
         best = max(range(len(weight_decays)), key=lambda i: (scores[i], -i))
         final = _fit_lbfgs(x, y, classes, weight_decays[best])
@@ -153,7 +177,12 @@ def _choose_and_fit(
         layer = _fit_adam(x, y, fit_idx, classes, weight_decays, epochs, batch_size, lr, progress)
         with torch.no_grad():
             val_scores = layer(x[val_idx.to(device)]).view(len(val_idx), heads, classes)
-            scores = (val_scores.argmax(dim=2) == y[val_idx.to(device), None]).double().mean(dim=0).tolist()
+            scores = (
+                (val_scores.argmax(dim=2) == y[val_idx.to(device), None])
+                .double()
+                .mean(dim=0)
+                .tolist()
+            )
             best = max(range(heads), key=lambda i: (scores[i], -i))
             final = nn.Linear(x.shape[1], classes).to(device)
             final.weight.copy_(layer.weight.view(heads, classes, -1)[best])
@@ -161,14 +190,22 @@ def _choose_and_fit(
     return final, best, scores
 
 
-def _fit_lbfgs(x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float, max_iter: int = 100) -> nn.Linear:
+def _fit_lbfgs(
+    x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float, max_iter: int = 100
+) -> nn.Linear:
     torch.manual_seed(0)
     layer = nn.Linear(x.shape[1], classes).to(x.device)
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
     # Tolerances far below what changes a prediction; separable data with a tiny decay would run to max_iter.
     optimizer = torch.optim.LBFGS(
-        layer.parameters(), lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-5, tolerance_change=1e-7, line_search_fn="strong_wolfe"
+        layer.parameters(),
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-7,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
@@ -243,10 +280,15 @@ def mlp_probe(
     classes = int(train_y.max()) + 1
     torch.manual_seed(0)
     mlp = nn.Sequential(
-        nn.Linear(x.shape[1], hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
-        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(x.shape[1], hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
         nn.Linear(hidden, classes),
-    ).to(device)  # fmt: skip
+    ).to(device)
     optimizer = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     # Small training sets get smaller batches and more passes: at least min_steps steps whatever n is (a
     # batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for BatchNorm.
@@ -270,13 +312,20 @@ def mlp_probe(
     )
     mlp.eval()
     with torch.no_grad():
-        scores = torch.cat([mlp(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)])
+        scores = torch.cat(
+            [mlp(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)]
+        )
     top1, top5 = topk_accuracy(scores, test_y)
     return ProbeResult(top1, top5, steps=steps)
 
 
 def knn_classify(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, k: int = 20, temperature: float = 0.07
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
 ) -> ProbeResult:
     """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
     exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer than k
@@ -288,8 +337,12 @@ def knn_classify(
     classes = int(train_y.max()) + 1
     scores = []
     for chunk in test_x.split(1024):
-        similarity, neighbours = (F.normalize(chunk.float(), dim=1).to(device) @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(chunk), classes, device=device).scatter_add_(1, labels[neighbours], (similarity / temperature).exp())
+        similarity, neighbours = (F.normalize(chunk.float(), dim=1).to(device) @ bank.T).topk(
+            k, dim=1
+        )
+        votes = torch.zeros(len(chunk), classes, device=device).scatter_add_(
+            1, labels[neighbours], (similarity / temperature).exp()
+        )
         scores.append(votes.cpu())
     top1, top5 = topk_accuracy(torch.cat(scores), test_y)
     return ProbeResult(top1, top5, k=k)

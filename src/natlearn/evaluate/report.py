@@ -20,21 +20,34 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     log = run_dir / "log.jsonl"
     if not log.is_file():
-        raise NatlearnError(f"{run_dir} is not a natlearn run folder (no log.jsonl); give the out= folder of natlearn train")
+        raise NatlearnError(
+            f"{run_dir} is not a natlearn run folder (no log.jsonl); give the out= folder of natlearn train"
+        )
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    config = (
+        yaml.safe_load((run_dir / "config.yaml").read_text())
+        if (run_dir / "config.yaml").is_file()
+        else {}
+    )
     lines = [f"# Run report: {run_dir.name}", ""]
     if rows:
         last = rows[-1]
         seconds = sum(r["seconds"] for r in rows)
-        summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "cosine", "reassigned", "train_accuracy") if k in last)
+        summary = ", ".join(
+            f"{k} {last[k]:.4f}"
+            for k in ("loss", "cosine", "reassigned", "train_accuracy")
+            if k in last
+        )
         lines += [
             f"{len(rows)} epochs in {seconds / 60:.1f} minutes ({last['images_per_s']:.0f} images/s in the last epoch). Last epoch: {summary}.",
             "",
         ]
         training_curves({config.get("objective", "run"): rows}, run_dir / "training_curves.png")
         lines += ["![training curves](training_curves.png)", ""]
-    for title, relative in (("Evaluation", "eval/eval.md"), ("Feature evolution", "evolution/evolution.md")):
+    for title, relative in (
+        ("Evaluation", "eval/eval.md"),
+        ("Feature evolution", "evolution/evolution.md"),
+    ):
         path = run_dir / relative
         if path.is_file():
             body = path.read_text().split("\n", 1)[1].strip()  # drop its own title

@@ -20,12 +20,25 @@ import torch.nn.functional as F
 from natlearn.data import Augmentation, ImageDataset, center_crop, eval_view
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.fit import fit_minibatches
-from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe, topk_accuracy
+from natlearn.evaluate.probes import (
+    ProbeResult,
+    knn_classify,
+    linear_probe,
+    mlp_probe,
+    topk_accuracy,
+)
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Head, Network
 
-__all__ = ["EvalSettings", "evaluate_network", "evaluate_pixels", "finetune", "write_eval", "format_eval"]
+__all__ = [
+    "EvalSettings",
+    "evaluate_network",
+    "evaluate_pixels",
+    "finetune",
+    "write_eval",
+    "format_eval",
+]
 
 
 @dataclass
@@ -51,47 +64,103 @@ class EvalSettings:
 
     def matching(self, config) -> EvalSettings:
         """These settings with the view and flips of the training ``config``."""
-        return dataclasses.replace(self, crop=config.crop, crop_scale=config.crop_scale, flip=config.flip)
+        return dataclasses.replace(
+            self, crop=config.crop, crop_scale=config.crop_scale, flip=config.flip
+        )
 
 
-def _probe_all(train: dict, test: dict, train_y: torch.Tensor, test_y: torch.Tensor, settings: EvalSettings, knn_layers: list[str]) -> dict:
+def _probe_all(
+    train: dict,
+    test: dict,
+    train_y: torch.Tensor,
+    test_y: torch.Tensor,
+    settings: EvalSettings,
+    knn_layers: list[str],
+) -> dict:
     """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones) and k-NN on ``knn_layers``."""
     results: dict[str, dict[str, dict]] = {}
     for layer in train:
-        if settings.linear and (settings.layers is None or layer in settings.layers or layer == "pixels"):
-            result = linear_probe(train[layer], train_y, test[layer], test_y, epochs=settings.probe_epochs, progress=settings.progress)
+        if settings.linear and (
+            settings.layers is None or layer in settings.layers or layer == "pixels"
+        ):
+            result = linear_probe(
+                train[layer],
+                train_y,
+                test[layer],
+                test_y,
+                epochs=settings.probe_epochs,
+                progress=settings.progress,
+            )
             results.setdefault("linear", {})[layer] = result.as_dict()
         for k in settings.knn if layer in knn_layers else ():
-            results.setdefault(f"knn{k}", {})[layer] = knn_classify(train[layer], train_y, test[layer], test_y, k=k).as_dict()
+            results.setdefault(f"knn{k}", {})[layer] = knn_classify(
+                train[layer], train_y, test[layer], test_y, k=k
+            ).as_dict()
     return results
 
 
-def evaluate_network(model: Network, train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings) -> dict:
+def evaluate_network(
+    model: Network,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    crop_size: int,
+    settings: EvalSettings,
+) -> dict:
     """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split scores)."""
     started = time.perf_counter()
-    layers = list(dict.fromkeys([*(settings.layers or [*model.conv_names, "neck"]), *settings.knn_layers]))  # k-NN layers too
+    layers = list(
+        dict.fromkeys([*(settings.layers or [*model.conv_names, "neck"]), *settings.knn_layers])
+    )  # k-NN layers too
     wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
     view = {"crop": settings.crop, "scale": settings.crop_scale, "progress": settings.progress}
     train = extract_features(model, train_set.images, wanted, crop_size, **view)
     test = extract_features(model, test_set.images, wanted, crop_size, **view)
     probed = ({k: train[k] for k in layers}, {k: test[k] for k in layers})
-    results = _probe_all(*probed, train_set.labels, test_set.labels, settings, list(settings.knn_layers))
+    results = _probe_all(
+        *probed, train_set.labels, test_set.labels, settings, list(settings.knn_layers)
+    )
     if settings.mlp:
         last = model.conv_names[-1]
         hidden = settings.mlp_hidden or (4096 if model.arch == "alexnet" else 512)
-        result = mlp_probe(train[last], train_set.labels, test[last], test_set.labels, hidden, settings.probe_epochs, progress=settings.progress)
+        result = mlp_probe(
+            train[last],
+            train_set.labels,
+            test[last],
+            test_set.labels,
+            hidden,
+            settings.probe_epochs,
+            progress=settings.progress,
+        )
         results["mlp"] = {last: result.as_dict()}
     if settings.finetune_epochs:
-        tuned = finetune(model, train_set, test_set, crop_size, settings.finetune_epochs, settings.progress, flip=settings.flip)
+        tuned = finetune(
+            model,
+            train_set,
+            test_set,
+            crop_size,
+            settings.finetune_epochs,
+            settings.progress,
+            flip=settings.flip,
+        )
         results["finetune"] = {"all": tuned.as_dict()}
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
-def evaluate_pixels(train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings) -> dict:
+def evaluate_pixels(
+    train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings
+) -> dict:
     """Raw pixels of the centre crop as features: the floor any representation should clear."""
     started = time.perf_counter()
-    train = {"pixels": eval_view(train_set.images, crop_size, settings.crop, settings.crop_scale).flatten(1)}
-    test = {"pixels": eval_view(test_set.images, crop_size, settings.crop, settings.crop_scale).flatten(1)}
+    train = {
+        "pixels": eval_view(
+            train_set.images, crop_size, settings.crop, settings.crop_scale
+        ).flatten(1)
+    }
+    test = {
+        "pixels": eval_view(test_set.images, crop_size, settings.crop, settings.crop_scale).flatten(
+            1
+        )
+    }
     results = _probe_all(train, test, train_set.labels, test_set.labels, settings, ["pixels"])
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
@@ -112,7 +181,9 @@ def finetune(
     device = next(model.parameters()).device
     tuned = copy.deepcopy(model).train()
     classes = len(train_set.classes)
-    with torch.random.fork_rng(devices=[]):  # the new classifier is seeded: scores do not depend on what ran before
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the new classifier is seeded: scores do not depend on what ran before
         torch.manual_seed(0)
         tuned.head = Head(tuned.head.linear.in_features, classes, normalize=False).to(device)
     optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -137,7 +208,12 @@ def finetune(
     )
     tuned.eval()
     with torch.inference_mode():
-        scores = torch.cat([tuned(center_crop(chunk.to(device), crop_size)).cpu() for chunk in test_set.images.split(512)])
+        scores = torch.cat(
+            [
+                tuned(center_crop(chunk.to(device), crop_size)).cpu()
+                for chunk in test_set.images.split(512)
+            ]
+        )
     top1, top5 = topk_accuracy(scores, test_set.labels)
     return ProbeResult(top1, top5)
 
@@ -165,6 +241,8 @@ def _cell(protocol: str, row: dict | None) -> str:
 def write_eval(out: Path, results: dict) -> None:
     """``out/eval.json`` and ``out/eval.md``, written atomically."""
     out = Path(out)
-    atomic_write(out / "eval.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
+    atomic_write(
+        out / "eval.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n")
+    )
     title = f"# Evaluation of {results.get('model', 'a model')}\n\n{results.get('setup', '')}\n\n"
     atomic_write(out / "eval.md", lambda tmp: tmp.write_text(title + format_eval(results) + "\n"))

@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from natlearn.data import ImageData
 
 __all__ = [
-    "Head", "InputLayer", "Network", "alexnet_bn", "build_model", "feature_layers", "initial_model", "network_spec", "small_convnet",
-]  # fmt: skip
+    "Head",
+    "InputLayer",
+    "Network",
+    "alexnet_bn",
+    "build_model",
+    "feature_layers",
+    "initial_model",
+    "network_spec",
+    "small_convnet",
+]
 
 
 def network_spec(data: ImageData, crop_size: int) -> dict:
