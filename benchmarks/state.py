@@ -60,9 +60,14 @@ def step_rows(n: int, d: int, steps: int, device: torch.device) -> list[dict]:
             outputs = torch.nn.functional.normalize(
                 torch.randn(batch, d, generator=generator), dim=1
             ).to(device)
-            reassign.append(timed_ms(lambda: objective.reassign(ids, outputs), sync))  # noqa: B023
-            held = objective.assignment[ids.to(device)]
-            lookup.append(timed_ms(lambda: objective.targets[held], sync))  # noqa: B023
+            reassign.append(
+                timed_ms(lambda ids=ids, out=outputs: objective.reassign(ids, out), sync)
+            )
+            lookup.append(
+                timed_ms(
+                    lambda ids=ids: objective.targets[objective.assignment[ids.to(device)]], sync
+                )
+            )
         rows.append(
             {
                 "batch": batch,
