@@ -1,12 +1,14 @@
-"""Fingerprints of fixed-seed training runs: what "the refactor changed no behaviour" is checked against.
+"""Fingerprints of fixed-seed training runs: what "the refactor changed no behaviour" is checked
+against.
 
-Three runs on the bundled digits (the ``digits`` preset): NAT for 3 epochs, the supervised baseline for 3
-epochs, and NAT for 2 epochs with a mid-epoch checkpoint every 2 steps. Each run's fingerprint holds SHA-256
-digests of its final weights (and BatchNorm statistics), SGD momentum buffers, image -> target assignment,
-and its log lines without the wall-clock fields, plus the logged losses themselves.
+Three runs on the bundled digits (the ``digits`` preset): NAT for 3 epochs, the supervised baseline
+for 3 epochs, and NAT for 2 epochs with a mid-epoch checkpoint every 2 steps. Each run's fingerprint
+holds SHA-256 digests of its final weights (and BatchNorm statistics), SGD momentum buffers, image
+-> target assignment, and its log lines without the wall-clock fields, plus the logged losses
+themselves.
 
-``python tests/behaviour.py --record`` rewrites ``tests/golden/behaviour.json``; do that only for a change
-that is meant to alter training, and say so in the commit.
+``python tests/behaviour.py --record`` rewrites ``tests/golden/behaviour.json``; do that only for a
+change that is meant to alter training, and say so in the commit.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Shared by the tests that compare two runs: one checkpoint's training state with named fields, and ONE
-comparison, so "bit-identical" means the same thing in every test that claims it.
+"""Shared by the tests that compare two runs: one checkpoint's training state with named fields, and
+ONE comparison, so "bit-identical" means the same thing in every test that claims it.
 
-The comparison refuses to be vacuous: a run trained with momentum must have saved one momentum buffer per
-parameter (an empty optimizer state compared with another empty one would prove nothing).
+The comparison refuses to be vacuous: a run trained with momentum must have saved one momentum
+buffer per parameter (an empty optimizer state compared with another empty one would prove nothing).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def final_state(run_dir: str | Path) -> RunState:
 
 
 def assert_same_state(got: RunState, want: RunState, rng: bool = True) -> None:
-    """Every weight, BatchNorm statistic, momentum buffer, the assignment (and the RNG) bit-identical."""
+    """Every weight, BatchNorm statistic, momentum buffer, the assignment (and the RNG)
+    bit-identical."""
     assert got.epoch == want.epoch
     assert got.model.keys() == want.model.keys()
     for key, value in want.model.items():
@@ -95,7 +96,7 @@ def untimed_log(run_dir: str | Path) -> list[dict]:
 
 
 def assert_same_run(got: str | Path, want: str | Path, rng: bool = True) -> None:
-    """Two run folders ended in the same state (:func:`assert_same_state` of their newest checkpoints) and
-    logged the same epochs, losses, cosines and re-assigned fractions."""
+    """Two run folders ended in the same state (:func:`assert_same_state` of their newest
+    checkpoints) and logged the same epochs, losses, cosines and re-assigned fractions."""
     assert_same_state(final_state(got), final_state(want), rng=rng)
     assert untimed_log(got) == untimed_log(want)

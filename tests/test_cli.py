@@ -60,7 +60,10 @@ BAD_COMMAND_LINES = [
     (["train", "precision=fp16"], "auto, fp32, bf16"),
     (
         ["train", "arch=alexnet"],
-        "arch=alexnet needs images (or crop_size) of at least 63x63 pixels, got 8x8; use arch=small",
+        (
+            "arch=alexnet needs images (or crop_size) of at least 63x63 pixels, "
+            "got 8x8; use arch=small"
+        ),
     ),
     (["train", "epochs=2", "--resume", "progress=false"], "nothing to resume"),
     (
@@ -306,7 +309,8 @@ def test_a_failed_checkpoint_write_leaves_no_orphan_digest(tmp_path, monkeypatch
     names = sorted(p.name for p in tmp_path.iterdir())
     if failing == "epoch_0002.pt":
         assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256"]
-    else:  # the checkpoint was complete before its digest failed: it stays, loadable, without a digest
+    else:
+        # the checkpoint was complete before its digest failed: it stays, loadable, without a digest
         assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256", "epoch_0002.pt"]
         assert load_checkpoint(tmp_path / "epoch_0002.pt")["epoch"] == 2
     assert load_checkpoint(tmp_path / "epoch_0001.pt")["epoch"] == 1

@@ -1,5 +1,6 @@
-"""The evaluation commands (eval, compare, neighbors, evolution, report, filters) on bad input: one line,
-exit 2, no traceback, nothing written; and the commands that had no end-to-end test from the CLI."""
+"""The evaluation commands (eval, compare, neighbors, evolution, report, filters) on bad input: one
+line, exit 2, no traceback, nothing written; and the commands that had no end-to-end test from the
+CLI."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""`natlearn demo` end to end at a tiny budget: every row measured, from the network it names, and every file written."""
+"""`natlearn demo` end to end at a tiny budget: every row measured, from the network it names, and
+every file written."""
 
 import json
 
@@ -20,8 +21,9 @@ def test_demo_writes_measured_results_and_figures(tmp_path):
         assert row["best_layer_top1"] >= row["linear_probe_top1"]
     assert saved["raw_pixels"]["feature_dims"] == 64
     assert set(saved["nat"]["per_layer_top1"]) == {"conv1", "conv2", "conv3", "neck"}
-    # The nat row scores the trained network: the same probes on the untrained (or the supervised) network's
-    # features cannot give the same accuracy on every layer and on the k-NN (seeds are fixed: deterministic).
+    # The nat row scores the trained network: the same probes on the untrained (or the supervised)
+    # network's features cannot give the same accuracy on every layer and on the k-NN (seeds are
+    # fixed: deterministic).
     for other in ("random_init", "supervised"):
         scores = [
             saved[name]["per_layer_top1"] | {"knn": saved[name]["knn_top1"]}

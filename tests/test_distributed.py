@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo): the global assignment, equivalence with one process, kill and resume."""
+"""torchrun with 2 CPU processes (gloo): the global assignment, equivalence with one process, kill
+and resume."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from natlearn.checkpoint import load_checkpoint
 pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
 
 TESTS = Path(__file__).parent
-# A global batch of 128 = 2 shares of 64; k > n with spares and blocks, so every part of the global problem is used.
+# A global batch of 128 = 2 shares of 64; k > n with spares and blocks, so every part of the global
+# problem is used.
 RUN = [
     "data=digits",
     "widths=[8,16]",
@@ -143,7 +145,8 @@ def test_a_rank_share_starts_where_tensor_split_puts_it():
                     assert int(ranks.shard(torch.arange(batch))[0]) == expected
 
 
-# A global batch of 125 = shares of 63 and 62 (uneven: a per-rank mean would weigh rows unequally), momentum on.
+# A global batch of 125 = shares of 63 and 62 (uneven: a per-rank mean would weigh rows unequally),
+# momentum on.
 EXACT = [
     "data=digits",
     "widths=[8,16]",
@@ -176,8 +179,9 @@ EXACT = [
     ],
 )
 def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settings, tmp_path):
-    """DDP averages gradients over ranks: each rank's loss must be scaled so that N ranks train exactly as one
-    process with the global batch (a per-rank sum would train at lr / N; the NAT softmax must see the global batch)."""
+    """DDP averages gradients over ranks: each rank's loss must be scaled so that N ranks train
+    exactly as one process with the global batch (a per-rank sum would train at lr / N; the NAT
+    softmax must see the global batch)."""
     from natlearn.config import Config
     from natlearn.presets import apply_overrides
     from natlearn.train import train
@@ -200,7 +204,8 @@ def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settin
 
 
 def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
-    """A rank whose share loses an unreadable image must still find its own rows of the global batch."""
+    """A rank whose share loses an unreadable image must still find its own rows of the global
+    batch."""
     import numpy as np
     from PIL import Image
 

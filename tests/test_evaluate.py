@@ -1,4 +1,5 @@
-"""Evaluation: the probes on features with known answers, frozen-feature extraction, and every protocol on a tiny run."""
+"""Evaluation: the probes on features with known answers, frozen-feature extraction, and every
+protocol on a tiny run."""
 
 import json
 
@@ -99,8 +100,9 @@ def test_feature_extraction_has_no_randomness():
 
 
 def test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_batchnorm_alone():
-    """Training leaves the network in train mode; extraction must switch to eval mode, or BatchNorm would
-    normalise each image by the statistics of whatever batch it landed in (and move its running statistics)."""
+    """Training leaves the network in train mode; extraction must switch to eval mode, or BatchNorm
+    would normalise each image by the statistics of whatever batch it landed in (and move its
+    running statistics)."""
     data = load_dataset("digits", "test")
     model = initial_model(Config(widths=(8, 16), dim=8), data)
     generator = torch.Generator().manual_seed(0)
@@ -267,7 +269,8 @@ def test_gap_recovered_arithmetic():
             "protocols": {"linear": {"conv1": {"top1": top1, "held_out_top1": top1}, **layers}},
         }
 
-    # NAT's conv2 has the best test score but the worse held-out one: the layer is chosen on held-out training images.
+    # NAT's conv2 has the best test score but the worse held-out one: the layer is chosen on
+    # held-out training images.
     nat = res("a.pt", "nat", 0.6, conv2={"top1": 0.8, "held_out_top1": 0.4})
     results = {
         "nat": nat,

@@ -1,4 +1,5 @@
-"""The experiment scripts' --quick smoke runs (digits, tiny nets): they run end to end and leave docs/ alone."""
+"""The experiment scripts' --quick smoke runs (digits, tiny nets): they run end to end and leave
+docs/ alone."""
 
 from __future__ import annotations
 

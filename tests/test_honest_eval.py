@@ -1,5 +1,5 @@
-"""Every number evaluation prints means what it says: a user's folder is scored on held-out images, no choice
-reads the test labels, and the probes train properly at any size."""
+"""Every number evaluation prints means what it says: a user's folder is scored on held-out images,
+no choice reads the test labels, and the probes train properly at any size."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ SMALL = ["widths=[8,16]", "dim=8"]
 
 
 def _noise_folder(root, per_class: int = 40, size: int = 12):
-    """Two class folders of pure noise: nothing to learn, so any honest score is near chance (0.5)."""
+    """Two class folders of pure noise: nothing to learn, so any honest score is near chance
+    (0.5)."""
     generator = np.random.default_rng(0)
     for name in ("cats", "dogs"):
         (root / name).mkdir(parents=True)
@@ -92,7 +93,8 @@ def test_an_unlabelled_flat_folder_asked_for_a_probe_gets_one_clear_error(
 def _overlapping_classes(
     n: int, seed: int, dims: int = 40, classes: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian classes that overlap: weight decays and layers score differently (separable data ties)."""
+    """Gaussian classes that overlap: weight decays and layers score differently (separable data
+    ties)."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % classes
     centres = torch.randn(classes, dims, generator=torch.Generator().manual_seed(99)) * 0.6
@@ -226,8 +228,8 @@ def test_eval_json_states_the_split(tmp_path):
 
 
 def test_evaluation_views_images_as_the_network_was_trained(tmp_path, monkeypatch):
-    """A network trained on resized crops (STL-10's preset) is evaluated on the matching resized view, not on an
-    unresized centre crop at another scale."""
+    """A network trained on resized crops (STL-10's preset) is evaluated on the matching resized
+    view, not on an unresized centre crop at another scale."""
     import natlearn.evaluate.features as features
 
     views = []
@@ -245,7 +247,8 @@ def test_evaluation_views_images_as_the_network_was_trained(tmp_path, monkeypatc
 
 
 def test_knn_runs_on_its_layers_even_outside_the_linear_layers():
-    """--layers conv2 --knn-layers neck: the k-NN row was silently missing (neck features were never extracted)."""
+    """--layers conv2 --knn-layers neck: the k-NN row was silently missing (neck features were never
+    extracted)."""
     train_set, test_set = (
         load_dataset("digits", "train").subset(torch.arange(200)),
         load_dataset("digits", "test").subset(torch.arange(100)),

@@ -1,9 +1,9 @@
-"""Refactors change no behaviour: fixed-seed digits runs give the recorded weights, momentum, assignment and
-log (tests/golden/behaviour.json, written by ``python tests/behaviour.py --record``).
+"""Refactors change no behaviour: fixed-seed digits runs give the recorded weights, momentum,
+assignment and log (tests/golden/behaviour.json, written by ``python tests/behaviour.py --record``).
 
-Bit-identical floating point holds on the machine the fingerprints were recorded on (same torch, same CPU
-kernels). Elsewhere the digests cannot match, and the test checks what can: the logged losses agree with the
-recorded ones to 1e-3.
+Bit-identical floating point holds on the machine the fingerprints were recorded on (same torch,
+same CPU kernels). Elsewhere the digests cannot match, and the test checks what can: the logged
+losses agree with the recorded ones to 1e-3.
 """
 
 import json

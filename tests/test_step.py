@@ -1,4 +1,5 @@
-"""One training step on a generated batch: what it does, in the paper's order, without a whole run."""
+"""One training step on a generated batch: what it does, in the paper's order, without a whole
+run."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Training: the NAT objective step by step, schedules, resumes, and whole (tiny) runs on digits and folders."""
+"""Training: the NAT objective step by step, schedules, resumes, and whole (tiny) runs on digits and
+folders."""
 
 import dataclasses
 import json
@@ -127,8 +128,8 @@ def test_discrete_targets_and_softmax_loss_train(tiny_config):
 
 @pytest.mark.parametrize("loss", ["square", "softmax"])
 def test_the_loss_is_taken_to_the_targets_held_after_the_reassignment(tiny_config, loss):
-    """Computing the loss on the targets held before the batch's re-assignment is a known porting bug: the
-    network would then be pulled towards targets its images no longer hold."""
+    """Computing the loss on the targets held before the batch's re-assignment is a known porting
+    bug: the network would then be pulled towards targets its images no longer hold."""
     objective = NoiseAsTargets(dataclasses.replace(tiny_config, batch_size=4, loss=loss), n=6)
     ids = torch.tensor([4, 1, 5, 0])
     before = objective.assignment[ids].clone()
@@ -156,7 +157,8 @@ def test_the_loss_is_taken_to_the_targets_held_after_the_reassignment(tiny_confi
 
 
 def test_square_loss_logged_is_two_minus_two_cosine(tiny_config):
-    """For unit vectors ||o - t||^2 = 2 - 2 cos(o, t): the logged loss and cosine are of the same targets."""
+    """For unit vectors ||o - t||^2 = 2 - 2 cos(o, t): the logged loss and cosine are of the same
+    targets."""
     for row in train(dataclasses.replace(tiny_config, epochs=1)).history:
         assert row["loss"] == pytest.approx(2 - 2 * row["cosine"], abs=1e-5)
 
@@ -205,8 +207,8 @@ def test_a_run_sets_and_logs_the_learning_rate_of_every_epoch(tiny_config):
 
 
 def _class_folder(root: Path, per_class: int = 20) -> Path:
-    """train/ and test/ folders of three classes of 8x8 digit PNGs; train/1/ also holds a file named like a
-    JPEG that is not an image (a copy cut off half-way)."""
+    """train/ and test/ folders of three classes of 8x8 digit PNGs; train/1/ also holds a file named
+    like a JPEG that is not an image (a copy cut off half-way)."""
     digits = load_dataset("digits", "train")
     for label in range(3):
         images = digits.images[digits.labels == label]

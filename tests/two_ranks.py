@@ -1,4 +1,5 @@
-"""Scenarios run under ``torchrun --nproc-per-node 2`` (gloo) by tests/test_distributed.py; exit 0 = passed."""
+"""Scenarios run under ``torchrun --nproc-per-node 2`` (gloo) by tests/test_distributed.py; exit 0 =
+passed."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from natlearn.objectives import NoiseAsTargets
 
 
 def global_reassignment() -> None:
-    """Each rank passes its shard of a global batch; both must end with the assignment one process computes
-    on the whole batch, and get back their own rows of its targets."""
+    """Each rank passes its shard of a global batch; both must end with the assignment one process
+    computes on the whole batch, and get back their own rows of its targets."""
     ranks = init_ranks("cpu")
     config = Config(dim=8, k=80, spare_targets=6, assign_block=16, seed=3, batch_size=36)
     n, batch = 64, 36
@@ -36,8 +37,9 @@ def global_reassignment() -> None:
 
 
 def one_rank_solves() -> None:
-    """Rank 1's solver breaks ties differently (as another GPU model's arithmetic could): the ranks must still hold
-    rank 0's assignment, because only rank 0 solves and the others replay its choices."""
+    """Rank 1's solver breaks ties differently (as another GPU model's arithmetic could): the ranks
+    must still hold rank 0's assignment, because only rank 0 solves and the others replay its
+    choices."""
     import natlearn.assignment
 
     ranks = init_ranks("cpu")
@@ -97,6 +99,7 @@ if __name__ == "__main__":
         "gathers_uneven_shards": gathers_uneven_shards,
     }
     scenarios[sys.argv[1]]()
-    # Leave together: a rank that exits while the other still tears down gloo can abort ("terminate called ...").
+    # Leave together: a rank that exits while the other still tears down gloo can abort ("terminate
+    # called ...").
     dist.barrier()
     dist.destroy_process_group()

@@ -1,7 +1,7 @@
 """Faults injected into real training runs, and what survives them.
 
-Each test's docstring says the fault and the expected outcome; `python benchmarks/reliability.py` runs this
-file and writes docs/reliability.md from those docstrings and the results.
+Each test's docstring says the fault and the expected outcome; `python benchmarks/reliability.py`
+runs this file and writes docs/reliability.md from those docstrings and the results.
 """
 
 import errno
@@ -22,6 +22,8 @@ from natlearn.data import Augmentation
 from natlearn.errors import NatlearnError
 from natlearn.presets import apply_overrides
 from natlearn.train import train
+
+pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
 
 RUN = [
     "data=digits",
@@ -71,34 +73,40 @@ def _kill_then_resume(tmp_path: Path, fault: str) -> Path:
 
 def test_sigkill_mid_epoch_resumes_from_the_step_checkpoint(tmp_path, reference):
     """Fault: SIGKILL after step 6 of epoch 2 (a mid-epoch checkpoint exists at step 4).
-    Expected: --resume continues epoch 2 at step 5 with the same batch order and crops; the final weights,
-    momentum, assignment and RNG state are bit-identical to an uninterrupted run; 2 steps are recomputed."""
+    Expected: --resume continues epoch 2 at step 5 with the same batch order and crops; the final
+    weights, momentum, assignment and RNG state are bit-identical to an uninterrupted run; 2 steps
+    are recomputed."""
     _assert_identical(_kill_then_resume(tmp_path, "after-step:2:6"), reference)
 
 
 def test_sigkill_during_a_reassignment_epoch(tmp_path, reference):
-    """Fault: SIGKILL after step 3 of epoch 4, an epoch that re-assigns targets (no step checkpoint yet in it).
+    """Fault: SIGKILL after step 3 of epoch 4, an epoch that re-assigns targets (no step checkpoint
+    yet in it).
     Expected: --resume restarts epoch 4 from the epoch-3 checkpoint; the result is bit-identical."""
     _assert_identical(_kill_then_resume(tmp_path, "after-step:4:3"), reference)
 
 
 def test_sigkill_while_an_epoch_checkpoint_is_written(tmp_path, reference):
-    """Fault: SIGKILL after the bytes of epoch_0002.pt went to its temporary file, before the rename.
-    Expected: epoch_0002.pt does not exist half-written; --resume uses the newest complete checkpoint,
-    removes the temporary file, and ends bit-identical."""
+    """Fault: SIGKILL after the bytes of epoch_0002.pt went to its temporary file, before the
+    rename.
+    Expected: epoch_0002.pt does not exist half-written; --resume uses the newest complete
+    checkpoint, removes the temporary file, and ends bit-identical."""
     _assert_identical(_kill_then_resume(tmp_path, "in-checkpoint:epoch_0002.pt"), reference)
 
 
 def test_sigkill_while_a_step_checkpoint_is_written(tmp_path, reference):
-    """Fault: SIGKILL during the 6th mid-epoch checkpoint write (epoch 3, step 8), before its rename.
-    Expected: the previous mid-epoch checkpoint (epoch 3, step 4) is intact and used; the result is bit-identical."""
+    """Fault: SIGKILL during the 6th mid-epoch checkpoint write (epoch 3, step 8), before its
+    rename.
+    Expected: the previous mid-epoch checkpoint (epoch 3, step 4) is intact and used; the result is
+    bit-identical."""
     _assert_identical(_kill_then_resume(tmp_path, "in-checkpoint:partial.pt#6"), reference)
 
 
 def test_damaged_newest_checkpoint_is_detected_and_the_previous_used(tmp_path, reference):
-    """Fault: one byte flipped inside the newest epoch checkpoint (epoch_0004.pt), then --resume with epochs=4.
-    Expected: the checksum names the damaged file in a warning; epoch_0003.pt is used; epoch 4 is trained
-    again and the result is bit-identical."""
+    """Fault: one byte flipped inside the newest epoch checkpoint (epoch_0004.pt), then --resume
+    with epochs=4.
+    Expected: the checksum names the damaged file in a warning; epoch_0003.pt is used; epoch 4 is
+    trained again and the result is bit-identical."""
     out = tmp_path / "run"
     assert _natlearn(["train", *RUN, f"out={out}"]).returncode == 0
     damaged = out / "checkpoints" / "epoch_0004.pt"
@@ -114,8 +122,9 @@ def test_damaged_newest_checkpoint_is_detected_and_the_previous_used(tmp_path, r
     _assert_identical(out, reference)
 
 
-# `natlearn train` with a recorder: each process saves the target vectors it trains with (all k of them, at
-# construction) and the assignment it last checkpointed (the killed run) or resumed from (the resumed run).
+# `natlearn train` with a recorder: each process saves the target vectors it trains with (all k of
+# them, at construction) and the assignment it last checkpointed (the killed run) or resumed from
+# (the resumed run).
 _RECORDING_TRAIN = """
 import os, sys, torch
 from natlearn.objectives import NoiseAsTargets
@@ -136,10 +145,10 @@ def recording_state_dict(self):
 def recording_load_state_dict(self, state):
     load_state_dict(self, state)
     save(resumed=self.state_dict()["assignment"])
-cls.__init__, cls.state_dict, cls.load_state_dict = recording_init, recording_state_dict, recording_load_state_dict
+cls.__init__, cls.state_dict, cls.load_state_dict = (
+    recording_init, recording_state_dict, recording_load_state_dict
+)
 from natlearn.cli import main
-
-pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -156,9 +165,10 @@ def _recorded_train(args: list[str], record: Path, fault: str = "") -> subproces
 
 def test_resumed_targets_equal_the_ones_before_the_kill(tmp_path):
     """Fault: SIGKILL mid-epoch 2 (after step 7; the last step checkpoint is at step 4).
-    Expected: the resumed process trains with exactly the target vectors the killed process trained with (they
-    are a function of seed and index: nothing to lose, nothing per process), and continues from exactly the
-    assignment the killed process checkpointed last (image -> target, spare targets, its generator)."""
+    Expected: the resumed process trains with exactly the target vectors the killed process trained
+    with (they are a function of seed and index: nothing to lose, nothing per process), and
+    continues from exactly the assignment the killed process checkpointed last (image -> target,
+    spare targets, its generator)."""
     out = tmp_path / "run"
     killed = _recorded_train([*RUN, f"out={out}"], tmp_path / "killed.pt", fault="after-step:2:7")
     assert killed.returncode == -9, killed.stderr
@@ -215,9 +225,10 @@ def test_output_folder_that_cannot_be_created(tmp_path, capsys):
 
 def test_nonfinite_batch_stops_or_is_skipped(tmp_path, monkeypatch):
     """Fault: the 3rd batch of epoch 1 produces NaN outputs.
-    Expected: by default the run stops with one line naming epoch 1, step 3 and that no checkpoint exists
-    yet; with on_nonfinite=skip that batch is skipped, counted in the log (skipped_batches=1), the BatchNorm running
-    statistics it had already moved are restored (evaluation uses them), and the run ends."""
+    Expected: by default the run stops with one line naming epoch 1, step 3 and that no checkpoint
+    exists yet; with on_nonfinite=skip that batch is skipped, counted in the log
+    (skipped_batches=1), the BatchNorm running statistics it had already moved are restored
+    (evaluation uses them), and the run ends."""
     real_augment, calls = Augmentation.__call__, {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -238,15 +249,16 @@ def test_nonfinite_batch_stops_or_is_skipped(tmp_path, monkeypatch):
         )
     assert [row["skipped_batches"] for row in result.history] == [1, 0]
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
-    # BatchNorm folded the NaN batch into its running statistics before the outputs could be checked: restored.
+    # BatchNorm folded the NaN batch into its running statistics before the outputs could be
+    # checked: restored.
     buffers = [b for b in result.model.buffers() if b.is_floating_point()]
     assert buffers and all(torch.isfinite(b).all() for b in buffers)
 
 
 def test_exported_backbone_loads_without_natlearn(tmp_path):
     """Fault: none; a user loads the exported backbone in code that never imports natlearn.
-    Expected: the plain state_dict (.pt) and the safetensors file load into an nn.Module built from torch.nn
-    only, with strict=True, and compute the same features."""
+    Expected: the plain state_dict (.pt) and the safetensors file load into an nn.Module built from
+    torch.nn only, with strict=True, and compute the same features."""
     from safetensors.torch import load_file
 
     from natlearn.checkpoint import export_backbone, load_model

@@ -1,5 +1,6 @@
-"""A NaN or inf anywhere in a step (outputs, loss, gradients, weights, BatchNorm statistics) stops the run with one
-line, or with on_nonfinite=skip skips the batch without leaving a trace of it in the model."""
+"""A NaN or inf anywhere in a step (outputs, loss, gradients, weights, BatchNorm statistics) stops
+the run with one line, or with on_nonfinite=skip skips the batch without leaving a trace of it in
+the model."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class _InfiniteGradient(torch.autograd.Function):
 
 def test_nonfinite_gradients_stop_the_run_before_the_step(tmp_path, monkeypatch):
     """Fault: the loss of step 2 is finite but its gradients are inf.
-    Expected: the run stops with one line naming non-finite gradients at epoch 1, step 2, before the optimizer step."""
+    Expected: the run stops with one line naming non-finite gradients at epoch 1, step 2, before the
+    optimizer step."""
     _poison_step(monkeypatch, 2, _InfiniteGradient.apply)
     with pytest.raises(NatlearnError, match="non-finite gradients .* epoch 1, step 2"):
         train(_config(tmp_path))
@@ -61,7 +63,8 @@ def test_nonfinite_gradients_stop_the_run_before_the_step(tmp_path, monkeypatch)
 
 def test_nonfinite_gradients_are_skipped_without_touching_the_weights(tmp_path, monkeypatch):
     """Fault: as above, with on_nonfinite=skip.
-    Expected: one warning, the batch is counted as skipped, and every weight stays finite (the inf gradients never reach them)."""
+    Expected: one warning, the batch is counted as skipped, and every weight stays finite (the inf
+    gradients never reach them)."""
     _poison_step(monkeypatch, 2, _InfiniteGradient.apply)
     with pytest.warns(UserWarning, match="skipping batch 2 of epoch 1: non-finite gradients"):
         result = train(_config(tmp_path, "on_nonfinite=skip"))
@@ -70,9 +73,9 @@ def test_nonfinite_gradients_are_skipped_without_touching_the_weights(tmp_path, 
 
 
 def test_nan_batchnorm_statistics_stop_the_run(tmp_path, monkeypatch):
-    """Fault: BatchNorm running variances become NaN silently (training-mode BatchNorm never reads them, so the loss
-    stays finite). Expected: the epoch-end check stops the run with one line naming the BatchNorm statistics, and no
-    checkpoint of the broken model is written."""
+    """Fault: BatchNorm running variances become NaN silently (training-mode BatchNorm never reads
+    them, so the loss stays finite). Expected: the epoch-end check stops the run with one line
+    naming the BatchNorm statistics, and no checkpoint of the broken model is written."""
     real_forward = torch.nn.BatchNorm2d.forward
 
     def nan_statistics(self, x):
@@ -91,8 +94,9 @@ def test_nan_batchnorm_statistics_stop_the_run(tmp_path, monkeypatch):
 
 
 def test_skipping_stops_once_the_weights_are_nan(tmp_path, monkeypatch):
-    """Fault: the first optimizer step leaves a NaN weight, with on_nonfinite=skip. Expected: the run stops at step 2
-    with one line saying the weights are no longer finite, instead of skipping every remaining batch."""
+    """Fault: the first optimizer step leaves a NaN weight, with on_nonfinite=skip. Expected: the
+    run stops at step 2 with one line saying the weights are no longer finite, instead of skipping
+    every remaining batch."""
     real_step, calls = torch.optim.SGD.step, {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -109,8 +113,8 @@ def test_skipping_stops_once_the_weights_are_nan(tmp_path, monkeypatch):
 
 
 def test_an_epoch_end_removes_the_mid_epoch_checkpoint_and_its_digest(tmp_path):
-    """Fault: none; mid-epoch checkpoints every 2 steps. Expected: at the epoch's end the mid-epoch checkpoint and its
-    .sha256 are both removed (no orphan digest)."""
+    """Fault: none; mid-epoch checkpoints every 2 steps. Expected: at the epoch's end the mid-epoch
+    checkpoint and its .sha256 are both removed (no orphan digest)."""
     train(_config(tmp_path, "checkpoint_every_steps=2"))
     names = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256"]
