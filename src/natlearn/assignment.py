@@ -78,16 +78,16 @@ class Assignment:
     def reassign(
         self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets
     ) -> ReassignResult:
-        """Re-solve the batch's assignment: image ``image_ids[a]`` takes the candidate target closest
-        to ``outputs[a]`` under the one-to-one constraint (Hungarian method, scipy).
+        """Re-solve the batch's assignment: image ``image_ids[a]`` takes the candidate target
+        closest to ``outputs[a]`` under the one-to-one constraint (Hungarian method, scipy).
 
         Args:
             image_ids: (b,) distinct image indices of the batch.
             outputs: (b, d) L2-normalised network outputs of those images (no gradient needed).
             targets: the fixed targets the ids refer to.
         Returns:
-            A :class:`ReassignResult`: the new target vectors (so the loss needs no second lookup) and the
-            fraction of the batch whose target changed.
+            A :class:`ReassignResult`: the new target vectors (so the loss needs no second lookup)
+            and the fraction of the batch whose target changed.
         """
         ids, current, candidates, spare_slots = self._propose(image_ids)
         candidate_vectors = targets[candidates.to(outputs.device)]
@@ -109,10 +109,10 @@ class Assignment:
         )
 
     def replay(self, image_ids: torch.Tensor, chosen: torch.Tensor) -> float:
-        """Apply a re-assignment that :meth:`reassign` solved elsewhere (another rank, same state): draw the
-        same spare targets, then give image ``image_ids[a]`` candidate ``chosen[a]``. Returns the fraction
-        of the batch whose target changed. Ranks that replay the solver rank's choices hold the same
-        assignment by construction, whatever their GPUs' arithmetic."""
+        """Apply a re-assignment that :meth:`reassign` solved elsewhere (another rank, same state):
+        draw the same spare targets, then give image ``image_ids[a]`` candidate ``chosen[a]``.
+        Returns the fraction of the batch whose target changed. Ranks that replay the solver rank's
+        choices hold the same assignment by construction, whatever their GPUs' arithmetic."""
         ids, current, candidates, spare_slots = self._propose(image_ids)
         return self._settle(
             ids, current, candidates, spare_slots, torch.as_tensor(chosen).cpu().to(torch.int64)
@@ -121,7 +121,8 @@ class Assignment:
     def _propose(
         self, image_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(ids, the targets they hold, the candidate targets, the spare slots drawn): the batch's problem."""
+        """(ids, the targets they hold, the candidate targets, the spare slots drawn): the batch's
+        problem."""
         ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
         current = self.image_to_target[ids]
         m = self.spare_per_batch
@@ -139,7 +140,8 @@ class Assignment:
         spare_slots: torch.Tensor | None,
         chosen: torch.Tensor,
     ) -> float:
-        """Image ``ids[a]`` takes ``candidates[chosen[a]]``; the unchosen candidates become spare."""
+        """Image ``ids[a]`` takes ``candidates[chosen[a]]``; the unchosen candidates become
+        spare."""
         new = candidates[chosen]
         self.image_to_target[ids] = new
         if spare_slots is not None:
@@ -163,7 +165,8 @@ class Assignment:
             )
 
     def check(self) -> None:
-        """Full O(k) invariant: image_to_target and spare together hold every target id exactly once."""
+        """Full O(k) invariant: image_to_target and spare together hold every target id exactly
+        once."""
         if self.image_to_target.shape != (self.n,) or self.spare.shape != (self.k - self.n,):
             raise RuntimeError("assignment invariant broken: wrong state shapes")
         everything = torch.cat([self.image_to_target, self.spare])
@@ -185,7 +188,8 @@ class Assignment:
     def load_state_dict(self, state: dict) -> None:
         if (state["n"], state["k"]) != (self.n, self.k):
             raise ValueError(
-                f"assignment state is for n={state['n']}, k={state['k']}; this one has n={self.n}, k={self.k}"
+                f"assignment state is for n={state['n']}, k={state['k']}; "
+                f"this one has n={self.n}, k={self.k}"
             )
         self.spare_per_batch = state["spare_per_batch"]
         self.image_to_target = state["image_to_target"].clone().to(torch.int64)

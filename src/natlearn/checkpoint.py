@@ -1,4 +1,5 @@
-"""Run folders and checkpoints: atomic writes, ``weights_only`` loads, RNG capture, pruning, backbone export."""
+"""Run folders and checkpoints: atomic writes, ``weights_only`` loads, RNG capture, pruning,
+backbone export."""
 
 from __future__ import annotations
 
@@ -63,20 +64,25 @@ class RunFolder:
         return self.partial.is_file() or bool(checkpoint_paths(self.path))
 
     def check(self, resume: bool, overwrite: bool) -> None:
-        """Refuse (one line) to start over a run without --overwrite, or to resume one that is not there."""
-        # A folder with only config.yaml and an empty checkpoints/ (a run that failed before its first checkpoint
-        # and log line) holds nothing to resume or to lose: a plain re-run may reuse it.
+        """Refuse (one line) to start over a run without --overwrite, or to resume one that is not
+        there."""
+        # A folder with only config.yaml and an empty checkpoints/ (a run that failed before its
+        # first checkpoint and log line) holds nothing to resume or to lose: a plain re-run may
+        # reuse it.
         if not (resume or overwrite) and (self.log.exists() or self.holds_checkpoint()):
             raise NatlearnError(
-                f"run folder {self.path} already holds a run; pass --resume to continue it or --overwrite to start over"
+                f"run folder {self.path} already holds a run; "
+                "pass --resume to continue it or --overwrite to start over"
             )
         if resume and not self.holds_checkpoint():
             raise NatlearnError(
-                f"nothing to resume: no checkpoint in {self.path / 'checkpoints'}; drop --resume to start a new run"
+                f"nothing to resume: no checkpoint in {self.path / 'checkpoints'}; "
+                "drop --resume to start a new run"
             )
 
     def prepare(self, overwrite: bool) -> None:
-        """Create the folder (emptied first with ``overwrite``) and drop temporary files a killed run left."""
+        """Create the folder (emptied first with ``overwrite``) and drop temporary files a killed
+        run left."""
         if overwrite:
             for path in (self.path / name for name in self._FILES):
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -94,8 +100,8 @@ class RunFolder:
         atomic_write(self.path / "config.yaml", lambda tmp: tmp.write_text(text))
 
     def read_log(self, epochs_done: int, truncate: bool) -> list[dict]:
-        """The log lines of the epochs a checkpoint covers; ``truncate`` drops the rest from the file (a crash
-        may have logged one more)."""
+        """The log lines of the epochs a checkpoint covers; ``truncate`` drops the rest from the
+        file (a crash may have logged one more)."""
         if not self.log.exists():
             return []
         rows = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
@@ -110,13 +116,15 @@ class RunFolder:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts only) atomically, tagged with FORMAT.
+    """Write ``state`` (tensors, numbers, strings, lists, dicts only) atomically, tagged with
+    FORMAT.
 
-    A ``.sha256`` file beside it lets :func:`load_checkpoint` detect a checkpoint whose bytes changed after
-    writing (a damaged disk or a partial copy), not only one torch cannot parse. The pair changes in an
-    order that never leaves a digest that does not match its checkpoint: the old digest goes first (the old
-    checkpoint stays loadable, unverified), then the checkpoint is renamed into place, then its digest is
-    written; a failure removes the digest, so no orphan or stale one remains.
+    A ``.sha256`` file beside it lets :func:`load_checkpoint` detect a checkpoint whose bytes
+    changed after writing (a damaged disk or a partial copy), not only one torch cannot parse. The
+    pair changes in an order that never leaves a digest that does not match its checkpoint: the old
+    digest goes first (the old checkpoint stays loadable, unverified), then the checkpoint is
+    renamed into place, then its digest is written; a failure removes the digest, so no orphan or
+    stale one remains.
     """
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
@@ -131,7 +139,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
     except OSError as error:
         digest.unlink(missing_ok=True)
         raise NatlearnError(
-            f"cannot write checkpoint {path}: {error.strerror or error}; free space or fix permissions, then --resume"
+            f"cannot write checkpoint {path}: {error.strerror or error}; "
+            "free space or fix permissions, then --resume"
         ) from None
 
 
@@ -142,17 +151,19 @@ def _digest_path(path: Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a natlearn checkpoint on the CPU with ``torch.load(weights_only=True)``.
 
-    Raises NatlearnError when the file is missing, unreadable, fails its checksum, or is not a natlearn
-    checkpoint.
+    Raises NatlearnError when the file is missing, unreadable, fails its checksum, or is not a
+    natlearn checkpoint.
     """
     path = Path(path)
     if path.is_dir():
         raise NatlearnError(
-            f"checkpoint {path} is a folder; give a .pt file in it, e.g. {path / 'checkpoints' / 'epoch_NNNN.pt'}"
+            f"checkpoint {path} is a folder; give a .pt file in it, e.g. "
+            f"{path / 'checkpoints' / 'epoch_NNNN.pt'}"
         )
     if not path.is_file():
         raise NatlearnError(
-            f"checkpoint {path} does not exist; give the path of a .pt file written by natlearn train"
+            f"checkpoint {path} does not exist; "
+            "give the path of a .pt file written by natlearn train"
         )
     payload = path.read_bytes()
     digest = _digest_path(path)
@@ -165,11 +176,13 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as error:  # torch raises many types for a damaged or foreign file
         reason = type(error).__name__
         raise NatlearnError(
-            f"checkpoint {path} cannot be read ({reason}); it is damaged or not a natlearn checkpoint"
+            f"checkpoint {path} cannot be read ({reason}); "
+            "it is damaged or not a natlearn checkpoint"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise NatlearnError(
-            f"{path} is not a natlearn checkpoint (no '{FORMAT}' tag); give a file written by natlearn train"
+            f"{path} is not a natlearn checkpoint (no '{FORMAT}' tag); "
+            "give a file written by natlearn train"
         )
     return state
 
@@ -182,8 +195,8 @@ def checkpoint_paths(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, a mid-epoch one included when it is ahead of the last epoch's;
-    damaged ones are skipped with a warning naming them."""
+    """The newest checkpoint that loads, a mid-epoch one included when it is ahead of the last
+    epoch's; damaged ones are skipped with a warning naming them."""
     candidates = checkpoint_paths(run_dir)
     partial = Path(run_dir) / "checkpoints" / PARTIAL_NAME
     loaded: list[tuple[Path, dict]] = []
@@ -199,7 +212,8 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
             break
     if not loaded:
         return None
-    # A partial checkpoint continues epoch E mid-way; it is ahead only of checkpoints of <= E epochs.
+    # A partial checkpoint continues epoch E mid-way; it is ahead only of checkpoints of <= E
+    # epochs.
     return max(
         loaded, key=lambda item: (item[1]["epoch"], item[1].get("progress", {}).get("step", 0))
     )
@@ -212,7 +226,8 @@ def remove_checkpoint(path: Path) -> None:
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
-    """Delete epoch checkpoints except the newest ``keep_last`` and every ``keep_every``-th epoch."""
+    """Delete epoch checkpoints except the newest ``keep_last`` and every ``keep_every``-th
+    epoch."""
     paths = checkpoint_paths(run_dir)
     for path in paths[:-keep_last]:
         epoch = int(_NAME.search(path.name).group(1))  # type: ignore[union-attr]
@@ -272,22 +287,23 @@ def load_model(path: str | Path) -> Network:
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the backbone (input layer, conv blocks, neck; no NAT head) as a plain state_dict file:
-    safetensors when ``out`` ends in ``.safetensors``, a ``torch.save`` file for ``.pt``/``.pth``; other
-    names and a missing folder are refused (NatlearnError).
+    safetensors when ``out`` ends in ``.safetensors``, a ``torch.save`` file for ``.pt``/``.pth``;
+    other names and a missing folder are refused (NatlearnError).
 
     Either loads in code that does not import natlearn (``torch.load(out, weights_only=True)`` or
-    ``safetensors.torch.load_file(out)``); keys are the module paths of :class:`natlearn.models.Network`
-    (``input.sobel``, ``convs.conv1.0.weight``, ...).
+    ``safetensors.torch.load_file(out)``); keys are the module paths of
+    :class:`natlearn.models.Network` (``input.sobel``, ``convs.conv1.0.weight``, ...).
     """
     out = Path(out)
     if out.suffix not in EXPORT_SUFFIXES:
         raise NatlearnError(
-            f"cannot export to {out}: unknown extension {out.suffix or '(none)'!r}; end the name in .pt or .pth (torch.save state_dict) "
-            "or .safetensors"
+            f"cannot export to {out}: unknown extension {out.suffix or '(none)'!r}; "
+            "end the name in .pt or .pth (torch.save state_dict) or .safetensors"
         )
     if not out.parent.is_dir():
         raise NatlearnError(
-            f"cannot export to {out}: folder {out.parent} does not exist; create it or choose another --out"
+            f"cannot export to {out}: folder {out.parent} does not exist; "
+            "create it or choose another --out"
         )
     model = load_model(checkpoint)
     backbone = {

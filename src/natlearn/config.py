@@ -1,6 +1,7 @@
-"""Training configuration: one flat dataclass, every field typed (choices as ``Literal``, resume-locked
-fields as ``Locked[...]``), checked by :meth:`Config.validate` and resolved against the data and the
-machine by :meth:`Config.resolve`. Presets and ``key=value`` overrides: :mod:`natlearn.presets`.
+"""Training configuration: one flat dataclass, every field typed (choices as ``Literal``,
+resume-locked fields as ``Locked[...]``), checked by :meth:`Config.validate` and resolved against
+the data and the machine by :meth:`Config.resolve`. Presets and ``key=value`` overrides:
+:mod:`natlearn.presets`.
 
 Every option the paper ablates is a field: input (rgb/gray/sobel), targets (sphere/discrete),
 loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim.
@@ -23,10 +24,11 @@ __all__ = ["FIELD_TYPES", "RESUME_LOCKED", "Config", "Resolved", "choices"]
 
 _T = TypeVar("_T")
 _LOCKED = "resume-locked"
-# A resumed run must agree with its checkpoint on a Locked field, or its weights/targets mean something else
-# (e.g. spare_targets: the checkpoint's assignment carries its own m, which would silently win over a new value;
-# loss: for objective=supervised it decides the head, so the weights would not load; test_fraction and
-# split_seed: which folder images are pre-trained on, so what the assignment's image indices mean).
+# A resumed run must agree with its checkpoint on a Locked field, or its weights/targets mean
+# something else (e.g. spare_targets: the checkpoint's assignment carries its own m, which would
+# silently win over a new value; loss: for objective=supervised it decides the head, so the weights
+# would not load; test_fraction and split_seed: which folder images are pre-trained on, so what the
+# assignment's image indices mean).
 Locked = Annotated[_T, _LOCKED]
 
 # The allowed values of every choice field; modules take these types and trust a validated Config.
@@ -49,25 +51,31 @@ NonfinitePolicy = Literal["stop", "skip"]
 class Config:
     # data
     data: Locked[str] = "digits"
-    """Data set: digits (bundled), synthetic (random images: speed tests), cifar10, cifar100, mnist, fashion-mnist,
-    svhn, stl10 (torchvision), or an image folder."""
+    """Data set: digits (bundled), synthetic (random images: speed tests), cifar10, cifar100, mnist,
+    fashion-mnist, svhn, stl10 (torchvision), or an image folder."""
     data_root: Locked[str] = ""
-    """Folder holding a named data set in torchvision's layout (default ./data); unused for digits and folders."""
+    """Folder holding a named data set in torchvision's layout (default ./data); unused for digits
+    and folders."""
     download: bool = False
     """Let torchvision download a named data set missing from data_root (needs internet)."""
     train_split: Locked[TrainSplit] = "auto"
-    """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus train; train for supervised)."""
+    """Split to pre-train on; auto = train (stl10: train+unlabeled, its 100k unlabelled images plus
+    train; train for supervised)."""
     test_fraction: Locked[float] = 0.2
-    """Class folders without train/ and test/: the fraction of each class held out (stratified, seeded by split_seed) as the
-    test split; pre-training leaves it out (train_split=all pre-trains on every image)."""
+    """Class folders without train/ and test/: the fraction of each class held out (stratified,
+    seeded by split_seed) as the test split; pre-training leaves it out (train_split=all pre-trains
+    on every image)."""
     split_seed: Locked[int] = 0
-    """Seeds that held-out split; apart from seed, so runs with other seeds are scored on the same test images."""
+    """Seeds that held-out split; apart from seed, so runs with other seeds are scored on the same
+    test images."""
     image_size: Locked[int] = 0
-    """Folders: side images are resized to (short side; smaller ones upscaled), then centre-cropped; 0 = first image's."""
+    """Folders: side images are resized to (short side; smaller ones upscaled), then centre-cropped;
+    0 = first image's."""
     crop_size: Locked[int] = 0
     """Side of the random training crop and of the evaluation centre crop; 0 = the image size."""
     crop: Crop = "pad"
-    """pad (zero-pad by crop_padding, then random crop), resized (random box of crop_scale..1 of the area), none (centre)."""
+    """pad (zero-pad by crop_padding, then random crop), resized (random box of crop_scale..1 of the
+    area), none (centre)."""
     crop_padding: int = 1
     """Pixels of zero padding on each side for crop=pad (0 = random crops inside the image)."""
     crop_scale: float = 0.25
@@ -77,15 +85,19 @@ class Config:
     input: Locked[InputMode] = "sobel"
     """Input layer: rgb, gray or sobel (the paper's)."""
     on_bad_image: BadImagePolicy = "error"
-    """A folder file that is not a readable image: error (name it and stop) or skip (one warning listing them)."""
+    """A folder file that is not a readable image: error (name it and stop) or skip (one warning
+    listing them)."""
     data_mode: DataMode = "auto"
-    """Folders: memory (decode once, cached), stream (DataLoader workers read from disk), auto (stream above 4 GiB)."""
+    """Folders: memory (decode once, cached), stream (DataLoader workers read from disk), auto
+    (stream above 4 GiB)."""
     workers: int = 2
     """DataLoader worker processes for data_mode=stream."""
     cache: bool = True
-    """Cache decoded folder images ($NATLEARN_CACHE or ~/.cache/natlearn), keyed by the folder's content."""
+    """Cache decoded folder images ($NATLEARN_CACHE or ~/.cache/natlearn), keyed by the folder's
+    content."""
     subset: Locked[int] = 0
-    """Pre-train on a random subset of this many images (fixed by seed; 0 = all): quick experiments, ablations."""
+    """Pre-train on a random subset of this many images (fixed by seed; 0 = all): quick experiments,
+    ablations."""
     # network
     arch: Locked[Arch] = "small"
     """small (conv net for 8x8..64x64 images) or alexnet (the paper's AlexNet-BN, 224x224)."""
@@ -99,7 +111,8 @@ class Config:
     k: Locked[int | None] = None
     """Number of targets, k >= n; None = n (official)."""
     targets: Locked[TargetKind] = "sphere"
-    """sphere (the paper) or discrete (one-hot, shared by several images: the clustering ablation)."""
+    """sphere (the paper) or discrete (one-hot, shared by several images: the clustering
+    ablation)."""
     num_clusters: Locked[int | None] = None
     """Distinct discrete targets; None = dim."""
     reassign_every: int = 3
@@ -107,10 +120,12 @@ class Config:
     spare_targets: Locked[int] = 0
     """m unassigned targets added to each batch problem (needs k >= n + m)."""
     assign_block: int = 0
-    """Solve a batch's re-assignment in near-equal blocks of at most this many images (0 = the whole batch, official).
-    The Hungarian method is O(b^3): blocks bound its cost for large (multi-GPU) batches."""
+    """Solve a batch's re-assignment in near-equal blocks of at most this many images (0 = the whole
+    batch, official). The Hungarian method is O(b^3): blocks bound its cost for large (multi-GPU)
+    batches."""
     loss: Locked[LossKind] = "auto"
-    """square (the paper's) or softmax; auto = square for nat, softmax (cross-entropy) for supervised."""
+    """square (the paper's) or softmax; auto = square for nat, softmax (cross-entropy) for
+    supervised."""
     temperature: float = 0.1
     """Softmax temperature of the NAT softmax loss."""
     loss_reduction: Reduction = "mean"
@@ -118,7 +133,8 @@ class Config:
     # optimisation
     epochs: int = 30
     batch_size: Locked[int] = 256
-    """Images per step, over all ranks: under torchrun with N processes each rank trains on batch_size / N."""
+    """Images per step, over all ranks: under torchrun with N processes each rank trains on
+    batch_size / N."""
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -129,11 +145,14 @@ class Config:
     seed: Locked[int] = 1111
     """Seeds everything: model init, targets, assignment, batch order, augmentation."""
     device: str = "auto"
-    """auto (cuda when present), cpu, cuda, or cuda:N (under torchrun each rank takes cuda:LOCAL_RANK)."""
+    """auto (cuda when present), cpu, cuda, or cuda:N (under torchrun each rank takes
+    cuda:LOCAL_RANK)."""
     precision: Precision = "auto"
-    """Forward/backward arithmetic: fp32, bf16 (autocast; the loss and the assignment stay fp32), auto = bf16 on GPUs, fp32 on CPUs."""
+    """Forward/backward arithmetic: fp32, bf16 (autocast; the loss and the assignment stay fp32),
+    auto = bf16 on GPUs, fp32 on CPUs."""
     channels_last: bool = True
-    """On GPUs, keep activations in channels-last layout (faster convolutions with bf16); ignored on CPUs."""
+    """On GPUs, keep activations in channels-last layout (faster convolutions with bf16); ignored on
+    CPUs."""
     compile: bool = False
     """torch.compile the network (GPUs; the first steps compile for a minute or more)."""
     out: str = "runs/nat"
@@ -141,9 +160,11 @@ class Config:
     keep_last: int = 2
     """Most recent epoch checkpoints kept."""
     checkpoint_every_steps: int = 0
-    """Also checkpoint every N steps inside an epoch (0 = only at epoch ends), so a crash loses fewer steps."""
+    """Also checkpoint every N steps inside an epoch (0 = only at epoch ends), so a crash loses
+    fewer steps."""
     on_nonfinite: NonfinitePolicy = "stop"
-    """A NaN/inf output or loss: stop (one-line error naming epoch, step, last good checkpoint) or skip the batch."""
+    """A NaN/inf output or loss: stop (one-line error naming epoch, step, last good checkpoint) or
+    skip the batch."""
     keep_every: int = 0
     """Also keep every N-th epoch's checkpoint (0 = none), e.g. for feature-evolution plots."""
     progress: bool = True
@@ -151,8 +172,8 @@ class Config:
 
     @classmethod
     def from_checkpoint(cls, saved: dict, overrides: dict[str, object] | list[str] = ()) -> Config:
-        """The config a checkpoint was trained with (``state["config"]``), then ``overrides``. Keys the
-        checkpoint lacks (written before they existed) take their defaults."""
+        """The config a checkpoint was trained with (``state["config"]``), then ``overrides``. Keys
+        the checkpoint lacks (written before they existed) take their defaults."""
         known = {key: value for key, value in saved.items() if key in FIELD_TYPES}
         from natlearn.presets import apply_overrides
 
@@ -165,13 +186,14 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        """Check every field on its own; raises NatlearnError naming the field and the fix. What depends on the
-        data or the machine is checked by :meth:`resolve`."""
+        """Check every field on its own; raises NatlearnError naming the field and the fix. What
+        depends on the data or the machine is checked by :meth:`resolve`."""
         for name in FIELD_TYPES:
             allowed = choices(name)
             if allowed and getattr(self, name) not in allowed:
                 raise NatlearnError(
-                    f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(allowed)}"
+                    f"{name}={getattr(self, name)!r} is not valid; "
+                    f"choose one of: {', '.join(allowed)}"
                 )
         for name, low in _AT_LEAST.items():
             value = getattr(self, name)
@@ -220,25 +242,30 @@ class Config:
         if images is not None:
             if self.subset > images:
                 raise NatlearnError(
-                    f"subset={self.subset} is larger than the data set (n={images}); lower subset or set subset=0 (all)"
+                    f"subset={self.subset} is larger than the data set (n={images}); "
+                    "lower subset or set subset=0 (all)"
                 )
             n = self.subset or images
             k = n if self.k is None else self.k
             if k < n:
                 raise NatlearnError(
-                    f"k={k} is smaller than the number of images n={n}; NAT needs k >= n (or k=none for k=n)"
+                    f"k={k} is smaller than the number of images n={n}; "
+                    "NAT needs k >= n (or k=none for k=n)"
                 )
             if self.spare_targets > k - n:
                 raise NatlearnError(
-                    f"spare_targets={self.spare_targets} needs k >= n + spare_targets = {n + self.spare_targets}, got k={k}"
+                    f"spare_targets={self.spare_targets} needs k >= n + spare_targets = "
+                    f"{n + self.spare_targets}, got k={k}"
                 )
             if self.batch_size > n:
                 raise NatlearnError(
-                    f"batch_size={self.batch_size} is larger than the data set (n={n}); lower batch_size"
+                    f"batch_size={self.batch_size} is larger than the data set (n={n}); "
+                    "lower batch_size"
                 )
             if self.batch_size < 2 * world_size:
                 raise NatlearnError(
-                    f"batch_size={self.batch_size} is the global batch: it needs at least 2 images per rank ({world_size} ranks)"
+                    f"batch_size={self.batch_size} is the global batch: it needs at least 2 images "
+                    f"per rank ({world_size} ranks)"
                 )
         rank = local_rank if world_size > 1 else None
         return Resolved(
@@ -253,7 +280,8 @@ class Config:
         )
 
     def check_resumable(self, saved: dict) -> None:
-        """Refuse (one line) to resume a checkpoint whose config (``state["config"]``) differs in a Locked field."""
+        """Refuse (one line) to resume a checkpoint whose config (``state["config"]``) differs in a
+        Locked field."""
         before = Config.from_checkpoint(saved)
 
         def value(config: Config, key: str) -> object:
@@ -273,7 +301,8 @@ class Config:
             )
 
     def load_data(self, split: str):
-        """The data set this config names, for ``split`` (``"pretrain"``: the resolved training split)."""
+        """The data set this config names, for ``split`` (``"pretrain"``: the resolved training
+        split)."""
         from natlearn.data import load_dataset
 
         split = self._train_split() if split == "pretrain" else split
@@ -298,7 +327,8 @@ class Config:
     def _train_split(self) -> str:
         if self.train_split != "auto":
             return self.train_split
-        # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train split.
+        # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train
+        # split.
         return (
             "train+unlabeled"
             if self.data == "stl10" and self.objective != "supervised"
@@ -311,13 +341,15 @@ class Resolved:
     """What a config leaves to the data and the machine, worked out once by :meth:`Config.resolve`.
 
     Attributes:
-        loss: square or softmax (``loss=auto``: square for nat, softmax cross-entropy for supervised).
-        train_split: the split pre-training reads (``train_split=auto`` resolved; stl10 adds its unlabelled images).
+        loss: square or softmax (``loss=auto``: square for nat, softmax cross-entropy for
+            supervised).
+        train_split: the split pre-training reads (``train_split=auto`` resolved; stl10 adds its
+            unlabelled images).
         crop_size: side of the training crop and of the evaluation view.
         n: images pre-trained on (``subset`` applied); None outside training.
         k: number of NAT targets (``k=None``: n); None outside training.
-        device: the torch device training runs on (looked up when first read: a checkpoint trained on a GPU
-            still resolves on a machine without one).
+        device: the torch device training runs on (looked up when first read: a checkpoint trained
+            on a GPU still resolves on a machine without one).
         precision: fp32 or bf16 (``precision=auto``: bf16 on GPUs).
     """
 

@@ -1,4 +1,5 @@
-"""`natlearn demo`: NAT on the bundled digits, scored against random init, raw pixels and supervised.
+"""`natlearn demo`: NAT on the bundled digits, scored against random init, raw pixels and
+supervised.
 
 Every figure in the table is measured by the run: one fixed train/test split, the same network,
 the same linear probe (and weighted k-NN) on frozen features for every row.
@@ -42,7 +43,8 @@ def _score(
         for name in train_features
     }
     headline = REPRESENTATION if REPRESENTATION in probes else next(iter(probes))
-    # The best layer is chosen on held-out training images (cross-validation), never on the test split.
+    # The best layer is chosen on held-out training images (cross-validation), never on the test
+    # split.
     best_layer = max(probes, key=lambda name: probes[name].held_out_top1)
     return {
         "linear_probe_top1": probes[headline].top1,
@@ -64,10 +66,16 @@ def _score(
 
 def _probe_description(solver: str) -> str:
     if solver == "lbfgs":
-        how = "L-BFGS to convergence, weight decay chosen by 3-fold cross-validation on the train split, then refit on all of it"
+        how = (
+            "L-BFGS to convergence, weight decay chosen by 3-fold cross-validation on the train "
+            "split, then refit on all of it"
+        )
     else:
         how = "Adam, 30+ epochs, weight decay chosen on 10% of the train split"
-    return f"multinomial logistic regression on standardised features ({how}); best layer chosen by the same held-out score"
+    return (
+        f"multinomial logistic regression on standardised features ({how}); "
+        "best layer chosen by the same held-out score"
+    )
 
 
 def _network_features(
@@ -101,7 +109,8 @@ def run_demo(
     config: Config | None = None,
     supervised_epochs: int | None = None,
 ) -> dict:
-    """Train NAT and a supervised baseline on digits, probe four kinds of features, write the results.
+    """Train NAT and a supervised baseline on digits, probe four kinds of features, write the
+    results.
 
     Args:
         out: folder for results.json, results.md, loss_curve.png, neighbours.png and both runs.
@@ -143,8 +152,14 @@ def run_demo(
         else None
     )
     results["setup"] = {
-        "data": f"{config.data}: {len(train_set)} train / {len(test_set)} test images (fixed stratified split)",
-        "representation": "penultimate features (global-average-pooled last conv block); per-layer probes in per_layer_top1",
+        "data": (
+            f"{config.data}: {len(train_set)} train / {len(test_set)} test images "
+            "(fixed stratified split)"
+        ),
+        "representation": (
+            "penultimate features (global-average-pooled last conv block); "
+            "per-layer probes in per_layer_top1"
+        ),
         "probe": _probe_description(results["nat"]["probe_solver"]),
         "knn": "weighted k-NN, k=20, temperature 0.07, cosine",
         "nat_config": config.to_dict(),

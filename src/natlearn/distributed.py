@@ -1,16 +1,16 @@
 """Training on several processes (``torchrun``): which images each rank sees, and keeping the NAT
 state identical.
 
-Design. Every rank holds the whole image -> target assignment (8 bytes per image). Every rank draws the
-same epoch permutation and the same global batches; rank r trains on the r-th contiguous shard of each
-global batch. In a re-assignment epoch the ranks all-gather the batch's image ids and outputs, so the
-global batch is held in the order a single process would hold it; rank 0 solves its Hungarian problems
-(in ``assign_block`` blocks) and broadcasts the choices, which the other ranks replay
-(:func:`reassign_global_batch`). A run on N ranks with per-rank batch b / N thus re-assigns exactly as
-one process with batch b does, and the assignment is identical on every rank whatever their GPUs'
-rounding. Each epoch the ranks compare a hash of their assignment and stop with an error if any differs.
-BatchNorm statistics are taken over the global batch too (torch's SyncBatchNorm on GPUs;
-:class:`GlobalBatchNorm` on CPUs, where SyncBatchNorm does not run).
+Design. Every rank holds the whole image -> target assignment (8 bytes per image). Every rank draws
+the same epoch permutation and the same global batches; rank r trains on the r-th contiguous shard
+of each global batch. In a re-assignment epoch the ranks all-gather the batch's image ids and
+outputs, so the global batch is held in the order a single process would hold it; rank 0 solves its
+Hungarian problems (in ``assign_block`` blocks) and broadcasts the choices, which the other ranks
+replay (:func:`reassign_global_batch`). A run on N ranks with per-rank batch b / N thus re-assigns
+exactly as one process with batch b does, and the assignment is identical on every rank whatever
+their GPUs' rounding. Each epoch the ranks compare a hash of their assignment and stop with an error
+if any differs. BatchNorm statistics are taken over the global batch too (torch's SyncBatchNorm on
+GPUs; :class:`GlobalBatchNorm` on CPUs, where SyncBatchNorm does not run).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Ranks:
         )
 
     def first_row(self, batch_size: int) -> int:
-        """Where this rank's :meth:`shard` starts in a global batch of ``batch_size`` (tensor_split's sizes)."""
+        """Where this rank's :meth:`shard` starts in a global batch of ``batch_size``
+        (tensor_split's sizes)."""
         base, extra = divmod(batch_size, self.world_size)
         return self.rank * base + min(self.rank, extra)
 
@@ -77,7 +78,8 @@ class Ranks:
         return rows[start : start + int(sizes[self.rank])]
 
     def broadcast(self, values: torch.Tensor) -> torch.Tensor:
-        """Rank 0's ``values`` on every rank (same shape and dtype everywhere; returned on the CPU)."""
+        """Rank 0's ``values`` on every rank (same shape and dtype everywhere; returned on the
+        CPU)."""
         if self.world_size == 1:
             return values
         shared = values.to(self._device()).contiguous()
@@ -95,11 +97,13 @@ class Ranks:
         return total.cpu()
 
     def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any rank (so all ranks take the same branch)."""
+        """True on every rank if ``flag`` is true on any rank (so all ranks take the same
+        branch)."""
         return flag if self.world_size == 1 else bool(self.sum(torch.tensor([float(flag)])) > 0)
 
     def check_identical(self, state: torch.Tensor, what: str) -> None:
-        """Stop every rank with a clear error unless ``state`` (an int64 tensor) is identical on all ranks."""
+        """Stop every rank with a clear error unless ``state`` (an int64 tensor) is identical on all
+        ranks."""
         if self.world_size == 1:
             return
         weights = torch.arange(1, state.numel() + 1, dtype=torch.int64).mul_(
@@ -113,8 +117,9 @@ class Ranks:
         differ = [r for r, d in enumerate(digests) if not torch.equal(d.cpu(), digests[0].cpu())]
         if differ:
             raise NatlearnError(
-                f"ranks disagree on the {what} (ranks {differ} differ from rank 0); all ranks must run the same natlearn "
-                "version, config and data: restart with --resume from the last checkpoint"
+                f"ranks disagree on the {what} (ranks {differ} differ from rank 0); "
+                "all ranks must run the same natlearn version, config and data: "
+                "restart with --resume from the last checkpoint"
             )
 
     def barrier(self) -> None:
@@ -130,8 +135,8 @@ class Ranks:
 
 
 def init_ranks(device: str) -> Ranks:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); NCCL on GPUs, gloo on CPUs.
-    Without torchrun (or with one process) nothing is initialised."""
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); NCCL on GPUs, gloo
+    on CPUs. Without torchrun (or with one process) nothing is initialised."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Ranks()
@@ -140,7 +145,8 @@ def init_ranks(device: str) -> Ranks:
     if use_gpu:
         if ranks.local_rank >= torch.cuda.device_count():
             raise NatlearnError(
-                f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} visible); lower --nproc-per-node"
+                f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+                "lower --nproc-per-node"
             )
         torch.cuda.set_device(ranks.local_rank)
     if not dist.is_initialized():
@@ -156,11 +162,12 @@ def reassign_global_batch(
     ranks: Ranks,
     block: int = 0,
 ) -> float:
-    """Re-assign the global batch (every rank's ``ids`` (b,) and ``outputs`` (b, d), in rank order) in blocks
-    of at most ``block`` images (0: one block); returns the fraction of the global batch whose target changed.
+    """Re-assign the global batch (every rank's ``ids`` (b,) and ``outputs`` (b, d), in rank order)
+    in blocks of at most ``block`` images (0: one block); returns the fraction of the global batch
+    whose target changed.
 
-    Rank 0 solves the gathered batch and broadcasts its choices; the other ranks replay them, so every rank
-    holds the same assignment whatever its GPU's arithmetic.
+    Rank 0 solves the gathered batch and broadcasts its choices; the other ranks replay them, so
+    every rank holds the same assignment whatever its GPU's arithmetic.
     """
     all_ids, all_outputs = ranks.gather(ids.to(outputs.device)).cpu(), ranks.gather(outputs.float())
     blocks = math.ceil(len(all_ids) / block) if block else 1
@@ -179,7 +186,8 @@ def reassign_global_batch(
 
 
 class _SumOverRanks(torch.autograd.Function):
-    """all_reduce(sum) with its gradient (also a sum over ranks: every rank's loss depends on every rank's input)."""
+    """all_reduce(sum) with its gradient (also a sum over ranks: every rank's loss depends on every
+    rank's input)."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -195,8 +203,8 @@ class _SumOverRanks(torch.autograd.Function):
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm whose training statistics cover the global batch of every rank (CPU/gloo stand-in for
-    SyncBatchNorm). Works on (N, C) and (N, C, H, W) inputs; its state_dict is a BatchNorm's."""
+    """BatchNorm whose training statistics cover the global batch of every rank (CPU/gloo stand-in
+    for SyncBatchNorm). Works on (N, C) and (N, C, H, W) inputs; its state_dict is a BatchNorm's."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() not in (2, 4):
@@ -222,7 +230,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def sync_batchnorm(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
-    """BatchNorm over the global batch when several ranks train: torch's SyncBatchNorm on GPUs, GlobalBatchNorm otherwise."""
+    """BatchNorm over the global batch when several ranks train: torch's SyncBatchNorm on GPUs,
+    GlobalBatchNorm otherwise."""
     if ranks.world_size == 1:
         return model
     if device.type == "cuda":

@@ -1,7 +1,8 @@
-"""Fault injection for the reliability tests: ``NATLEARN_FAULT=<point>`` kills the process at that point.
+"""Fault injection for the reliability tests: ``NATLEARN_FAULT=<point>`` kills the process at that
+point.
 
-Points are named where they are declared (``after-step:E:S``, ``in-checkpoint:NAME``); ``<point>#K`` kills
-at its K-th visit. Nothing happens unless the environment variable names a point exactly.
+Points are named where they are declared (``after-step:E:S``, ``in-checkpoint:NAME``); ``<point>#K``
+kills at its K-th visit. Nothing happens unless the environment variable names a point exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ _visits: dict[str, int] = {}
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process if ``NATLEARN_FAULT`` names this visit of ``name`` (no cleanup, like a power cut)."""
+    """SIGKILL this process if ``NATLEARN_FAULT`` names this visit of ``name`` (no cleanup, like a
+    power cut)."""
     wanted = os.environ.get("NATLEARN_FAULT")
     if not wanted or not wanted.startswith(name):
         return

@@ -11,8 +11,9 @@ __all__ = ["atomic_write", "current_umask"]
 
 
 def current_umask() -> int:
-    """The process umask, read without changing it (``os.umask`` can only be read by setting it, which races
-    with other threads creating files); falls back to set-and-restore where /proc is missing."""
+    """The process umask, read without changing it (``os.umask`` can only be read by setting it,
+    which races with other threads creating files); falls back to set-and-restore where /proc is
+    missing."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -26,10 +27,12 @@ def current_umask() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it onto ``path``.
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it onto
+    ``path``.
 
-    A crash at any point leaves either the old file or the complete new one, never a partial one. The file
-    gets the mode a plain ``open(path, "w")`` would give (0o666 less the umask), not mkstemp's 0o600.
+    A crash at any point leaves either the old file or the complete new one, never a partial one.
+    The file gets the mode a plain ``open(path, "w")`` would give (0o666 less the umask), not
+    mkstemp's 0o600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

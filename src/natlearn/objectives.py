@@ -1,7 +1,7 @@
 """What a training step optimises: Noise As Targets, or the supervised baseline on the same network.
 
-Both follow :class:`Objective`, so the training loop reads the same for either: re-assign the batch's
-targets when the epoch calls for it, then take the loss to the (new) targets.
+Both follow :class:`Objective`, so the training loop reads the same for either: re-assign the
+batch's targets when the epoch calls for it, then take the loss to the (new) targets.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ class Objective(Protocol):
     """A training objective over image ids ``ids`` (b,) and the network's outputs (b, d) for them.
 
     ``rows = (first, total)`` places this rank's b images in the global batch of ``total`` (default
-    ``(0, b)``: one process). Statistics are 0-dim tensors on the outputs' device, so a step never waits
-    for the device to report them; ``statistics`` names what the run logs per epoch (a step that does not
-    report one counts it as 0).
+    ``(0, b)``: one process). Statistics are 0-dim tensors on the outputs' device, so a step never
+    waits for the device to report them; ``statistics`` names what the run logs per epoch (a step
+    that does not report one counts it as 0).
     """
 
     statistics: tuple[str, ...]
@@ -45,7 +45,8 @@ class Objective(Protocol):
     def loss(
         self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """This rank's loss (scaled so DDP's average gives the whole global batch's gradient) and statistics."""
+        """This rank's loss (scaled so DDP's average gives the whole global batch's gradient) and
+        statistics."""
         ...
 
     def state_dict(self) -> dict: ...
@@ -69,8 +70,9 @@ def objective_for(
 def rank_loss(
     per_row: torch.Tensor, reduction: str, ranks: Ranks, global_batch: int
 ) -> torch.Tensor:
-    """Reduce this rank's per-row losses so that DDP's average over ranks gives the one-process gradient
-    of the whole global batch: sum * N / B for ``mean``, sum * N for ``sum`` (exact for uneven shares)."""
+    """Reduce this rank's per-row losses so that DDP's average over ranks gives the one-process
+    gradient of the whole global batch: sum * N / B for ``mean``, sum * N for ``sum`` (exact for
+    uneven shares)."""
     if ranks.world_size == 1:
         return per_row.sum() if reduction == "sum" else per_row.mean()
     scale = ranks.world_size / (global_batch if reduction == "mean" else 1)
@@ -103,8 +105,9 @@ class NoiseAsTargets:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0
 
     def reassign(self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None) -> float:
-        """Hungarian re-assignment of the global batch (in ``assign_block`` blocks): each image takes the
-        target, among those the batch holds, closest to its output under the one-to-one constraint."""
+        """Hungarian re-assignment of the global batch (in ``assign_block`` blocks): each image
+        takes the target, among those the batch holds, closest to its output under the one-to-one
+        constraint."""
         return reassign_global_batch(
             self.assignment, self.targets, ids, outputs.detach(), self.ranks, self.assign_block
         )
@@ -112,8 +115,8 @@ class NoiseAsTargets:
     def loss(
         self, ids: torch.Tensor, outputs: torch.Tensor, rows: Rows | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Square loss (or softmax over the global batch's targets) to the targets the images hold now;
-        statistics: loss per image and cosine to the own target."""
+        """Square loss (or softmax over the global batch's targets) to the targets the images hold
+        now; statistics: loss per image and cosine to the own target."""
         first, global_batch = rows or (0, len(ids))
         outputs = outputs.float()
         if self.loss_kind == "square":

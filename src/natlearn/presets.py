@@ -1,5 +1,6 @@
-"""Configs from text: YAML presets (``natlearn/configs/*.yaml``), ``key=value`` overrides from the command
-line, and each field's help text, every value coerced to its field's type or refused in one line."""
+"""Configs from text: YAML presets (``natlearn/configs/*.yaml``), ``key=value`` overrides from the
+command line, and each field's help text, every value coerced to its field's type or refused in one
+line."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _parse_int(raw: object) -> int:
 
 
 def _parse_value(name: str, raw: object) -> object:
-    """Coerce a YAML or command-line value to the field's type, or raise a one-line NatlearnError."""
+    """Coerce a YAML or command-line value to the field's type, or raise a one-line
+    NatlearnError."""
     kind = FIELD_TYPES[name]
     optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
     if optional:
@@ -93,7 +95,8 @@ def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) ->
             if not sep or not key:
                 raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
             key, value = key.strip(), value.strip()
-            # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into 1000.0
+            # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into
+            # 1000.0
             pairs[key] = value if key in FIELD_TYPES and _is_text(key) else _yaml_scalar(value)
         overrides = pairs
     changes = {}

@@ -1,5 +1,6 @@
-"""A training run's pieces, set up once: the data, the network (plain, and as the step calls it), the
-objective, the optimizer, the augmentation and the run folder; its checkpoint and how a resume restores it."""
+"""A training run's pieces, set up once: the data, the network (plain, and as the step calls it),
+the objective, the optimizer, the augmentation and the run folder; its checkpoint and how a resume
+restores it."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ class Run:
         }
 
     def resume(self) -> tuple[int, list[dict], EpochState | None]:
-        """Restore the newest readable checkpoint: weights, optimizer, assignment, RNGs and, mid-epoch, how
-        far the epoch got. Returns the epochs done, their log rows, and the state of an epoch to continue."""
+        """Restore the newest readable checkpoint: weights, optimizer, assignment, RNGs and,
+        mid-epoch, how far the epoch got. Returns the epochs done, their log rows, and the state of
+        an epoch to continue."""
         found = latest_checkpoint(self.folder.path)
         if found is None:
             raise NatlearnError(
@@ -83,8 +85,8 @@ class Run:
 
 
 def build_run(config: Config, data: ImageData, ranks: Ranks | None = None) -> Run:
-    """The objective, network (initialised from ``config.seed``) and optimizer ``config`` trains ``data``
-    with; nothing is read from or written to the run folder yet."""
+    """The objective, network (initialised from ``config.seed``) and optimizer ``config`` trains
+    ``data`` with; nothing is read from or written to the run folder yet."""
     ranks = ranks or Ranks()
     resolved = config.resolve(data.image_size, len(data), ranks.world_size, ranks.local_rank)
     device = resolved.device

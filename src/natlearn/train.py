@@ -1,9 +1,9 @@
-"""The training loop, as in the paper: per batch, forward; every few epochs re-assign the batch's targets
-among its images; square loss to the new targets; SGD step.
+"""The training loop, as in the paper: per batch, forward; every few epochs re-assign the batch's
+targets among its images; square loss to the new targets; SGD step.
 
-:func:`train` sets a run up, :func:`run_epoch` loops over an epoch's batches and :func:`train_step` is one
-step. Statistics stay on the device until the epoch ends; non-finite values, checkpoints and progress are
-handled around the step, not in it.
+:func:`train` sets a run up, :func:`run_epoch` loops over an epoch's batches and :func:`train_step`
+is one step. Statistics stay on the device until the epoch ends; non-finite values, checkpoints and
+progress are handled around the step, not in it.
 """
 
 from __future__ import annotations
@@ -60,10 +60,11 @@ class TrainResult:
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Train a network with Noise As Targets (or the supervised baseline) and checkpoint every epoch.
+    """Train a network with Noise As Targets (or the supervised baseline) and checkpoint every
+    epoch.
 
-    Under ``torchrun`` each process trains on its share of every global batch (see :mod:`natlearn.distributed`);
-    rank 0 alone writes the run folder.
+    Under ``torchrun`` each process trains on its share of every global batch (see
+    :mod:`natlearn.distributed`); rank 0 alone writes the run folder.
 
     Args:
         config: validated here; ``config.out`` is the run folder.
@@ -98,7 +99,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
 
 
 def _end_epoch(run: Run, epoch: int, row: dict) -> None:
-    """Log the epoch, checkpoint it (dropping its mid-epoch checkpoint) and prune old checkpoints."""
+    """Log the epoch, checkpoint it (dropping its mid-epoch checkpoint) and prune old
+    checkpoints."""
     run.last_checkpoint = run.folder.epoch_checkpoint(epoch + 1)
     if run.ranks.main:
         run.folder.append_log(row)
@@ -140,7 +142,8 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     for step, (ids, images) in enumerate(batches, start=state.step):
         rows = _global_rows(ranks, images, len(batch_ids[step]), may_drop)
         inputs = run.augment(images, generator, rows)
-        # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation uses them).
+        # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation
+        # uses them).
         skip = config.on_nonfinite == "skip"
         buffers = [b.clone() for b in run.model.buffers()] if skip else None
         try:
@@ -181,8 +184,9 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
 def train_step(
     run: Run, ids: torch.Tensor, inputs: torch.Tensor, rows: tuple[int, int], epoch: int
 ) -> dict[str, torch.Tensor]:
-    """One step on this rank's images ``ids`` (b,) with augmented ``inputs`` (b, C, S, S), rows ``rows``
-    of the global batch: forward, re-assignment (in the epochs that do it), loss to the new targets, step.
+    """One step on this rank's images ``ids`` (b,) with augmented ``inputs`` (b, C, S, S), rows
+    ``rows`` of the global batch: forward, re-assignment (in the epochs that do it), loss to the new
+    targets, step.
 
     Returns the step's statistics as 0-dim device tensors. Raises :class:`NonFiniteBatch` before the
     optimizer steps if the outputs, the loss or the gradients are not finite.
@@ -204,8 +208,9 @@ def train_step(
 
 
 class StepSums:
-    """Step statistics summed on the device (float64), so a step never waits for the device to report
-    them; they are read back for the progress bar, a mid-epoch checkpoint and the epoch's log row only.
+    """Step statistics summed on the device (float64), so a step never waits for the device to
+    report them; they are read back for the progress bar, a mid-epoch checkpoint and the epoch's log
+    row only.
 
     Args:
         names: the statistics the objective logs (a step that lacks one adds 0).
@@ -239,7 +244,8 @@ class StepSums:
 
 
 def pretraining_data(config: Config) -> ImageData:
-    """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of it."""
+    """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of
+    it."""
     data = config.load_data("pretrain")
     config.resolve(data.image_size, len(data))
     if not config.subset:
@@ -253,7 +259,8 @@ def pretraining_data(config: Config) -> ImageData:
 
 
 def learning_rate(config: Config, epoch: int) -> float:
-    """The lr of an epoch: linear warm-up, then constant, cosine, or step decay (stateless, so resumable)."""
+    """The lr of an epoch: linear warm-up, then constant, cosine, or step decay (stateless, so
+    resumable)."""
     if epoch < config.warmup_epochs:
         return config.lr * (epoch + 1) / (config.warmup_epochs + 1)
     progress = (epoch - config.warmup_epochs) / max(1, config.epochs - config.warmup_epochs)
@@ -265,7 +272,8 @@ def learning_rate(config: Config, epoch: int) -> float:
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """Batch order and augmentation of an epoch depend on (seed, epoch) only: resumes replay them."""
+    """Batch order and augmentation of an epoch depend on (seed, epoch) only: resumes replay
+    them."""
     return torch.Generator().manual_seed(
         int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
     )
@@ -280,8 +288,8 @@ def _describe(run: Run, epoch: int) -> str:
 def _reassign(
     run: Run, ids: torch.Tensor, outputs: torch.Tensor, rows: tuple[int, int]
 ) -> dict[str, torch.Tensor]:
-    """Re-assign the batch's targets; the fraction that changed and the milliseconds it took (device work
-    still queued before it is waited for first, so it is not counted)."""
+    """Re-assign the batch's targets; the fraction that changed and the milliseconds it took (device
+    work still queued before it is waited for first, so it is not counted)."""
     if outputs.is_cuda:
         torch.cuda.synchronize(outputs.device)
     started = time.perf_counter()
@@ -294,7 +302,8 @@ def _reassign(
 def _skip_batch(
     run: Run, what: str, epoch: int, step: int, buffers: list[torch.Tensor] | None
 ) -> None:
-    """Undo a non-finite batch (its BatchNorm statistics, its gradients), or stop the run (stop_or_skip)."""
+    """Undo a non-finite batch (its BatchNorm statistics, its gradients), or stop the run
+    (stop_or_skip)."""
     for buffer, saved in zip(run.model.buffers(), buffers or [], strict=False):
         buffer.copy_(saved)
     recoverable = buffers is None or not run.ranks.any(not weights_finite(run.model))
@@ -305,8 +314,9 @@ def _skip_batch(
 def _global_rows(
     ranks: Ranks, delivered: torch.Tensor, planned: int, may_drop: bool
 ) -> tuple[int, int]:
-    """(first row, size) of this rank's share in the global batch. Shares are tensor_split's of the planned batch,
-    unless streamed images may have been dropped as unreadable: then the ranks exchange what they really got."""
+    """(first row, size) of this rank's share in the global batch. Shares are tensor_split's of the
+    planned batch, unless streamed images may have been dropped as unreadable: then the ranks
+    exchange what they really got."""
     if ranks.world_size == 1 or not may_drop:
         return ranks.first_row(planned), planned
     sizes = ranks.gather(torch.tensor([len(delivered)], device=delivered.device)).flatten().tolist()

@@ -1,5 +1,5 @@
-"""Evaluation: how well frozen features transfer, by the standard protocols, with the same code for NAT,
-its baselines (random init, supervised, raw pixels), and checkpoints along a run."""
+"""Evaluation: how well frozen features transfer, by the standard protocols, with the same code for
+NAT, its baselines (random init, supervised, raw pixels), and checkpoints along a run."""
 
 from __future__ import annotations
 
@@ -64,11 +64,14 @@ def evaluate(
     out: str | Path | None = None,
     base: Config | None = None,
 ) -> dict:
-    """Evaluate a checkpoint, ``random-init`` or ``raw-pixels`` and write ``out/eval.json`` + ``eval.md``.
+    """Evaluate a checkpoint, ``random-init`` or ``raw-pixels`` and write ``out/eval.json`` +
+    ``eval.md``.
 
     Args:
-        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` (their network and data come from ``base``).
-        overrides: ``key=value`` changes to the data settings (e.g. ``data=...``, ``data_root=...``).
+        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` (their network and data come
+            from ``base``).
+        overrides: ``key=value`` changes to the data settings (e.g. ``data=...``,
+            ``data_root=...``).
         base: the config of random-init / raw-pixels (default: natlearn's defaults).
     """
     state = None if source in (RANDOM_INIT, RAW_PIXELS) else load_checkpoint(source)
@@ -95,9 +98,12 @@ def evaluate(
         "test_images": len(test_set),
         "train_split": train_set.split_note,
         "test_split": test_set.split_note,
-        "setup": f"{config.data}: probes fit on {len(train_set):,} train images ({train_set.split_note}), scored once on "
-        f"{len(test_set):,} test images ({test_set.split_note}); every choice (weight decay, layer) made on held-out train "
-        f"images; {_view(settings, crop_size)}, no augmentation.",
+        "setup": (
+            f"{config.data}: probes fit on {len(train_set):,} train images "
+            f"({train_set.split_note}), scored once on {len(test_set):,} test images "
+            f"({test_set.split_note}); every choice (weight decay, layer) made on held-out train "
+            f"images; {_view(settings, crop_size)}, no augmentation."
+        ),
         **results,
     }
     if out is not None:

@@ -13,16 +13,17 @@ __all__ = ["compare_table", "gap_recovered", "best_linear"]
 
 
 def best_linear(results: dict) -> tuple[str, float] | None:
-    """(layer, test top-1) of the best linear probe of one evaluation. The layer is chosen by its accuracy on
-    held-out *training* images (``held_out_top1``; ties go to the earlier layer), never by test accuracy: the
-    test split is only read for the chosen layer's score."""
+    """(layer, test top-1) of the best linear probe of one evaluation. The layer is chosen by its
+    accuracy on held-out *training* images (``held_out_top1``; ties go to the earlier layer), never
+    by test accuracy: the test split is only read for the chosen layer's score."""
     table = results["protocols"].get("linear")
     if not table:
         return None
     missing = [name for name, row in table.items() if "held_out_top1" not in row]
     if missing:
         raise ValueError(
-            f"linear probe of {', '.join(missing)} has no held-out score to choose a layer by; re-run the evaluation"
+            f"linear probe of {', '.join(missing)} has no held-out score to choose a layer by; "
+            "re-run the evaluation"
         )
     layer = max(table, key=lambda name: table[name]["held_out_top1"])
     return layer, table[layer]["top1"]
@@ -68,13 +69,15 @@ def compare_table(all_results: dict[str, dict], out: Path | None = None) -> str:
     ):  # e.g. checkpoints trained with another split_seed or test_fraction on one folder
         lines.append("")
         lines.append(
-            "**Warning: these sources were scored on different test splits, so their columns are not comparable:** "
+            "**Warning: these sources were scored on different test splits, so their columns are "
+            "not comparable:** "
             + "; ".join(f"{name}: {res.get('test_split')}" for name, res in all_results.items())
         )
     text = "\n".join(lines)
     if gaps:
         text += (
-            "\n\nFraction of the random-init -> supervised gap (best linear probe, layers chosen on held-out train) recovered: "
+            "\n\nFraction of the random-init -> supervised gap (best linear probe, layers chosen "
+            "on held-out train) recovered: "
             + ", ".join(f"{name} {gap:.0%}" for name, gap in gaps.items())
         )
     if out is not None:

@@ -1,4 +1,5 @@
-"""Transfer accuracy of the checkpoints kept along a run, against the epoch (the paper's Figure 4 idea)."""
+"""Transfer accuracy of the checkpoints kept along a run, against the epoch (the paper's Figure 4
+idea)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def evolution(
 ) -> list[dict]:
     """Evaluate the random initialisation (epoch 0) and every kept checkpoint of ``run_dir``.
 
-    Keep checkpoints along a run with ``keep_every=N`` at training time. Writes ``out/evolution.json``,
-    ``evolution.md`` and ``evolution.png`` (default ``out = run_dir/evolution``).
+    Keep checkpoints along a run with ``keep_every=N`` at training time. Writes
+    ``out/evolution.json``, ``evolution.md`` and ``evolution.png`` (default
+    ``out = run_dir/evolution``).
 
     Returns:
         one row per epoch: {"epoch": E, "protocols": {protocol: {layer: {"top1": ...}}}}.
@@ -37,7 +39,8 @@ def evolution(
     paths = checkpoint_paths(run_dir)
     if not paths:
         raise NatlearnError(
-            f"no checkpoints in {run_dir / 'checkpoints'}; train with keep_every=N to keep some along the run"
+            f"no checkpoints in {run_dir / 'checkpoints'}; "
+            "train with keep_every=N to keep some along the run"
         )
     first = load_checkpoint(paths[0])
     config = Config.from_checkpoint(first["config"], overrides or [])

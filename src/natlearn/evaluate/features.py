@@ -1,4 +1,5 @@
-"""Frozen features: extracted once (eval mode, inference mode, centre crop), pooled to a fixed budget."""
+"""Frozen features: extracted once (eval mode, inference mode, centre crop), pooled to a fixed
+budget."""
 
 from __future__ import annotations
 
@@ -54,9 +55,9 @@ def extract_features(
     crop: str = "pad",
     scale: float = 0.25,
 ) -> dict[str, torch.Tensor]:
-    """Features of ``layers`` for uint8 ``images`` (n, C, H, W): the deterministic view matching the training
-    crops ``crop``/``scale`` (:func:`natlearn.data.eval_view`: the centre crop for pad crops), eval mode,
-    conv maps pooled by :func:`pool_conv_map`.
+    """Features of ``layers`` for uint8 ``images`` (n, C, H, W): the deterministic view matching the
+    training crops ``crop``/``scale`` (:func:`natlearn.data.eval_view`: the centre crop for pad
+    crops), eval mode, conv maps pooled by :func:`pool_conv_map`.
 
     Returns:
         layer name -> (n, features) float32 on the CPU.

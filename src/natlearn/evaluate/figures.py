@@ -1,4 +1,5 @@
-"""Figures (PNG, matplotlib): nearest neighbours, conv1 filters, training curves, feature evolution."""
+"""Figures (PNG, matplotlib): nearest neighbours, conv1 filters, training curves, feature
+evolution."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def neighbours_figure(
     queries: int = 8,
     k: int = 6,
 ) -> Path:
-    """Evenly spaced test queries (red frame) and their k nearest training images by cosine similarity,
-    one panel per representation. ``panels``: name -> (train features (n, f), test features (m, f))."""
+    """Evenly spaced test queries (red frame) and their k nearest training images by cosine
+    similarity, one panel per representation. ``panels``: name -> (train features (n, f), test
+    features (m, f))."""
     plt = _pyplot()
     picks = torch.linspace(0, len(test_images) - 1, queries).long()
     columns = (k + 1) * len(panels)
@@ -77,8 +79,8 @@ def neighbours_figure(
 
 
 def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
-    """The conv1 filters. Sobel input: each filter's two gradient channels side by side (diverging colours,
-    white = 0); gray: one map; RGB: each filter rescaled to [0, 1] as a colour image."""
+    """The conv1 filters. Sobel input: each filter's two gradient channels side by side (diverging
+    colours, white = 0); gray: one map; RGB: each filter rescaled to [0, 1] as a colour image."""
     plt = _pyplot()
     weight = model.convs.conv1[0].weight.detach().cpu().float()
     count, channels = weight.shape[:2]

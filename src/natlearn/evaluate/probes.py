@@ -30,12 +30,14 @@ WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Test accuracy of a probe (top-5 only with more than 10 classes) and what was chosen on training data.
+    """Test accuracy of a probe (top-5 only with more than 10 classes) and what was chosen on
+    training data.
 
     Attributes:
         weight_decay: the decay the linear probe chose on held-out training images.
-        held_out_top1: the chosen probe's accuracy on held-out *training* images (cross-validation or a 10%
-            split): what a layer, a decay or a checkpoint is chosen by. Never the test split.
+        held_out_top1: the chosen probe's accuracy on held-out *training* images (cross-validation
+            or a 10% split): what a layer, a decay or a checkpoint is chosen by. Never the test
+            split.
         solver: how the linear probe was fit (``lbfgs`` or ``adam``).
         k: neighbours the k-NN used (the requested k, or the training set's size if smaller).
         steps: optimisation steps the MLP probe took.
@@ -63,7 +65,8 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
 
 
 def _standardiser(train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-feature standardisation with the *training* features' mean and std (test features never inform it)."""
+    """Per-feature standardisation with the *training* features' mean and std (test features never
+    inform it)."""
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
     return lambda features: (features - mean) / std
 
@@ -88,11 +91,11 @@ def linear_probe(
 ) -> ProbeResult:
     """Multinomial logistic regression on standardised frozen features.
 
-    The weight decay is chosen on training data only, then the classifier is scored once on the test set.
-    Solvers: ``lbfgs`` (full batch, to convergence; decay by 3-fold cross-validation, then a refit on every
-    training image; ``auto`` picks it while the features hold at most 5e7 numbers) or ``adam``
-    (mini-batches, ``epochs`` with cosine decay; every decay trained at once as one wide layer on 90% of
-    the training set, the best on the other 10% kept; for 50,000 x 9,000 features).
+    The weight decay is chosen on training data only, then the classifier is scored once on the test
+    set. Solvers: ``lbfgs`` (full batch, to convergence; decay by 3-fold cross-validation, then a
+    refit on every training image; ``auto`` picks it while the features hold at most 5e7 numbers) or
+    ``adam`` (mini-batches, ``epochs`` with cosine decay; every decay trained at once as one wide
+    layer on 90% of the training set, the best on the other 10% kept; for 50,000 x 9,000 features).
 
     Args:
         train_x: (n_train, f) features; train_y: (n_train,) int64 labels in [0, classes).
@@ -125,8 +128,8 @@ def linear_probe(
 
 @contextlib.contextmanager
 def _single_thread_if(condition: bool) -> Iterator[None]:
-    """Fits on small features are dominated by per-op overhead; several OpenMP threads only add to it (10x
-    slower when another process shares the cores), so they run on one thread."""
+    """Fits on small features are dominated by per-op overhead; several OpenMP threads only add to
+    it (10x slower when another process shares the cores), so they run on one thread."""
     previous = torch.get_num_threads()
     if condition:
         torch.set_num_threads(1)
@@ -147,11 +150,12 @@ def _choose_and_fit(
     lr: float,
     progress: bool,
 ) -> tuple[nn.Linear, int, list[float]]:
-    """The classifier of the weight decay chosen on training data, its index, and every decay's score."""
+    """The classifier of the weight decay chosen on training data, its index, and every decay's
+    score."""
     device = x.device
     if solver == "lbfgs":
-        # Small data: 3-fold cross-validation picks the decay (one held-out split is too noisy), then refit on all.
-        # It runs for a single decay too: its score is what a layer is chosen by.
+        # Small data: 3-fold cross-validation picks the decay (one held-out split is too noisy),
+        # then refit on all. It runs for a single decay too: its score is what a layer is chosen by.
         folds = (
             torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device).chunk(3)
         )
@@ -171,7 +175,8 @@ def _choose_and_fit(
         best = max(range(len(weight_decays)), key=lambda i: (scores[i], -i))
         final = _fit_lbfgs(x, y, classes, weight_decays[best])
     else:
-        # Large data: every decay at once as one wide layer on 90%, the best on the other 10% is kept.
+        # Large data: every decay at once as one wide layer on 90%, the best on the other 10% is
+        # kept.
         fit_idx, val_idx = _held_out_split(len(x))
         heads = len(weight_decays)
         layer = _fit_adam(x, y, fit_idx, classes, weight_decays, epochs, batch_size, lr, progress)
@@ -197,7 +202,8 @@ def _fit_lbfgs(
     layer = nn.Linear(x.shape[1], classes).to(x.device)
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
-    # Tolerances far below what changes a prediction; separable data with a tiny decay would run to max_iter.
+    # Tolerances far below what changes a prediction; separable data with a tiny decay would run to
+    # max_iter.
     optimizer = torch.optim.LBFGS(
         layer.parameters(),
         lr=1,
@@ -230,7 +236,8 @@ def _fit_adam(
     progress: bool,
     min_steps: int = 1000,
 ) -> nn.Linear:
-    """All weight decays at once: a (heads * classes)-wide linear layer, each block with its own decay."""
+    """All weight decays at once: a (heads * classes)-wide linear layer, each block with its own
+    decay."""
     heads, device = len(weight_decays), x.device
     torch.manual_seed(0)
     layer = nn.Linear(x.shape[1], classes * heads).to(device)
@@ -271,9 +278,10 @@ def mlp_probe(
     progress: bool = False,
     min_steps: int = 500,
 ) -> ProbeResult:
-    """The paper's transfer protocol on frozen conv features: fresh fc6-fc8 (Linear-BN-ReLU-Dropout(0.5),
-    Linear-BN-ReLU, Linear), SGD with momentum 0.9 and cosine decay. Trained on cached features of
-    centre crops (the paper also used random crops; caching makes the protocol affordable on a CPU)."""
+    """The paper's transfer protocol on frozen conv features: fresh fc6-fc8
+    (Linear-BN-ReLU-Dropout(0.5), Linear-BN-ReLU, Linear), SGD with momentum 0.9 and cosine decay.
+    Trained on cached features of centre crops (the paper also used random crops; caching makes the
+    protocol affordable on a CPU)."""
     device = resolve_device()
     standardise = _standardiser(train_x)
     x, y = standardise(train_x).to(device), train_y.to(device)
@@ -290,8 +298,9 @@ def mlp_probe(
         nn.Linear(hidden, classes),
     ).to(device)
     optimizer = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    # Small training sets get smaller batches and more passes: at least min_steps steps whatever n is (a
-    # batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for BatchNorm.
+    # Small training sets get smaller batches and more passes: at least min_steps steps whatever n
+    # is (a batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for
+    # BatchNorm.
     batch_size = max(2, min(batch_size, len(x) // 4))
 
     def batch_loss(batch: torch.Tensor) -> torch.Tensor:
@@ -328,8 +337,8 @@ def knn_classify(
     temperature: float = 0.07,
 ) -> ProbeResult:
     """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
-    exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer than k
-    training images every one votes; the result's ``k`` says how many did."""
+    exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer
+    than k training images every one votes; the result's ``k`` says how many did."""
     device = resolve_device()
     bank = F.normalize(train_x.float(), dim=1).to(device)
     k = min(k, len(bank))

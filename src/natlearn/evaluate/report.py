@@ -1,4 +1,5 @@
-"""`natlearn report RUN_DIR`: one markdown page with a run's config, training curves, evaluations, figures."""
+"""`natlearn report RUN_DIR`: one markdown page with a run's config, training curves, evaluations,
+figures."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def write_report(run_dir: str | Path) -> Path:
     log = run_dir / "log.jsonl"
     if not log.is_file():
         raise NatlearnError(
-            f"{run_dir} is not a natlearn run folder (no log.jsonl); give the out= folder of natlearn train"
+            f"{run_dir} is not a natlearn run folder (no log.jsonl); "
+            "give the out= folder of natlearn train"
         )
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     config = (
@@ -39,7 +41,8 @@ def write_report(run_dir: str | Path) -> Path:
             if k in last
         )
         lines += [
-            f"{len(rows)} epochs in {seconds / 60:.1f} minutes ({last['images_per_s']:.0f} images/s in the last epoch). Last epoch: {summary}.",
+            f"{len(rows)} epochs in {seconds / 60:.1f} minutes ({last['images_per_s']:.0f} "
+            f"images/s in the last epoch). Last epoch: {summary}.",
             "",
         ]
         training_curves({config.get("objective", "run"): rows}, run_dir / "training_curves.png")

@@ -1,5 +1,5 @@
-"""Evaluate frozen features with the standard protocols: per-layer linear probes (DeepCluster), the paper's
-fc6-8 MLP on the last conv layer, weighted k-NN, and optional full fine-tuning.
+"""Evaluate frozen features with the standard protocols: per-layer linear probes (DeepCluster), the
+paper's fc6-8 MLP on the last conv layer, weighted k-NN, and optional full fine-tuning.
 
 One function scores one representation (a network, or raw pixels); features are extracted once and
 shared by every probe. Baselines (random init, supervised, raw pixels) go through the same code.
@@ -43,9 +43,9 @@ __all__ = [
 
 @dataclass
 class EvalSettings:
-    """What to run. ``layers=None``: every conv layer and the penultimate features (``neck``) for the linear
-    probe; k-NN runs on ``knn_layers`` only (default the penultimate features, as DINO's k-NN does: on 9k-dim
-    conv features it would cost minutes per layer on a CPU)."""
+    """What to run. ``layers=None``: every conv layer and the penultimate features (``neck``) for
+    the linear probe; k-NN runs on ``knn_layers`` only (default the penultimate features, as DINO's
+    k-NN does: on 9k-dim conv features it would cost minutes per layer on a CPU)."""
 
     layers: list[str] | None = None
     linear: bool = True
@@ -55,8 +55,9 @@ class EvalSettings:
     mlp_hidden: int = 0  # 0: 4096 for AlexNet (the paper's fc6-7), 512 for small networks
     probe_epochs: int = 30
     finetune_epochs: int = 0
-    # How the network was trained (its config's crop, crop_scale, flip): features are taken from the matching
-    # deterministic view (:func:`natlearn.data.eval_view`), and fine-tuning flips only if training did.
+    # How the network was trained (its config's crop, crop_scale, flip): features are taken from the
+    # matching deterministic view (:func:`natlearn.data.eval_view`), and fine-tuning flips only if
+    # training did.
     crop: str = "pad"
     crop_scale: float = 0.25
     flip: bool = True
@@ -77,7 +78,8 @@ def _probe_all(
     settings: EvalSettings,
     knn_layers: list[str],
 ) -> dict:
-    """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones) and k-NN on ``knn_layers``."""
+    """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones)
+    and k-NN on ``knn_layers``."""
     results: dict[str, dict[str, dict]] = {}
     for layer in train:
         if settings.linear and (
@@ -106,7 +108,8 @@ def evaluate_network(
     crop_size: int,
     settings: EvalSettings,
 ) -> dict:
-    """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split scores)."""
+    """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split
+    scores)."""
     started = time.perf_counter()
     layers = list(
         dict.fromkeys([*(settings.layers or [*model.conv_names, "neck"]), *settings.knn_layers])
@@ -175,9 +178,9 @@ def finetune(
     lr: float = 0.01,
     flip: bool = True,
 ) -> ProbeResult:
-    """Full fine-tuning: a copy of the network with a fresh linear classifier, every layer trained on the
-    labels with random crops (and flips when ``flip``; data whose orientation carries meaning turns them off)
-    (SGD, momentum 0.9, cosine), scored on centre crops."""
+    """Full fine-tuning: a copy of the network with a fresh linear classifier, every layer trained
+    on the labels with random crops (and flips when ``flip``; data whose orientation carries meaning
+    turns them off) (SGD, momentum 0.9, cosine), scored on centre crops."""
     device = next(model.parameters()).device
     tuned = copy.deepcopy(model).train()
     classes = len(train_set.classes)

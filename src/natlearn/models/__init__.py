@@ -1,8 +1,8 @@
 """Models: the frozen input layer, the paper's AlexNet-BN, a small conv net, and the NAT head.
 
-Two ways to get a network: :func:`initial_model` (what a run starts from: the config's network for a data
-set, initialised from ``config.seed``) and :func:`build_model` (the same shape from a checkpoint's stored
-:func:`network_spec`, before its weights are loaded).
+Two ways to get a network: :func:`initial_model` (what a run starts from: the config's network for a
+data set, initialised from ``config.seed``) and :func:`build_model` (the same shape from a
+checkpoint's stored :func:`network_spec`, before its weights are loaded).
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def network_spec(data: ImageData, crop_size: int) -> dict:
 
 
 def build_model(config: Config, spec: dict) -> Network:
-    """The network ``config`` trains, for a :func:`network_spec`: a unit-norm ``dim`` output, or class logits
-    for the supervised cross-entropy baseline. Parameters are drawn from the global torch RNG."""
+    """The network ``config`` trains, for a :func:`network_spec`: a unit-norm ``dim`` output, or
+    class logits for the supervised cross-entropy baseline. Parameters are drawn from the global
+    torch RNG."""
     logits = (
         config.objective == "supervised" and config.resolve(spec["image_size"]).loss == "softmax"
     )
@@ -59,14 +60,15 @@ def build_model(config: Config, spec: dict) -> Network:
 
 
 def initial_model(config: Config, data: ImageData) -> Network:
-    """The network ``config`` trains on ``data``, initialised from ``config.seed`` (as a run starts)."""
+    """The network ``config`` trains on ``data``, initialised from ``config.seed`` (as a run
+    starts)."""
     torch.manual_seed(config.seed)
     return build_model(config, network_spec(data, config.resolve(data.image_size).crop_size))
 
 
 def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
-    """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building it):
-    its conv blocks, ``neck`` and ``head``."""
+    """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building
+    it): its conv blocks, ``neck`` and ``head``."""
     convs = (
         list(ALEXNET_CONVS)
         if arch == "alexnet"
