@@ -41,7 +41,7 @@ def test_batch_reassignment_equals_brute_force(b, seed):
 def test_rectangular_reassignment_with_spares_equals_brute_force(b, m):
     n, k = 10, 16
     targets = NoiseTargets(k=k, d=5, seed=b)
-    assignment = Assignment(n, k, seed=b, spare_per_batch=m)
+    assignment = Assignment(n, k, seed=b, spare_targets=m)
     generator_copy = torch.Generator().manual_seed(0)
     generator_copy.set_state(assignment.generator.get_state())
     slots = torch.randperm(k - n, generator=generator_copy)[:m]
@@ -90,7 +90,7 @@ def test_assignment_stays_a_permutation(n, extra, m, steps, seed):
     k = n + extra
     m = min(m, extra)
     targets = NoiseTargets(k=k, d=4, seed=seed)
-    assignment = Assignment(n, k, seed=seed, spare_per_batch=m)
+    assignment = Assignment(n, k, seed=seed, spare_targets=m)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         b = int(torch.randint(1, n + 1, (1,), generator=generator))
@@ -102,15 +102,23 @@ def test_assignment_stays_a_permutation(n, extra, m, steps, seed):
 
 def test_state_dict_round_trip_continues_identically():
     targets = NoiseTargets(k=30, d=4, seed=1)
-    original = Assignment(20, 30, seed=1, spare_per_batch=3)
+    original = Assignment(20, 30, seed=1, spare_targets=3)
     outputs = _unit(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)))
     original.reassign(torch.arange(6), outputs, targets)
-    restored = Assignment(20, 30, seed=99, spare_per_batch=3)
+    restored = Assignment(20, 30, seed=99, spare_targets=3)
     restored.load_state_dict(original.state_dict())
     for a in (original, restored):
         a.reassign(torch.arange(6, 12), outputs, targets)
     assert torch.equal(original.image_to_target, restored.image_to_target)
     assert torch.equal(original.spare, restored.spare)
+
+
+def test_a_state_saved_under_the_old_spare_key_still_loads():
+    saved = Assignment(20, 30, seed=1, spare_targets=3).state_dict()
+    saved["spare_per_batch"] = saved.pop("spare_targets")  # checkpoints written before the rename
+    restored = Assignment(20, 30, seed=99)
+    restored.load_state_dict(saved)
+    assert restored.spare_targets == 3 and torch.equal(restored.spare, torch.as_tensor(saved["spare"]))
 
 
 def test_check_detects_a_shared_target():
@@ -123,8 +131,8 @@ def test_check_detects_a_shared_target():
 def test_invalid_sizes_are_rejected():
     with pytest.raises(ValueError, match="k >= n"):
         Assignment(10, 9)
-    with pytest.raises(ValueError, match="spare_per_batch"):
-        Assignment(10, 12, spare_per_batch=3)
+    with pytest.raises(ValueError, match="spare_targets"):
+        Assignment(10, 12, spare_targets=3)
 
 
 def test_state_is_eight_bytes_per_target():
@@ -133,7 +141,7 @@ def test_state_is_eight_bytes_per_target():
 
 def test_reassign_returns_the_new_target_vectors():
     targets = NoiseTargets(k=40, d=8, seed=4)
-    assignment = Assignment(30, 40, seed=4, spare_per_batch=5)
+    assignment = Assignment(30, 40, seed=4, spare_targets=5)
     ids = torch.arange(10, 22)
     result = assignment.reassign(
         ids, _unit(torch.randn(12, 8, generator=torch.Generator().manual_seed(4))), targets

@@ -47,21 +47,19 @@ class Assignment:
         n: number of images.
         k: number of targets (default n, as in the official code).
         seed: seeds the initial random permutation and the choice of spare targets.
-        spare_per_batch: m, the number of unassigned targets offered to each batch problem
+        spare_targets: m, the number of unassigned targets offered to each batch problem
             (requires k > n; the problem becomes b x (b + m)).
     """
 
-    def __init__(self, n: int, k: int | None = None, seed: int = 0, spare_per_batch: int = 0):
+    def __init__(self, n: int, k: int | None = None, seed: int = 0, spare_targets: int = 0):
         k = n if k is None else k
         if n < 1:
             raise ValueError(f"an assignment needs n >= 1 images, got n={n}")
         if k < n:
             raise ValueError(f"NAT needs at least one target per image: k={k} < n={n}; set k >= n")
-        if spare_per_batch < 0 or spare_per_batch > k - n:
-            raise ValueError(
-                f"spare_per_batch={spare_per_batch} must lie in [0, k - n] = [0, {k - n}]"
-            )
-        self.n, self.k, self.spare_per_batch = n, k, spare_per_batch
+        if spare_targets < 0 or spare_targets > k - n:
+            raise ValueError(f"spare_targets={spare_targets} must lie in [0, k - n] = [0, {k - n}]")
+        self.n, self.k, self.spare_targets = n, k, spare_targets
         self.generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(k, generator=self.generator)
         self.image_to_target = order[:n].clone()
@@ -125,7 +123,7 @@ class Assignment:
         problem."""
         ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
         current = self.image_to_target[ids]
-        m = self.spare_per_batch
+        m = self.spare_targets
         spare_slots = (
             torch.randperm(self.spare.numel(), generator=self.generator)[:m] if m else None
         )
@@ -153,7 +151,7 @@ class Assignment:
 
     def _check_batch(self, old: torch.Tensor, new: torch.Tensor, candidates: torch.Tensor) -> None:
         """Cheap per-step invariant: the batch took distinct targets from its candidates only."""
-        if self.spare_per_batch == 0:
+        if self.spare_targets == 0:
             ok = torch.equal(torch.sort(old).values, torch.sort(new).values)
         else:
             ok = torch.unique(new).numel() == new.numel() and bool(
@@ -179,7 +177,7 @@ class Assignment:
         return {
             "n": self.n,
             "k": self.k,
-            "spare_per_batch": self.spare_per_batch,
+            "spare_targets": self.spare_targets,
             "image_to_target": self.image_to_target.clone(),
             "spare": self.spare.clone(),
             "generator": self.generator.get_state(),
@@ -191,7 +189,10 @@ class Assignment:
                 f"assignment state is for n={state['n']}, k={state['k']}; "
                 f"this one has n={self.n}, k={self.k}"
             )
-        self.spare_per_batch = state["spare_per_batch"]
+        # Checkpoints written before natlearn named it spare_targets call it spare_targets.
+        self.spare_targets = (
+            state["spare_targets"] if "spare_targets" in state else state["spare_per_batch"]
+        )
         self.image_to_target = state["image_to_target"].clone().to(torch.int64)
         self.spare = state["spare"].clone().to(torch.int64)
         self.generator.set_state(state["generator"])

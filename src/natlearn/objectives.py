@@ -93,7 +93,7 @@ class NoiseAsTargets:
         self.targets = NoiseTargets(
             k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters
         )
-        self.assignment = Assignment(n, k, seed=config.seed, spare_per_batch=config.spare_targets)
+        self.assignment = Assignment(n, k, seed=config.seed, spare_targets=config.spare_targets)
         self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
         self.loss_kind, self.reduction, self.temperature = (
             resolved.loss,
