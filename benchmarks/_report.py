@@ -23,7 +23,8 @@ def cifar10_folder(path: str, quick: bool) -> Path | None:
     folder = Path(path)
     if not (folder / "train").is_dir():
         raise SystemExit(
-            f"error: no CIFAR-10 folder at {folder}; pass --cifar10 DIR (train/ and test/ inside) or use --quick"
+            f"error: no CIFAR-10 folder at {folder}; "
+            "pass --cifar10 DIR (train/ and test/ inside) or use --quick"
         )
     return folder
 

@@ -3,12 +3,12 @@
     bash benchmarks/gpu.sh               # the prepared GPU run (< 5 minutes); writes docs + JSON
     python benchmarks/gpu.py --quick     # CPU smoke run of the same code path, tiny; writes nothing
 
-Each row is a real `natlearn train` run (`torchrun` for 2 GPUs) of the imagenet_alexnet preset (Sobel input,
-d = 2048, batch 256 per GPU, random 224 crops of 256 images + flips on the GPU) on `data=synthetic`
-(random images held on the GPU, so the loader is not what is measured), with re-assignment every 2nd
-epoch: epoch 3 re-assigns, epoch 4 does not (epochs 1-2 are warm-up). From the run's log: images/s of
-each kind of epoch, the official schedule's mix (1 re-assignment epoch in 3), and the share of a
-re-assignment step spent in the assignment (`assign_ms` / `step_ms`).
+Each row is a real `natlearn train` run (`torchrun` for 2 GPUs) of the imagenet_alexnet preset
+(Sobel input, d = 2048, batch 256 per GPU, random 224 crops of 256 images + flips on the GPU) on
+`data=synthetic` (random images held on the GPU, so the loader is not what is measured), with
+re-assignment every 2nd epoch: epoch 3 re-assigns, epoch 4 does not (epochs 1-2 are warm-up). From
+the run's log: images/s of each kind of epoch, the official schedule's mix (1 re-assignment epoch
+in 3), and the share of a re-assignment step spent in the assignment (`assign_ms` / `step_ms`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from pathlib import Path
 
 import torch
 
-from _report import (
-    ROOT,
-    hardware,
-    today,
-    write_json,
-    write_section,
-)  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _report import ROOT, hardware, today, write_json, write_section
 
 
 def run(name: str, settings: list[str], gpus: int, out: Path, timeout: int) -> dict | None:
@@ -82,8 +77,8 @@ def run(name: str, settings: list[str], gpus: int, out: Path, timeout: int) -> d
         row["assign_ms"] / row["step_ms_reassign"] if row["assign_ms"] is not None else None
     )
     print(
-        f"{name}: {row['images_per_s_official']:.0f} img/s (official schedule), assignment {row['assign_ms'] or 0:.1f} ms of "
-        f"{row['step_ms_reassign']:.1f} ms",
+        f"{name}: {row['images_per_s_official']:.0f} img/s (official schedule), assignment "
+        f"{row['assign_ms'] or 0:.1f} ms of {row['step_ms_reassign']:.1f} ms",
         flush=True,
     )
     return row
@@ -105,7 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.quick and not torch.cuda.is_available():
         raise SystemExit(
-            "error: no CUDA GPU visible; run this on a GPU machine, or use --quick for the CPU smoke run"
+            "error: no CUDA GPU visible; "
+            "run this on a GPU machine, or use --quick for the CPU smoke run"
         )
     base = [
         "imagenet_alexnet",
@@ -156,11 +152,13 @@ def main() -> None:
     lines = [
         "## AlexNet-BN on a GPU (`bash benchmarks/gpu.sh`)",
         "",
-        f"{today()}, {hardware()}, {gpus} GPU(s). `natlearn train imagenet_alexnet data=synthetic` (random 256x256 images held on "
-        "the GPU; random 224 crops + flips on the GPU), Sobel input, d = 2048, batch 256 per GPU, SGD; images/s from the run's "
-        "own log (epoch 3 re-assigns, epoch 4 does not; epochs 1-2 warm up). JSON: `benchmarks/results/gpu.json`.",
+        f"{today()}, {hardware()}, {gpus} GPU(s). `natlearn train imagenet_alexnet data=synthetic` "
+        "(random 256x256 images held on the GPU; random 224 crops + flips on the GPU), Sobel "
+        "input, d = 2048, batch 256 per GPU, SGD; images/s from the run's own log (epoch 3 "
+        "re-assigns, epoch 4 does not; epochs 1-2 warm up). JSON: `benchmarks/results/gpu.json`.",
         "",
-        "| run | img/s, re-assignment epoch | img/s, other epochs | img/s, official schedule (1 in 3) | / supervised | "
+        "| run | img/s, re-assignment epoch | img/s, other epochs | "
+        "img/s, official schedule (1 in 3) | / supervised | "
         "assignment ms / step ms (re-assignment epoch) |",
         "|---|---|---|---|---|---|",
     ]
@@ -176,8 +174,9 @@ def main() -> None:
             else ""
         )
         lines.append(
-            f"| {r['name']} | {r['images_per_s_reassign_epoch']:.0f} | {r['images_per_s_plain_epoch']:.0f} | "
-            f"{r['images_per_s_official']:.0f} | {ratio} | {share} |"
+            f"| {r['name']} | {r['images_per_s_reassign_epoch']:.0f} | "
+            f"{r['images_per_s_plain_epoch']:.0f} | {r['images_per_s_official']:.0f} | "
+            f"{ratio} | {share} |"
         )
     if gpus < 2:
         lines += ["", "One GPU only on this machine: no 2-GPU scaling row."]

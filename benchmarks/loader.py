@@ -1,12 +1,14 @@
 """Does the input pipeline keep up with training? Loader images/s alone vs training-step images/s.
 
-    python benchmarks/loader.py            # CIFAR-10 train (../shared/data/cifar10), batch 256, ~3 minutes on 2 cores
+    python benchmarks/loader.py            # CIFAR-10 train (../shared/data/cifar10), batch 256,
+                                           # ~3 minutes on 2 cores
     python benchmarks/loader.py --quick    # digits, prints only
 
-Measures: decoding the folder into memory (cold, into an empty cache) and loading it again (warm, from
-the cache); the loader alone (gather a batch + random crop + flip, both crop modes) over a full epoch;
-and NAT training steps (forward, re-assignment, loss, backward, SGD) on the same batches. Writes
-benchmarks/results/loader.json and its section of docs/benchmarks.md. Goal: loader >= 5x the step.
+Measures: decoding the folder into memory (cold, into an empty cache) and loading it again (warm,
+from the cache); the loader alone (gather a batch + random crop + flip, both crop modes) over a full
+epoch; and NAT training steps (forward, re-assignment, loss, backward, SGD) on the same batches.
+Writes benchmarks/results/loader.json and its section of docs/benchmarks.md.
+Goal: loader >= 5x the step.
 """
 
 from __future__ import annotations
@@ -20,14 +22,8 @@ import time
 
 import torch
 
-from _report import (
-    CIFAR10,
-    cifar10_folder,
-    hardware,
-    today,
-    write_json,
-    write_section,
-)  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section
 from natlearn.config import Config
 from natlearn.data import Augmentation
 from natlearn.run import build_run
@@ -106,7 +102,8 @@ def main() -> None:
     print(f"load: cold {cold:.1f} s, warm {warm:.2f} s; step {step:.0f} img/s")
     for crop in loader:
         print(
-            f"loader ({crop} crop): {loader[crop]:.0f} img/s = {ratios[crop]:.0f} x the training step"
+            f"loader ({crop} crop): {loader[crop]:.0f} img/s = "
+            f"{ratios[crop]:.0f} x the training step"
         )
     if args.quick:
         return
@@ -126,19 +123,21 @@ def main() -> None:
         "## Input pipeline vs training step (`python benchmarks/loader.py`)",
         "",
         f"{today()}, {hardware()}. Data: {name}; batch {config.batch_size}; {payload['network']}; "
-        f"training step = forward, NAT re-assignment, square loss, backward, SGD ({steps} steps after 2 warm-up steps). "
-        "JSON: `benchmarks/results/loader.json`.",
+        f"training step = forward, NAT re-assignment, square loss, backward, SGD ({steps} steps "
+        "after 2 warm-up steps). JSON: `benchmarks/results/loader.json`.",
         "",
         "| what | images/s | / training step |",
         "|---|---|---|",
         *(
-            f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | {loader[crop]:,.0f} | {ratios[crop]:.0f}x |"
+            f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | "
+            f"{loader[crop]:,.0f} | {ratios[crop]:.0f}x |"
             for crop in loader
         ),
         f"| training step | {step:,.0f} | 1x |",
         "",
-        f"Decoding the 50,000 JPEGs into memory: {cold:.1f} s the first time (2 threads), {warm:.2f} s from the cache "
-        "afterwards (a uint8 tensor file keyed by the folder's content). Goal: loader >= 5x the step.",
+        f"Decoding the 50,000 JPEGs into memory: {cold:.1f} s the first time (2 threads), "
+        f"{warm:.2f} s from the cache afterwards (a uint8 tensor file keyed by the folder's "
+        "content). Goal: loader >= 5x the step.",
     ]
     write_section("loader", "\n".join(lines))
 

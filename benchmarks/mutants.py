@@ -60,15 +60,21 @@ class Mutant:
     tests: tuple[str, ...]  # pytest ids that must catch it
 
 
+STEP = "tests/test_step.py::test_a_reassigning_step_takes_the_loss_to_the_targets_held_after_the_reassignment"
+DDP_KILL = "tests/test_distributed.py::test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends"
+
 MUTANTS = [
     Mutant(
         "loss-on-stale-targets",
-        "the loss is computed on the targets the batch held before its re-assignment",
+        "the step takes the loss before the batch's re-assignment, to the targets it held before",
         "train.py",
-        "            batch_targets, reassigned = self._reassign_global(ids, outputs.detach())",
-        "            stale = self.targets[self.assignment[self.ranks.gather(ids.to(outputs.device))].to(outputs.device)]\n"
-        "            batch_targets, reassigned = stale, self._reassign_global(ids, outputs.detach())[1]",
-        (f"{TRAIN}::test_the_loss_is_taken_to_the_targets_held_after_the_reassignment",),
+        "    if run.objective.reassigns(epoch):\n"
+        "        stats = _reassign(run, ids, outputs.detach(), rows)\n"
+        "    loss, loss_stats = run.objective.loss(ids, outputs, rows)\n",
+        "    loss, loss_stats = run.objective.loss(ids, outputs, rows)\n"
+        "    if run.objective.reassigns(epoch):\n"
+        "        stats = _reassign(run, ids, outputs.detach(), rows)\n",
+        (STEP,),
     ),
     Mutant(
         "reassign-among-all-targets",
@@ -97,7 +103,7 @@ MUTANTS = [
         "the demo's nat row probes a freshly built (untrained) network instead of the trained one",
         "demo.py",
         '"nat": _network_features(nat_run.model,',
-        '"nat": _network_features(build_model(config, train_set),',
+        '"nat": _network_features(initial_model(config, train_set),',
         ("tests/test_demo.py::test_demo_writes_measured_results_and_figures",),
     ),
     Mutant(
@@ -107,63 +113,68 @@ MUTANTS = [
         "    model.eval()\n",
         "",
         (
-            "tests/test_evaluate.py::test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_batchnorm_alone",
+            "tests/test_evaluate.py::test_an_images_features_do_not_depend_on_its_batch_and_extraction_"
+            "leaves_batchnorm_alone",
         ),
     ),
     Mutant(
         "optimizer-state-not-saved",
         "checkpoints hold the optimizer's settings but not its momentum buffers",
-        "train.py",
-        '"optimizer": optimizer.state_dict(),',
-        '"optimizer": {**optimizer.state_dict(), "state": {}},',
+        "run.py",
+        '"optimizer": self.optimizer.state_dict(),',
+        '"optimizer": {**self.optimizer.state_dict(), "state": {}},',
         (RESUME, KILL_RESUME),
     ),
     Mutant(
         "optimizer-state-not-restored",
         "a resume restores the weights and the assignment but restarts the optimizer (momentum lost)",
-        "train.py",
-        '        optimizer.load_state_dict(state["optimizer"])\n',
+        "run.py",
+        '        self.optimizer.load_state_dict(state["optimizer"])\n',
         "",
         (RESUME, KILL_RESUME),
     ),
     Mutant(
         "targets-seeded-per-process",
         "the targets' seed is mixed with the process id, so a resumed process trains towards other targets",
-        "train.py",
-        "NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets",
-        'NoiseTargets(k, config.dim, seed=config.seed + __import__("os").getpid(), kind=config.targets',
+        "objectives.py",
+        "k, config.dim, seed=config.seed, kind=config.targets",
+        'k, config.dim, seed=config.seed + __import__("os").getpid(), kind=config.targets',
         (RESUMED_TARGETS,),
     ),
     Mutant(
         "targets-seeded-per-rank",
         "the targets' seed is mixed with the rank, so the ranks of one run hold different targets",
-        "train.py",
-        "NoiseTargets(k, config.dim, seed=config.seed, kind=config.targets",
-        "NoiseTargets(k, config.dim, seed=config.seed + self.ranks.rank, kind=config.targets",
+        "objectives.py",
+        "k, config.dim, seed=config.seed, kind=config.targets",
+        "k, config.dim, seed=config.seed + self.ranks.rank, kind=config.targets",
         ("tests/test_distributed.py::test_two_ranks_train_like_one_process_with_the_global_batch",),
     ),
     Mutant(
         "sum-scaled-per-rank",
         "each rank reduces its own rows (sum, or mean over its share): DDP's average then trains at lr / N (sum)",
-        "train.py",
-        '    scale = ranks.world_size / (global_batch if reduction == "mean" else 1)\n    return per_row.sum() * scale\n',
+        "objectives.py",
+        '    scale = ranks.world_size / (global_batch if reduction == "mean" else 1)\n'
+        "    return per_row.sum() * scale\n",
         '    return per_row.sum() if reduction == "sum" else per_row.mean()\n',
         (f"{DDP_STEP}[nat-square-sum]", f"{DDP_STEP}[supervised-ce-sum]"),
     ),
     Mutant(
         "softmax-over-the-ranks-own-targets",
-        "under torchrun the NAT softmax loss scores each image against its rank's targets only, not the global batch's",
-        "train.py",
-        'batch_ids = self.ranks.gather(ids.to(outputs.device)) if self.loss_kind == "softmax" else ids',
-        "batch_ids = ids",
+        "under torchrun the NAT softmax loss scores each image against its rank's targets only, not the global "
+        "batch's",
+        "objectives.py",
+        "            batch_targets = self._held(self.ranks.gather(ids.to(outputs.device)), outputs.device)\n"
+        "            mine = torch.arange(first, first + len(ids), device=outputs.device)\n",
+        "            batch_targets = self._held(ids, outputs.device)\n"
+        "            mine = torch.arange(len(ids), device=outputs.device)\n",
         (f"{DDP_STEP}[nat-softmax-sum-no-reassign]",),
     ),
     Mutant(
         "every-rank-solves",
         "every rank solves the gathered batch's assignment itself (identity then rests on bit-identical arithmetic)",
-        "train.py",
-        "        if self.ranks.main:\n            results = [self.assignment.reassign(",
-        "        if True:\n            results = [self.assignment.reassign(",
+        "distributed.py",
+        "    if ranks.main:\n        results = [",
+        "    if True:\n        results = [",
         ("tests/test_distributed.py::test_two_rank_scenarios[one_rank_solves]",),
     ),
     Mutant(
@@ -176,16 +187,27 @@ MUTANTS = [
     ),
     Mutant(
         "dropped-image-shifts-rank-rows",
-        "under torchrun a rank that drops an unreadable streamed image still assumes the planned share of the global batch",
+        "under torchrun a rank that drops an unreadable streamed image still assumes the planned share of the "
+        "global batch",
         "train.py",
         "    if ranks.world_size == 1 or not may_drop:\n",
         "    if True:\n",
         ("tests/test_distributed.py::test_two_ranks_stream_a_folder_and_skip_an_unreadable_image",),
     ),
     Mutant(
+        "mid-epoch-statistics-of-rank-0-only",
+        "a mid-epoch checkpoint saves rank 0's own statistic sums, not their sum over ranks (the resumed epoch "
+        "logs other losses)",
+        "train.py",
+        "            state.sums = sums.over_ranks(ranks)\n",
+        "            state.sums = dict(zip(sums.names, sums.totals.tolist(), strict=True))\n",
+        (DDP_KILL,),
+    ),
+    Mutant(
         "folder-scored-on-its-training-images",
-        "a class folder without train/ and test/ serves every image as both splits (probes scored on their own training images)",
-        "data/datasets.py",
+        "a class folder without train/ and test/ serves every image as both splits (probes scored on their own "
+        "training images)",
+        "data/splits.py",
         '    if split == "all":\n        return listing, listing, False\n',
         "    if True:\n        return listing, listing, False\n",
         (f"{HONEST}::test_a_plain_class_folder_is_scored_on_held_out_images_near_chance",),
@@ -194,12 +216,18 @@ MUTANTS = [
         "decay-chosen-on-test-labels",
         "the linear probe refits each weight decay and keeps the one with the best test accuracy",
         "evaluate/probes.py",
-        "        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)\n",
-        "        final, best, scores = _choose_and_fit(x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress)\n"
-        "        fits = [_choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, progress)[0] for wd in weight_decays]\n"
-        "        tests = [float((f(standardise(test_x).to(device)).argmax(1).cpu() == test_y).double().mean()) for f in fits]\n"
-        "        best = max(range(len(tests)), key=tests.__getitem__)\n"
-        "        final = fits[best]\n",
+        "    with torch.no_grad():\n        test_scores = torch.cat(\n",
+        "    fits = [\n"
+        "        _choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, progress)[0]\n"
+        "        for wd in weight_decays\n"
+        "    ]\n"
+        "    tests = [\n"
+        "        float((f(standardise(test_x).to(device)).argmax(1).cpu() == test_y).double().mean())\n"
+        "        for f in fits\n"
+        "    ]\n"
+        "    best = max(range(len(tests)), key=tests.__getitem__)\n"
+        "    final = fits[best]\n"
+        "    with torch.no_grad():\n        test_scores = torch.cat(\n",
         (f"{HONEST}::test_permuting_the_test_labels_changes_no_choice_of_the_linear_probe",),
     ),
     Mutant(
@@ -223,33 +251,32 @@ MUTANTS = [
     ),
     Mutant(
         "mlp-probe-too-few-steps",
-        "the MLP probe trains epochs x (n // batch) steps: none when the train split is smaller than a batch",
+        "the MLP probe trains with the full batch size even on a train split smaller than a batch (no steps)",
         "evaluate/probes.py",
-        "    batch_size = max(2, min(batch_size, len(x) // 4))\n    per_epoch = len(x) // batch_size\n"
-        "    epochs = max(epochs, -(-min_steps // per_epoch))\n",
-        "    per_epoch = len(x) // batch_size\n",
+        "    batch_size = max(2, min(batch_size, len(x) // 4))\n",
+        "",
         (f"{HONEST}::test_the_mlp_probe_learns_an_easy_task_with_fewer_images_than_its_batch",),
     ),
     Mutant(
         "skipped-batch-left-in-batchnorm",
         "on_nonfinite=skip skips the step but keeps the NaN batch's statistics in BatchNorm's running buffers",
         "train.py",
-        "                    buffer.copy_(saved)\n",
-        "                    pass\n",
+        "        buffer.copy_(saved)\n",
+        "        pass\n",
         (f"{FAULTS}::test_nonfinite_batch_stops_or_is_skipped",),
     ),
     Mutant(
         "gradients-unchecked",
         "non-finite gradients reach optimizer.step() (only outputs and loss are checked)",
         "train.py",
-        "                if not _gradients_finite(model):  # DDP all-reduced them: the same answer on every rank, no extra collective\n",
-        "                if False:\n",
+        '    check_finite("gradients", largest_gradient(run.model))\n',
+        "",
         (f"{NONFINITE}::test_nonfinite_gradients_stop_the_run_before_the_step",),
     ),
     Mutant(
         "batchnorm-statistics-unchecked",
         "the epoch-end check covers the parameters but not BatchNorm's running statistics",
-        "train.py",
+        "nonfinite.py",
         "    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]\n",
         "    tensors = [*model.parameters()]\n",
         (f"{NONFINITE}::test_nan_batchnorm_statistics_stop_the_run",),
@@ -257,8 +284,8 @@ MUTANTS = [
     Mutant(
         "assignment-not-restored",
         "a resume restores the weights and optimizer but starts from the initial image -> target assignment",
-        "train.py",
-        '        objective.load_state_dict(state["objective"])\n',
+        "run.py",
+        '        self.objective.load_state_dict(state["objective"])\n',
         "",
         (RESUME, RESUMED_TARGETS),
     ),

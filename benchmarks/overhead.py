@@ -3,11 +3,12 @@
     python benchmarks/overhead.py            # ~7 minutes on 2 CPU cores
     python benchmarks/overhead.py --quick    # smoke run, prints only
 
-Measures (1) training-step time of NAT with re-assignment, NAT without, and supervised cross-entropy,
-interleaved step by step in one process on the same batches, so drift in the machine's speed hits all
-three alike; (2) whole-epoch times of the three, as round-robin runs of `natlearn.train`; (3)
-milliseconds of one batch re-assignment (target generation + Hungarian) at b = 256 and 1024; (4) bytes
-of NAT state per image. Writes benchmarks/results/overhead.json and its section of docs/benchmarks.md.
+Measures (1) training-step time of NAT with re-assignment, NAT without, and supervised
+cross-entropy, interleaved step by step in one process on the same batches, so drift in the
+machine's speed hits all three alike; (2) whole-epoch times of the three, as round-robin runs of
+`natlearn.train`; (3) milliseconds of one batch re-assignment (target generation + Hungarian) at
+b = 256 and 1024; (4) bytes of NAT state per image. Writes benchmarks/results/overhead.json and
+its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,14 +21,8 @@ import time
 
 import torch
 
-from _report import (
-    CIFAR10,
-    cifar10_folder,
-    hardware,
-    today,
-    write_json,
-    write_section,
-)  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section
 from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.run import build_run
@@ -44,7 +39,8 @@ def epoch_seconds(config: Config) -> float:
 
 
 def interleaved_step_ms(base: Config, steps: int) -> dict[str, float]:
-    """Median milliseconds of a full training step of each kind, the kinds taking turns on the same batch."""
+    """Median milliseconds of a full training step of each kind,
+    the kinds taking turns on the same batch."""
     dataset = base.load_data("pretrain")
     kinds = {
         "nat, re-assign every batch": (base, 0),  # epoch 0 re-assigns (0 % reassign_every == 0)
@@ -146,11 +142,13 @@ def main() -> None:
     }
     for name in step_ms:
         print(
-            f"{name}: step {step_ms[name]:.1f} ms ({step_x[name]:.3f} x supervised); epoch {seconds[name]:.2f} s ({epoch_x[name]:.3f})"
+            f"{name}: step {step_ms[name]:.1f} ms ({step_x[name]:.3f} x supervised); "
+            f"epoch {seconds[name]:.2f} s ({epoch_x[name]:.3f})"
         )
     for row in assignment:
         print(
-            f"b={row['b']} d={row['d']}: re-assign {row['reassign_ms']:.1f} ms (targets {row['target_generation_ms']:.1f} ms)"
+            f"b={row['b']} d={row['d']}: re-assign {row['reassign_ms']:.1f} ms "
+            f"(targets {row['target_generation_ms']:.1f} ms)"
         )
     if args.quick:
         return
@@ -175,22 +173,26 @@ def main() -> None:
     lines = [
         "## NAT overhead vs supervised training (`python benchmarks/overhead.py`)",
         "",
-        f"{today()}, {hardware()}. Data: CIFAR-10 (JPEG q75 copy) test split, {images:,} images, batch {batch}, {network}. "
-        "JSON: `benchmarks/results/overhead.json`.",
+        f"{today()}, {hardware()}. Data: CIFAR-10 (JPEG q75 copy) test split, {images:,} images, "
+        f"batch {batch}, {network}. JSON: `benchmarks/results/overhead.json`.",
         "",
-        f"| run | step ms, median of {steps} | / supervised | epoch s, median of {rounds} (range) | / supervised |",
+        f"| run | step ms, median of {steps} | / supervised | "
+        f"epoch s, median of {rounds} (range) | / supervised |",
         "|---|---|---|---|---|",
         *(
-            f"| {name} | {step_ms[name]:.1f} | **{step_x[name]:.3f}** | {seconds[name]:.2f}{spread.get(name, '')} | {epoch_x[name]:.3f} |"
+            f"| {name} | {step_ms[name]:.1f} | **{step_x[name]:.3f}** | "
+            f"{seconds[name]:.2f}{spread.get(name, '')} | {epoch_x[name]:.3f} |"
             for name in step_ms
         ),
         "",
-        "Read the step columns: the three kinds of training step (forward, NAT re-assignment or not, loss, backward, "
-        "SGD) take turns on the same batches in one process. The epoch columns (the second epoch of fresh 2-epoch "
-        "`natlearn.train` runs, taken round-robin) drift by 10-20% between runs on this shared 2-core machine, more "
-        "than NAT's own cost. Goal: <= 1.03.",
+        "Read the step columns: the three kinds of training step (forward, NAT re-assignment or "
+        "not, loss, backward, SGD) take turns on the same batches in one process. The epoch "
+        "columns (the second epoch of fresh 2-epoch `natlearn.train` runs, taken round-robin) "
+        "drift by 10-20% between runs on this shared 2-core machine, more than NAT's own cost. "
+        "Goal: <= 1.03.",
         "",
-        f"One batch re-assignment alone (n = 50,000; generating the batch's targets + scipy `linear_sum_assignment`), median of {repeats}:",
+        "One batch re-assignment alone (n = 50,000; generating the batch's targets + scipy "
+        f"`linear_sum_assignment`), median of {repeats}:",
         "",
         "| b | d | re-assign ms | target generation alone ms |",
         "|---|---|---|---|",
@@ -199,9 +201,10 @@ def main() -> None:
             for r in assignment
         ),
         "",
-        f"NAT state for n = 1,281,167 (ImageNet): {state_bytes['assignment_bytes_per_image']:.0f} bytes per image (the int64 "
-        f"permutation; targets are regenerated from their index), instead of {state_bytes['target_table_bytes_per_image_avoided']:,} "
-        "bytes per image for an n x d float32 target table at d = 2048 (10.5 GB).",
+        f"NAT state for n = 1,281,167 (ImageNet): {state_bytes['assignment_bytes_per_image']:.0f} "
+        "bytes per image (the int64 permutation; targets are regenerated from their index), "
+        f"instead of {state_bytes['target_table_bytes_per_image_avoided']:,} bytes per image for "
+        "an n x d float32 target table at d = 2048 (10.5 GB).",
         "",
         "GPU rows: see the AlexNet-BN section below (`bash benchmarks/gpu.sh`, H200).",
     ]

@@ -3,10 +3,10 @@
     python benchmarks/probe.py            # ~2 minutes on 2 CPU cores
     python benchmarks/probe.py --quick    # 5,000 rows, prints only
 
-The features are synthetic (class means + noise; the timing does not depend on their content), so the
-benchmark needs no data set. Also times the weighted k-NN (k = 20 and 200) on 128-dim penultimate
-features of 50,000 train / 10,000 test images. Writes benchmarks/results/probe.json and its section of
-docs/benchmarks.md.
+The features are synthetic (class means + noise; the timing does not depend on their content), so
+the benchmark needs no data set. Also times the weighted k-NN (k = 20 and 200) on 128-dim
+penultimate features of 50,000 train / 10,000 test images. Writes benchmarks/results/probe.json and
+its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -16,12 +16,8 @@ import time
 
 import torch
 
-from _report import (
-    hardware,
-    today,
-    write_json,
-    write_section,
-)  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _report import hardware, today, write_json, write_section
 from natlearn.evaluate import knn_classify, linear_probe
 from natlearn.markdown import table
 
@@ -52,7 +48,8 @@ def main() -> None:
         knn_classify(small[:n_train], labels[:n_train], small[n_train:], labels[n_train:], k=k)
     knn_s = time.perf_counter() - start
     print(
-        f"linear probe {n_train}x{dims}: {linear_s:.1f} s (top-1 {result.top1:.3f}); k-NN 20+200 on 128 dims: {knn_s:.1f} s"
+        f"linear probe {n_train}x{dims}: {linear_s:.1f} s (top-1 {result.top1:.3f}); "
+        f"k-NN 20+200 on 128 dims: {knn_s:.1f} s"
     )
     if args.quick:
         return
@@ -77,7 +74,8 @@ def main() -> None:
         "",
         table(["what", "seconds"], [[linear, f"{linear_s:.0f}"], [knn, f"{knn_s:.1f}"]]),
         "",
-        "Goal (issue 4): a linear probe on 50,000 x 9,000 cached features within a few minutes on 2 CPU cores.",
+        "Goal (issue 4): a linear probe on 50,000 x 9,000 cached features "
+        "within a few minutes on 2 CPU cores.",
     ]
     write_section("probe", "\n".join(lines))
 

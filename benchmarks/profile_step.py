@@ -1,14 +1,16 @@
-"""Where a training step's time goes: torch.profiler over re-assignment steps, plain NAT steps and supervised
-steps of the imagenet_alexnet preset (AlexNet-BN, Sobel, d = 2048, batch 256) on synthetic images held on
-the device, each step being natlearn's own ``train_step``.
+"""Where a training step's time goes: torch.profiler over re-assignment steps, plain NAT steps and
+supervised steps of the imagenet_alexnet preset (AlexNet-BN, Sobel, d = 2048, batch 256) on
+synthetic images held on the device, each step being natlearn's own ``train_step``.
 
-    python benchmarks/profile_step.py            # a GPU machine (bash benchmarks/gpu.sh runs it); writes docs + JSON
-    python benchmarks/profile_step.py --quick    # CPU smoke run of the same code path, tiny; writes nothing
+    python benchmarks/profile_step.py            # a GPU machine (bash benchmarks/gpu.sh runs it);
+                                                 # writes docs + JSON
+    python benchmarks/profile_step.py --quick    # CPU smoke run of the same code path, tiny;
+                                                 # writes nothing
 
-Per kind of step: median wall-clock ms (device synchronised around each step), the host syncs per step (calls
-of ``aten::_local_scalar_dense``: every ``.item()``, ``float()`` or ``bool()`` of a device tensor waits for the
-device), and the CPU time inside labelled parts: the re-assignment (``objective.reassign``), scipy's
-Hungarian solver, target generation, and the loss.
+Per kind of step: median wall-clock ms (device synchronised around each step), the host syncs per
+step (calls of ``aten::_local_scalar_dense``: every ``.item()``, ``float()`` or ``bool()`` of a
+device tensor waits for the device), and the CPU time inside labelled parts: the re-assignment
+(``objective.reassign``), scipy's Hungarian solver, target generation, and the loss.
 """
 
 from __future__ import annotations
@@ -23,12 +25,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import natlearn.assignment
-from _report import (
-    hardware,
-    today,
-    write_json,
-    write_section,
-)  # benchmarks/ is on sys.path when run as a script
+
+# benchmarks/ is on sys.path when run as a script
+from _report import hardware, today, write_json, write_section
 from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets, Supervised
 from natlearn.presets import apply_overrides, load_preset
@@ -69,7 +68,8 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(run: Run, images: torch.Tensor, epoch: int, steps: int) -> dict:
-    """Median ms of ``steps`` steps, then a profile of 5 more: host syncs and labelled parts per step."""
+    """Median ms of ``steps`` steps, then a profile of 5 more:
+    host syncs and labelled parts per step."""
     device, batch = run.resolved.device, run.config.batch_size
     generator = torch.Generator().manual_seed(0)
     run.step_model.train()
@@ -94,9 +94,8 @@ def measure(run: Run, images: torch.Tensor, epoch: int, steps: int) -> dict:
             step()
         _sync(device)
     events: dict = {}
-    for event in (
-        prof.key_averages()
-    ):  # a labelled range that launches kernels also has a GPU-side copy (no CPU time)
+    # a labelled range that launches kernels also has a GPU-side copy (no CPU time)
+    for event in prof.key_averages():
         if event.key not in events or event.cpu_time_total > events[event.key].cpu_time_total:
             events[event.key] = event
 
@@ -126,7 +125,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.quick and not torch.cuda.is_available():
         raise SystemExit(
-            "error: no CUDA GPU visible; run this on a GPU machine, or use --quick for the CPU smoke run"
+            "error: no CUDA GPU visible; "
+            "run this on a GPU machine, or use --quick for the CPU smoke run"
         )
     settings = ["data=synthetic", "data_mode=memory", "subset=2048", "progress=false"]
     if args.quick:
@@ -173,9 +173,10 @@ def main() -> None:
     write_section(
         "profile_step",
         "## Where a step's time goes (`python benchmarks/profile_step.py`)\n\n"
-        f"{today()}, {hardware()}. imagenet_alexnet preset on 2,048 synthetic 256x256 images held on the GPU, batch 256, bf16, "
-        "channels-last; natlearn's `train_step` (forward, re-assignment in its epochs, loss, backward, SGD step, non-finite "
-        "checks). CPU ms inside each labelled part per step, from torch.profiler over 5 steps; host syncs = calls of "
+        f"{today()}, {hardware()}. imagenet_alexnet preset on 2,048 synthetic 256x256 images held "
+        "on the GPU, batch 256, bf16, channels-last; natlearn's `train_step` (forward, "
+        "re-assignment in its epochs, loss, backward, SGD step, non-finite checks). CPU ms inside "
+        "each labelled part per step, from torch.profiler over 5 steps; host syncs = calls of "
         "`aten::_local_scalar_dense` per step. JSON: `benchmarks/results/profile_step.json`.\n\n"
         + body,
     )

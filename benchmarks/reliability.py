@@ -1,9 +1,10 @@
-"""Run the fault-injection tests and write docs/reliability.md: each fault, how it is injected, what happened.
+"""Run the fault-injection tests and write docs/reliability.md:
+each fault, how it is injected, what happened.
 
     python benchmarks/reliability.py     # ~1 minute on 2 CPU cores
 
-The faults and their expected outcomes are the docstrings of tests/reliability/test_*.py; the outcome
-column is what this run of those tests measured (passed = the expectation held).
+The faults and their expected outcomes are the docstrings of tests/reliability/test_*.py; the
+outcome column is what this run of those tests measured (passed = the expectation held).
 """
 
 from __future__ import annotations
@@ -64,23 +65,30 @@ def main() -> int:
         "# Reliability: faults injected and what survived",
         "",
         f"Written by `python benchmarks/reliability.py` on {today()} ({hardware()}); it runs",
-        "`python -m pytest tests/reliability` (also part of the normal test suite, so CI checks every row).",
+        "`python -m pytest tests/reliability` (also part of the normal test suite, "
+        "so CI checks every row).",
         "",
-        "Kills are real `SIGKILL`s of a `natlearn train` subprocess, delivered by the process itself at a named point",
-        "(`NATLEARN_FAULT=after-step:E:S` or `in-checkpoint:NAME[#K]`, see `src/natlearn/faults.py`), so they land",
-        'at exactly the same place on every run. "Bit-identical" compares every weight, BatchNorm statistic, momentum',
-        "buffer, the assignment (image -> target, spare targets, its generator) and the global RNG state with an",
+        "Kills are real `SIGKILL`s of a `natlearn train` subprocess, "
+        "delivered by the process itself at a named point",
+        "(`NATLEARN_FAULT=after-step:E:S` or `in-checkpoint:NAME[#K]`, see "
+        "`src/natlearn/faults.py`), so they land",
+        "at exactly the same place on every run. "
+        '"Bit-identical" compares every weight, BatchNorm statistic, momentum',
+        "buffer, the assignment (image -> target, spare targets, its generator) "
+        "and the global RNG state with an",
         "uninterrupted run of the same config, on the CPU.",
         "",
         table(["fault and expected outcome", "outcome", "seconds"], rows),
         "",
-        "Also checked elsewhere in the suite: the table of bad command lines in tests/test_cli.py (each: one line, exit 2, no file written);",
-        "the assignment stays a permutation after thousands of random re-assignments (tests/test_assignment.py, hypothesis);",
-        "a resume whose config differs in what matters is refused with the fields listed (tests/test_train.py).",
+        "Also checked elsewhere in the suite: the table of bad command lines in tests/test_cli.py "
+        "(each: one line, exit 2, no file written);",
+        "the assignment stays a permutation after thousands of random re-assignments "
+        "(tests/test_assignment.py, hypothesis);",
+        "a resume whose config differs in what matters is refused with the fields listed "
+        "(tests/test_train.py).",
     ]
-    if (
-        mutants.RESULTS.is_file()
-    ):  # the mutant table comes from its own (slower) run: python benchmarks/mutants.py
+    # the mutant table comes from its own (slower) run: python benchmarks/mutants.py
+    if mutants.RESULTS.is_file():
         lines += ["", mutants.section(json.loads(mutants.RESULTS.read_text()))]
     atomic_write(
         ROOT / "docs" / "reliability.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n")

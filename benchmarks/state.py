@@ -1,14 +1,15 @@
 """NAT state at ImageNet size without ImageNet: memory of the assignment and milliseconds per step.
 
-    python benchmarks/state.py                  # n = 1,281,167, d = 2048, 300 batches per row; ~2 min on 2 CPU cores
+    python benchmarks/state.py                  # n = 1,281,167, d = 2048, 300 batches per row;
+                                                # ~2 min on 2 CPU cores
     python benchmarks/state.py --device cuda    # target generation and cost matrices on the GPU
     python benchmarks/state.py --quick          # smoke run, prints only
 
-Builds the NAT objective exactly as training does (the paper's n and d, k = n), then feeds it synthetic
-batches of L2-normalised outputs: per step, the re-assignment (target generation, cost matrix, scipy's
-Hungarian solver, the permutation update) in a re-assignment epoch, and the target lookup of the other
-epochs. Reports the resident memory the state adds and the per-epoch invariant check. Writes
-benchmarks/results/state[_cuda].json and its section of docs/benchmarks.md.
+Builds the NAT objective exactly as training does (the paper's n and d, k = n), then feeds it
+synthetic batches of L2-normalised outputs: per step, the re-assignment (target generation, cost
+matrix, scipy's Hungarian solver, the permutation update) in a re-assignment epoch, and the target
+lookup of the other epochs. Reports the resident memory the state adds and the per-epoch invariant
+check. Writes benchmarks/results/state[_cuda].json and its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,12 +21,8 @@ import time
 
 import torch
 
-from _report import (
-    hardware,
-    today,
-    write_json,
-    write_section,
-)  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _report import hardware, today, write_json, write_section
 from natlearn.config import Config
 from natlearn.objectives import NoiseAsTargets
 
@@ -61,11 +58,17 @@ def step_rows(n: int, d: int, steps: int, device: torch.device) -> list[dict]:
                 torch.randn(batch, d, generator=generator), dim=1
             ).to(device)
             reassign.append(
-                timed_ms(lambda ids=ids, out=outputs: objective.reassign(ids, out), sync)
+                timed_ms(
+                    lambda ids=ids, out=outputs, objective=objective: objective.reassign(ids, out),
+                    sync,
+                )
             )
             lookup.append(
                 timed_ms(
-                    lambda ids=ids: objective.targets[objective.assignment[ids.to(device)]], sync
+                    lambda ids=ids, objective=objective: objective.targets[
+                        objective.assignment[ids.to(device)]
+                    ],
+                    sync,
                 )
             )
         rows.append(
@@ -104,10 +107,12 @@ def main() -> None:
     table_gb = n * d * 4 / 1e9
     for row in rows:
         print(
-            f"batch {row['batch']}, blocks of {row['block']}: re-assign {row['reassign_ms']:.1f} ms, lookup {row['lookup_ms']:.2f} ms"
+            f"batch {row['batch']}, blocks of {row['block']}: "
+            f"re-assign {row['reassign_ms']:.1f} ms, lookup {row['lookup_ms']:.2f} ms"
         )
     print(
-        f"state {state / n:.1f} bytes/image ({state / 2**20:.1f} MiB); resident memory added {added / 2**20:.1f} MiB; check {check_ms:.0f} ms"
+        f"state {state / n:.1f} bytes/image ({state / 2**20:.1f} MiB); resident memory added "
+        f"{added / 2**20:.1f} MiB; check {check_ms:.0f} ms"
     )
     if args.quick:
         return
@@ -127,17 +132,23 @@ def main() -> None:
     }
     write_json(f"state{suffix}", payload)
     lines = [
-        f"## ImageNet-size NAT state on {device.type.upper()} (`python benchmarks/state.py{' --device cuda' if suffix else ''}`)",
+        f"## ImageNet-size NAT state on {device.type.upper()} "
+        f"(`python benchmarks/state.py{' --device cuda' if suffix else ''}`)",
         "",
-        f"{today()}, {hardware()}. n = {n:,} images, d = {d}, k = n (the paper's ImageNet setting), synthetic L2-normalised "
-        f"outputs, median of {steps} batches per row (first 3 dropped). JSON: `benchmarks/results/state{suffix}.json`.",
+        f"{today()}, {hardware()}. n = {n:,} images, d = {d}, k = n (the paper's ImageNet "
+        f"setting), synthetic L2-normalised outputs, median of {steps} batches per row "
+        f"(first 3 dropped). JSON: `benchmarks/results/state{suffix}.json`.",
         "",
-        f"- NAT state: **{state / n:.0f} bytes per image** ({state / 2**20:.1f} MiB: the int64 image -> target permutation; targets "
-        f"are regenerated from their index, never stored); resident memory measured added by building it: {added / 2**20:.1f} MiB. "
-        f"An n x d float32 target table would take {table_gb:.1f} GB ({d * 4:,} bytes per image).",
-        f"- Per-epoch invariant check (every target id held exactly once, O(k)): {check_ms:.0f} ms.",
+        f"- NAT state: **{state / n:.0f} bytes per image** ({state / 2**20:.1f} MiB: the int64 "
+        "image -> target permutation; targets are regenerated from their index, never stored); "
+        f"resident memory measured added by building it: {added / 2**20:.1f} MiB. An n x d float32 "
+        f"target table would take {table_gb:.1f} GB ({d * 4:,} bytes per image).",
+        "- Per-epoch invariant check (every target id held exactly once, O(k)): "
+        f"{check_ms:.0f} ms.",
         "",
-        "| global batch | Hungarian blocks | re-assignment step ms (targets + cost matrix + solve + update) | lookup step ms (other epochs) |",
+        "| global batch | Hungarian blocks | "
+        "re-assignment step ms (targets + cost matrix + solve + update) | "
+        "lookup step ms (other epochs) |",
         "|---|---|---|---|",
         *(
             f"| {r['batch']} | {r['block']} | {r['reassign_ms']:.1f} | {r['lookup_ms']:.2f} |"

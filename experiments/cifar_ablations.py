@@ -1,19 +1,22 @@
-"""The paper's ablations and our sweeps on CIFAR-10, every row at one short budget (docs/results.md).
+"""The paper's ablations and our sweeps on CIFAR-10, every row at one short budget
+(docs/results.md).
 
-    python experiments/cifar_ablations.py                  # all rows, ~1 h on 2 CPU cores; resumable
+    python experiments/cifar_ablations.py                # all rows, ~1 h on 2 CPU cores; resumable
     python experiments/cifar_ablations.py --rows nat,nat-discrete
-    python experiments/cifar_ablations.py --quick          # smoke run on digits (a minute); writes RUNS/ablations-quick only
+    python experiments/cifar_ablations.py --quick        # smoke run on digits (a minute);
+                                                         # writes RUNS/ablations-quick only
 
-Budget of every row (the CIFAR-10 preset otherwise: 32-64-128-128 conv net, d = 128, Sobel input, pad crops +
-flips, lr 0.05 cosine, batch 256, re-assignment every 3rd epoch): pre-training on a fixed random subset of
---subset train images for --epochs epochs; then linear probes on the frozen conv2 and conv3 maps (DeepCluster
-pooling, weight decay chosen on held-out training data) fit on a fixed --probe-train images of the train split
-and scored on the whole test split, plus weighted 20-NN on the penultimate features. The short budget ranks
-the options; it does not give the main table's absolute numbers.
+Budget of every row (the CIFAR-10 preset otherwise: 32-64-128-128 conv net, d = 128, Sobel input,
+pad crops + flips, lr 0.05 cosine, batch 256, re-assignment every 3rd epoch): pre-training on a
+fixed random subset of --subset train images for --epochs epochs; then linear probes on the frozen
+conv2 and conv3 maps (DeepCluster pooling, weight decay chosen on held-out training data) fit on a
+fixed --probe-train images of the train split and scored on the whole test split, plus weighted
+20-NN on the penultimate features. The short budget ranks the options; it does not give the main
+table's absolute numbers.
 
-Each row trains into RUNS/ablations/<row> (resumed if interrupted) and caches its evaluation there, so a
-killed run continues where it stopped; results go to experiments/results/cifar_ablations.json and the
-"ablations" section of docs/results.md after every row.
+Each row trains into RUNS/ablations/<row> (resumed if interrupted) and caches its evaluation there,
+so a killed run continues where it stopped; results go to experiments/results/cifar_ablations.json
+and the "ablations" section of docs/results.md after every row.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ ROWS: dict[str, dict] = {
     "random-init-seed2": {"seed": 2},
     "nat-resized-crops": {"crop": "resized", "crop_scale": 0.25},
 }
-# table title -> (row, what differs) pairs, in reading order; the first rows of each table share the base config.
+# table title -> (row, what differs) pairs, in reading order; the first rows of each table share the
+# base config.
 TABLES = {
     "1. Supervised loss: softmax vs square (paper: a small gap)": [
         ("supervised", "softmax (cross-entropy)"),
@@ -149,13 +153,16 @@ def markdown(
     lines = [
         "## Ablations and sweeps at one short budget (`python experiments/cifar_ablations.py`)",
         "",
-        f"{today()}, {hardware()}; CIFAR-10, the JPEG q75 copy in `../shared/data/cifar10`. Every row: the `cifar10` preset "
-        f"(32-64-128-128, d = {base.dim}, {base.input} input, pad-4 crops + flips, lr {base.lr} cosine, batch {base.batch_size}, "
-        f"re-assign every {base.reassign_every}rd epoch) except the one change named, pre-trained on the same random "
-        f"{args.subset:,}-image subset of the train split for {args.epochs} epochs (seed {base.seed}); linear probes on the frozen "
-        f"conv2 / conv3 maps (~9k dims each) fit on a fixed {args.probe_train:,} train images, scored on all 10,000 test images; "
-        f"weighted 20-NN on the penultimate (neck) features. One seed per row; the last table shows how much a seed moves a row. "
-        f"{minutes:.0f} minutes in all (this invocation). JSON: `experiments/results/cifar_ablations.json`.",
+        f"{today()}, {hardware()}; CIFAR-10, the JPEG q75 copy in `../shared/data/cifar10`. Every "
+        f"row: the `cifar10` preset (32-64-128-128, d = {base.dim}, {base.input} input, pad-4 "
+        f"crops + flips, lr {base.lr} cosine, batch {base.batch_size}, re-assign every "
+        f"{base.reassign_every}rd epoch) except the one change named, pre-trained on the same "
+        f"random {args.subset:,}-image subset of the train split for {args.epochs} epochs (seed "
+        f"{base.seed}); linear probes on the frozen conv2 / conv3 maps (~9k dims each) fit on a "
+        f"fixed {args.probe_train:,} train images, scored on all 10,000 test images; weighted "
+        "20-NN on the penultimate (neck) features. One seed per row; the last table shows how much "
+        f"a seed moves a row. {minutes:.0f} minutes in all (this invocation). JSON: "
+        "`experiments/results/cifar_ablations.json`.",
         "",
     ]
     header = ["row", "linear conv2", "linear conv3", "20-NN neck", "train min"]
@@ -218,7 +225,8 @@ def main() -> None:
     for row in rows:
         results[row] = run_row(row_config(base, row, base.batch_size), row, probe_train, test_set)
         print(
-            f"{row}: conv2 {results[row]['linear_conv2']:.4f}, conv3 {results[row]['linear_conv3']:.4f}",
+            f"{row}: conv2 {results[row]['linear_conv2']:.4f}, "
+            f"conv3 {results[row]['linear_conv3']:.4f}",
             flush=True,
         )
         minutes = (time.perf_counter() - started) / 60

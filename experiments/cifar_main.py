@@ -1,17 +1,20 @@
-"""The main CIFAR-10 table: NAT vs random init vs supervised vs raw pixels, the feature evolution, the figures.
+"""The main CIFAR-10 table: NAT vs random init vs supervised vs raw pixels, the feature evolution,
+the figures.
 
-    python experiments/cifar_main.py            # ~1 h NAT + ~20 min supervised + ~40 min evaluation on 2 CPU cores
+    python experiments/cifar_main.py            # ~1 h NAT + ~20 min supervised + ~40 min evaluation
+                                                # on 2 CPU cores
     python experiments/cifar_main.py --quick    # smoke run on digits (a minute), docs untouched
 
-Steps, each skipped when its output exists (so a killed run continues; training resumes from its newest
-checkpoint): (1) NAT with the `cifar10` preset (32-64-128-128 conv net, Sobel input, d = 128, k = n, pad-4
-crops + flips, re-assignment every 3rd epoch, SGD momentum 0.9, lr 0.05 cosine, batch 256), keeping every
-5th epoch; (2) the same network trained on the labels (cross-entropy) for --supervised-epochs; (3) the full
-protocols for NAT, random init, supervised and raw pixels: linear probes on every conv layer and the
-penultimate features, the paper's MLP on the last conv layer, weighted k-NN; (4) the evolution of the
-short protocol (cifar_ablations.py's: probes fit on 10,000 train images) over the kept checkpoints;
-(5) conv1 filters and nearest-neighbour mosaic under docs/figures/. Writes
-experiments/results/cifar_main.json and the "cifar-main" section of docs/results.md.
+Steps, each skipped when its output exists (so a killed run continues; training resumes from its
+newest checkpoint): (1) NAT with the `cifar10` preset (32-64-128-128 conv net, Sobel input, d = 128,
+k = n, pad-4 crops + flips, re-assignment every 3rd epoch, SGD momentum 0.9, lr 0.05 cosine, batch
+256), keeping every 5th epoch; (2) the same network trained on the labels (cross-entropy) for
+--supervised-epochs; (3) the full protocols for NAT, random init, supervised and raw pixels: linear
+probes on every conv layer and the penultimate features, the paper's MLP on the last conv layer,
+weighted k-NN; (4) the evolution of the short protocol (cifar_ablations.py's: probes fit on 10,000
+train images) over the kept checkpoints; (5) conv1 filters and nearest-neighbour mosaic under
+docs/figures/. Writes experiments/results/cifar_main.json and the "cifar-main" section of
+docs/results.md.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ FIGURES = harness.ROOT / "docs" / "figures"
 
 
 def train_or_resume(config: Config) -> tuple[Path, list[dict]]:
-    """The final checkpoint of ``config``'s run (trained, or resumed, here if needed) and its log."""
+    """The final checkpoint of ``config``'s run (trained, or resumed, here if needed)
+    and its log."""
     run = Path(config.out)
     final = run / "checkpoints" / f"epoch_{config.epochs:04d}.pt"
     if not final.exists():
@@ -92,9 +96,8 @@ def main() -> None:
         payload["gap_recovered"] = gap_recovered(payload["results"])
         payload.pop("beats_random_on", None)
         for row in payload["evolution"]:
-            if (
-                "best_linear_layer" not in row
-            ):  # an older max over test accuracies: a choice on test labels
+            # an older max over test accuracies: a choice on test labels
+            if "best_linear_layer" not in row:
                 row.pop("best_linear", None)
         harness.write_json("cifar_main", payload)
         harness.write_section("cifar-main", section(payload))
@@ -110,7 +113,8 @@ def main() -> None:
     nat_final, nat_log = train_or_resume(
         dataclasses.replace(base, keep_every=5, out=str(root / "nat"))
     )
-    sup_name = f"supervised-{args.supervised_epochs}ep"  # its own folder: another length is another lr schedule
+    # its own folder: another length is another lr schedule
+    sup_name = f"supervised-{args.supervised_epochs}ep"
     supervised = dataclasses.replace(
         base, objective="supervised", epochs=args.supervised_epochs, out=str(root / sup_name)
     )
@@ -174,7 +178,8 @@ def main() -> None:
 
 
 def section(payload: dict) -> str:
-    """The "cifar-main" section of docs/results.md, from the measurements alone (so --from-json rebuilds it)."""
+    """The "cifar-main" section of docs/results.md, from the measurements alone
+    (so --from-json rebuilds it)."""
     results, config, steps = payload["results"], payload["config"], payload["evolution"]
     conv_layers = [
         layer for layer in results["nat"]["protocols"]["linear"] if layer.startswith("conv")
@@ -192,20 +197,26 @@ def section(payload: dict) -> str:
     lines = [
         "## Main result: CIFAR-10 (`python experiments/cifar_main.py`)",
         "",
-        f"{payload['date']}, {payload['hardware']}. CIFAR-10, the JPEG q75 copy in `../shared/data/cifar10` (50,000 train / 10,000 test). "
-        f"NAT: the `cifar10` preset, {payload['nat_epochs']} epochs, seed {config['seed']}, **{payload['nat_train_minutes']:.0f} min of "
-        f"training** (sum of epoch times in its log); supervised: same network, cross-entropy, {payload['supervised_epochs']} epochs "
-        f"({payload['supervised_train_minutes']:.0f} min). Probes: linear on each conv layer (DeepCluster-style pooling to ~9k dims) and the "
-        "penultimate features (`neck`); the paper's MLP on the last conv layer; weighted k-NN on the penultimate features. Fit on the "
-        "50,000 train images, scored once on the 10,000 test images (centre crops). **Every choice is made on held-out train "
-        "images**: each probe's weight decay and the best layer by the probe's accuracy on 10% of the train split held out of "
-        f"its fit (`held_out_top1` in the JSON), never by test accuracy. {minutes}JSON: `experiments/results/cifar_main.json`; "
+        f"{payload['date']}, {payload['hardware']}. CIFAR-10, the JPEG q75 copy in "
+        "`../shared/data/cifar10` (50,000 train / 10,000 test). NAT: the `cifar10` preset, "
+        f"{payload['nat_epochs']} epochs, seed {config['seed']}, "
+        f"**{payload['nat_train_minutes']:.0f} min of training** (sum of epoch times in its log); "
+        f"supervised: same network, cross-entropy, {payload['supervised_epochs']} epochs "
+        f"({payload['supervised_train_minutes']:.0f} min). Probes: linear on each conv layer "
+        "(DeepCluster-style pooling to ~9k dims) and the penultimate features (`neck`); the "
+        "paper's MLP on the last conv layer; weighted k-NN on the penultimate features. Fit on the "
+        "50,000 train images, scored once on the 10,000 test images (centre crops). **Every choice "
+        "is made on held-out train images**: each probe's weight decay and the best layer by the "
+        "probe's accuracy on 10% of the train split held out of its fit (`held_out_top1` in the "
+        f"JSON), never by test accuracy. {minutes}JSON: `experiments/results/cifar_main.json`; "
         "`python experiments/cifar_main.py --from-json` rebuilds this section from it.",
         "",
         compare_table(results),
         "",
-        f"Best NAT linear probe (layer chosen on held-out train images): **{best:.4f}** ({best_layer}); NAT beats random init on "
-        f"{sum(beats.values())} of {len(beats)} conv layers ({', '.join(layer for layer, won in beats.items() if not won) or 'all'}"
+        f"Best NAT linear probe (layer chosen on held-out train images): **{best:.4f}** "
+        f"({best_layer}); NAT beats random init on {sum(beats.values())} of {len(beats)} "
+        "conv layers ("
+        f"{', '.join(layer for layer, won in beats.items() if not won) or 'all'}"
         f"{' lost' if not all(beats.values()) else ''}).",
         "",
         "### Evolution along the run (short protocol: probes fit on 10,000 train images)",
@@ -220,7 +231,8 @@ def section(payload: dict) -> str:
         "",
         "![conv1 filters](figures/cifar_filters.png)",
         "",
-        "Test queries (red) and their nearest training images by cosine similarity of the penultimate features:",
+        "Test queries (red) and their nearest training images "
+        "by cosine similarity of the penultimate features:",
         "",
         "![neighbours](figures/cifar_neighbours.png)",
     ]

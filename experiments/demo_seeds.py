@@ -3,8 +3,8 @@
     python experiments/demo_seeds.py               # 5 seeds, ~3 minutes on 2 CPU cores
     python experiments/demo_seeds.py --seeds 2     # fewer
 
-Runs `natlearn demo` (the digits preset) once per seed (the seed changes the network init, the targets,
-the assignment, batch order and crops; the train/test split stays fixed) and writes
+Runs `natlearn demo` (the digits preset) once per seed (the seed changes the network init, the
+targets, the assignment, batch order and crops; the train/test split stays fixed) and writes
 experiments/results/demo_seeds.json and the "Digits demo" section of docs/results.md.
 """
 
@@ -68,10 +68,11 @@ def main() -> None:
     lines = [
         "## Digits demo over seeds (`python experiments/demo_seeds.py`)",
         "",
-        f"{today()}, {hardware()}, {minutes:.1f} minutes. scikit-learn's 8x8 digits, fixed stratified split "
-        "(1,198 train / 599 test); the `digits` preset (small conv net 16-32-64, Sobel input, d = 32, 60 epochs, "
-        "re-assignment every 3rd epoch); supervised: same network, 30 epochs, cross-entropy. Mean ± std over seeds "
-        f"0-{args.seeds - 1}. JSON: `experiments/results/demo_seeds.json`.",
+        f"{today()}, {hardware()}, {minutes:.1f} minutes. scikit-learn's 8x8 digits, fixed "
+        "stratified split (1,198 train / 599 test); the `digits` preset (small conv net 16-32-64, "
+        "Sobel input, d = 32, 60 epochs, re-assignment every 3rd epoch); supervised: same network, "
+        f"30 epochs, cross-entropy. Mean ± std over seeds 0-{args.seeds - 1}. JSON: "
+        "`experiments/results/demo_seeds.json`.",
         "",
         table(
             [
@@ -83,9 +84,10 @@ def main() -> None:
             [[row, *(cell(row, metric) for metric in metrics)] for row in ROWS],
         ),
         "",
-        f"NAT beats random init on the penultimate features in {wins} of {args.seeds} seeds and recovers "
-        f"{statistics.mean(gap):.0%} (mean) of the random-init -> supervised gap there. On the best single conv layer "
-        "even random features are near the ceiling on digits, so the layers differ little.",
+        f"NAT beats random init on the penultimate features in {wins} of {args.seeds} seeds and "
+        f"recovers {statistics.mean(gap):.0%} (mean) of the random-init -> supervised gap there. "
+        "On the best single conv layer even random features are near the ceiling on digits, so the "
+        "layers differ little.",
     ]
     harness.write_section("demo-seeds", "\n".join(lines))
 
