@@ -1,19 +1,20 @@
-"""Do the tests catch the bugs they are there for? Plausible bugs ("mutants") applied to a copy of the package,
-each checked against the tests that claim to guard that behaviour.
+"""Do the tests catch the bugs they are there for? Plausible bugs ("mutants") applied to a copy of
+the package, each checked against the tests that claim to guard that behaviour.
 
-    python benchmarks/mutants.py                 # every mutant, one at a time (~15 minutes on 2 CPU cores)
-    python benchmarks/mutants.py --list          # names, files and the tests each names
-    python benchmarks/mutants.py --only NAME     # one mutant (updates its row of the results file)
-    python benchmarks/mutants.py --baseline      # first check that the named tests pass on the unchanged copy
-    python benchmarks/mutants.py --markdown      # print the docs/reliability.md section from the last results
+    python benchmarks/mutants.py              # every mutant in turn (~15 min, 2 CPU cores)
+    python benchmarks/mutants.py --list       # names, files and the tests each names
+    python benchmarks/mutants.py --only NAME  # one mutant (updates its row of the results)
+    python benchmarks/mutants.py --baseline   # the named tests pass on the unchanged copy
+    python benchmarks/mutants.py --markdown   # print the docs/reliability.md section
 
-Each mutant is one exact text substitution in one file of src/natlearn. src/natlearn is copied to a temporary
-folder, the substitution applied there (a mutant whose old text is not found exactly once "did not apply": it
-fails, so this list cannot silently go stale as the code changes), and `python -m pytest -q -x TESTS` runs with
-PYTHONPATH naming the copy first; subprocesses the tests start (natlearn train, torchrun) inherit it. A pytest
-plugin records which natlearn the run imported, and a result counts only when that is the copy. Caught = pytest
-exited 1 (a test failed); an error, an empty collection or a timeout is reported as such, never as caught.
-Writes benchmarks/results/mutants.json; prints a markdown table. The repository's files are never changed.
+Each mutant is one exact text substitution in one file of src/natlearn. src/natlearn is copied to a
+temporary folder, the substitution applied there (a mutant whose old text is not found exactly once
+"did not apply": it fails, so this list cannot silently go stale as the code changes), and `python
+-m pytest -q -x TESTS` runs with PYTHONPATH naming the copy first; subprocesses the tests start
+(natlearn train, torchrun) inherit it. A pytest plugin records which natlearn the run imported, and
+a result counts only when that is the copy. Caught = pytest exited 1 (a test failed); an error, an
+empty collection or a timeout is reported as such, never as caught. Writes
+benchmarks/results/mutants.json; prints a markdown table. The repository's files are never changed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ FAULTS = "tests/reliability/test_faults.py"
 RESUME = f"{TRAIN}::test_resume_from_a_mid_run_checkpoint_matches_an_uninterrupted_run"
 KILL_RESUME = f"{FAULTS}::test_sigkill_mid_epoch_resumes_from_the_step_checkpoint"
 RESUMED_TARGETS = f"{FAULTS}::test_resumed_targets_equal_the_ones_before_the_kill"
-DDP_STEP = "tests/test_distributed.py::test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction"
+DDP_STEP = (
+    "tests/test_distributed.py::"
+    "test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction"
+)
 HONEST = "tests/test_honest_eval.py"
 NONFINITE = "tests/reliability/test_nonfinite.py"
 
@@ -60,8 +64,14 @@ class Mutant:
     tests: tuple[str, ...]  # pytest ids that must catch it
 
 
-STEP = "tests/test_step.py::test_a_reassigning_step_takes_the_loss_to_the_targets_held_after_the_reassignment"
-DDP_KILL = "tests/test_distributed.py::test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends"
+STEP = (
+    "tests/test_step.py::"
+    "test_a_reassigning_step_takes_the_loss_to_the_targets_held_after_the_reassignment"
+)
+DDP_KILL = (
+    "tests/test_distributed.py::"
+    "test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends"
+)
 
 MUTANTS = [
     Mutant(
@@ -89,11 +99,13 @@ MUTANTS = [
     ),
     Mutant(
         "spares-from-other-images",
-        "the spare candidates are drawn from targets other images hold, not from the unassigned ones",
+        "the spare candidates are drawn from targets other images hold, not from the unassigned "
+        "ones",
         "assignment.py",
         "candidates = torch.cat([current, self.spare[spare_slots]]) if m else current",
         "candidates = torch.cat([current, self.image_to_target[spare_slots]]) if m else current",
         (
+            ""
             "tests/test_assignment.py::test_rectangular_reassignment_with_spares_equals_brute_force",
             "tests/test_assignment.py::test_assignment_stays_a_permutation",
         ),
@@ -108,11 +120,13 @@ MUTANTS = [
     ),
     Mutant(
         "extraction-in-train-mode",
-        "feature extraction leaves the network in train mode (BatchNorm on batch statistics, running stats moved)",
+        "feature extraction leaves the network in train mode (BatchNorm on batch statistics, "
+        "running stats moved)",
         "evaluate/features.py",
         "    model.eval()\n",
         "",
         (
+            ""
             "tests/test_evaluate.py::test_an_images_features_do_not_depend_on_its_batch_and_extraction_"
             "leaves_batchnorm_alone",
         ),
@@ -127,7 +141,8 @@ MUTANTS = [
     ),
     Mutant(
         "optimizer-state-not-restored",
-        "a resume restores the weights and the assignment but restarts the optimizer (momentum lost)",
+        "a resume restores the weights and the assignment but restarts the optimizer (momentum "
+        "lost)",
         "run.py",
         '        self.optimizer.load_state_dict(state["optimizer"])\n',
         "",
@@ -135,7 +150,8 @@ MUTANTS = [
     ),
     Mutant(
         "targets-seeded-per-process",
-        "the targets' seed is mixed with the process id, so a resumed process trains towards other targets",
+        "the targets' seed is mixed with the process id, so a resumed process trains towards other "
+        "targets",
         "objectives.py",
         "k, config.dim, seed=config.seed, kind=config.targets",
         'k, config.dim, seed=config.seed + __import__("os").getpid(), kind=config.targets',
@@ -151,7 +167,8 @@ MUTANTS = [
     ),
     Mutant(
         "sum-scaled-per-rank",
-        "each rank reduces its own rows (sum, or mean over its share): DDP's average then trains at lr / N (sum)",
+        "each rank reduces its own rows (sum, or mean over its share): DDP's average then trains "
+        "at lr / N (sum)",
         "objectives.py",
         '    scale = ranks.world_size / (global_batch if reduction == "mean" else 1)\n'
         "    return per_row.sum() * scale\n",
@@ -160,10 +177,12 @@ MUTANTS = [
     ),
     Mutant(
         "softmax-over-the-ranks-own-targets",
-        "under torchrun the NAT softmax loss scores each image against its rank's targets only, not the global "
+        "under torchrun the NAT softmax loss scores each image against its rank's targets only, "
+        "not the global "
         "batch's",
         "objectives.py",
-        "            batch_targets = self._held(self.ranks.gather(ids.to(outputs.device)), outputs.device)\n"
+        "            batch_targets = self._held(self.ranks.gather(ids.to(outputs.device)), "
+        "outputs.device)\n"
         "            mine = torch.arange(first, first + len(ids), device=outputs.device)\n",
         "            batch_targets = self._held(ids, outputs.device)\n"
         "            mine = torch.arange(len(ids), device=outputs.device)\n",
@@ -171,7 +190,8 @@ MUTANTS = [
     ),
     Mutant(
         "every-rank-solves",
-        "every rank solves the gathered batch's assignment itself (identity then rests on bit-identical arithmetic)",
+        "every rank solves the gathered batch's assignment itself (identity then rests on "
+        "bit-identical arithmetic)",
         "distributed.py",
         "    if ranks.main:\n        results = [",
         "    if True:\n        results = [",
@@ -179,7 +199,8 @@ MUTANTS = [
     ),
     Mutant(
         "private-batchnorm-per-rank",
-        "each rank normalises with its own share's BatchNorm statistics instead of the global batch's",
+        "each rank normalises with its own share's BatchNorm statistics instead of the global "
+        "batch's",
         "distributed.py",
         "    if ranks.world_size == 1:\n        return model\n",
         "    if True:\n        return model\n",
@@ -187,7 +208,8 @@ MUTANTS = [
     ),
     Mutant(
         "dropped-image-shifts-rank-rows",
-        "under torchrun a rank that drops an unreadable streamed image still assumes the planned share of the "
+        "under torchrun a rank that drops an unreadable streamed image still assumes the planned "
+        "share of the "
         "global batch",
         "train.py",
         "    if ranks.world_size == 1 or not may_drop:\n",
@@ -196,7 +218,8 @@ MUTANTS = [
     ),
     Mutant(
         "mid-epoch-statistics-of-rank-0-only",
-        "a mid-epoch checkpoint saves rank 0's own statistic sums, not their sum over ranks (the resumed epoch "
+        "a mid-epoch checkpoint saves rank 0's own statistic sums, not their sum over ranks (the "
+        "resumed epoch "
         "logs other losses)",
         "train.py",
         "            state.sums = sums.over_ranks(ranks)\n",
@@ -205,7 +228,8 @@ MUTANTS = [
     ),
     Mutant(
         "folder-scored-on-its-training-images",
-        "a class folder without train/ and test/ serves every image as both splits (probes scored on their own "
+        "a class folder without train/ and test/ serves every image as both splits (probes scored "
+        "on their own "
         "training images)",
         "data/splits.py",
         '    if split == "all":\n        return listing, listing, False\n',
@@ -218,11 +242,13 @@ MUTANTS = [
         "evaluate/probes.py",
         "    with torch.no_grad():\n        test_scores = torch.cat(\n",
         "    fits = [\n"
-        "        _choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, progress)[0]\n"
+        "        _choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, "
+        "progress)[0]\n"
         "        for wd in weight_decays\n"
         "    ]\n"
         "    tests = [\n"
-        "        float((f(standardise(test_x).to(device)).argmax(1).cpu() == test_y).double().mean())\n"
+        "        float((f(standardise(test_x).to(device)).argmax(1).cpu() == "
+        "test_y).double().mean())\n"
         "        for f in fits\n"
         "    ]\n"
         "    best = max(range(len(tests)), key=tests.__getitem__)\n"
@@ -232,7 +258,8 @@ MUTANTS = [
     ),
     Mutant(
         "layer-chosen-on-test-labels",
-        "the best layer of an evaluation (headline, gap fractions) is the one with the best test accuracy",
+        "the best layer of an evaluation (headline, gap fractions) is the one with the best test "
+        "accuracy",
         "evaluate/compare.py",
         'layer = max(table, key=lambda name: table[name]["held_out_top1"])',
         'layer = max(table, key=lambda name: table[name]["top1"])',
@@ -251,7 +278,8 @@ MUTANTS = [
     ),
     Mutant(
         "mlp-probe-too-few-steps",
-        "the MLP probe trains with the full batch size even on a train split smaller than a batch (no steps)",
+        "the MLP probe trains with the full batch size even on a train split smaller than a batch "
+        "(no steps)",
         "evaluate/probes.py",
         "    batch_size = max(2, min(batch_size, len(x) // 4))\n",
         "",
@@ -259,7 +287,8 @@ MUTANTS = [
     ),
     Mutant(
         "skipped-batch-left-in-batchnorm",
-        "on_nonfinite=skip skips the step but keeps the NaN batch's statistics in BatchNorm's running buffers",
+        "on_nonfinite=skip skips the step but keeps the NaN batch's statistics in BatchNorm's "
+        "running buffers",
         "train.py",
         "        buffer.copy_(saved)\n",
         "        pass\n",
@@ -277,13 +306,15 @@ MUTANTS = [
         "batchnorm-statistics-unchecked",
         "the epoch-end check covers the parameters but not BatchNorm's running statistics",
         "nonfinite.py",
-        "    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]\n",
+        "    tensors = [*model.parameters(), *(b for b in model.buffers() if "
+        "b.is_floating_point())]\n",
         "    tensors = [*model.parameters()]\n",
         (f"{NONFINITE}::test_nan_batchnorm_statistics_stop_the_run",),
     ),
     Mutant(
         "assignment-not-restored",
-        "a resume restores the weights and optimizer but starts from the initial image -> target assignment",
+        "a resume restores the weights and optimizer but starts from the initial image -> target "
+        "assignment",
         "run.py",
         '        self.objective.load_state_dict(state["objective"])\n',
         "",
@@ -291,7 +322,7 @@ MUTANTS = [
     ),
 ]
 
-# Loaded into every pytest run (-p): records the natlearn that the tests import, before any test runs.
+# Loaded into every pytest run (-p): records the natlearn the tests import, before any test runs.
 GUARD = """
 import os
 
@@ -325,7 +356,8 @@ def _apply(copy: Path, mutant: Mutant) -> str | None:
 
 
 def _pytest(folder: Path, tests: tuple[str, ...], timeout: float) -> dict:
-    """Run the tests against the copy in ``folder``; returns returncode, seconds, which natlearn was imported, output tail."""
+    """Run the tests against the copy in ``folder``; returns returncode, seconds, which natlearn was
+    imported, output tail."""
     guard = folder / "imported.txt"
     guard.unlink(missing_ok=True)
     env = {
@@ -422,7 +454,8 @@ def table(rows: list[dict]) -> str:
         tests = "<br>".join(f"`{test.replace('tests/', '', 1)}`" for test in row["tests"])
         where = f"`{row['name']}` ({row.get('file', 'no change')})"
         lines.append(
-            f"| {where} | {row.get('bug', 'the unchanged code')} | {tests} | {row['status']} | {row['seconds']:.0f} |"
+            f"| {where} | {row.get('bug', 'the unchanged code')} | {tests} | {row['status']} | "
+            f"{row['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -435,11 +468,16 @@ def section(payload: dict) -> str:
         [
             "## Mutants: do the tests catch the bugs they guard against?",
             "",
-            f"Written by `python benchmarks/mutants.py` on {payload['date']} ({payload['hardware']}): {caught} of {mutants} mutants caught.",
-            "Each mutant is one plausible bug, applied as an exact text substitution to a copy of `src/natlearn`; only the",
-            "tests named for it run (`pytest -x`, with the copy first on PYTHONPATH, checked by a plugin that records which",
-            "natlearn was imported). Caught = one of those tests failed. A substitution that no longer matches the code",
-            'reports "did not apply" and counts as a failure. Rerun one row with `python benchmarks/mutants.py --only NAME`.',
+            f"Written by `python benchmarks/mutants.py` on {payload['date']} "
+            f"({payload['hardware']}): {caught} of {mutants} mutants caught.",
+            "Each mutant is one plausible bug, applied as an exact text substitution to a copy of "
+            "`src/natlearn`; only the",
+            "tests named for it run (`pytest -x`, with the copy first on PYTHONPATH, checked by a "
+            "plugin that records which",
+            "natlearn was imported). Caught = one of those tests failed. A substitution that no "
+            "longer matches the code",
+            'reports "did not apply" and counts as a failure. Rerun one row with '
+            "`python benchmarks/mutants.py --only NAME`.",
             "",
             table(rows),
         ]
@@ -509,7 +547,8 @@ def main() -> int:
             f"  {rows[-1]['status']} in {rows[-1]['seconds']:.0f} s: {rows[-1].get('detail', '')}",
             flush=True,
         )
-    # Keep the saved rows of mutants not run now (an --only rerun updates its own row), in MUTANTS order.
+    # Keep the saved rows of mutants not run now (an --only rerun updates its own row), in MUTANTS
+    # order.
     saved = (
         {row["name"]: row for row in json.loads(RESULTS.read_text())["results"]}
         if RESULTS.is_file()

@@ -118,7 +118,8 @@ def test_a_state_saved_under_the_old_spare_key_still_loads():
     saved["spare_per_batch"] = saved.pop("spare_targets")  # checkpoints written before the rename
     restored = Assignment(20, 30, seed=99)
     restored.load_state_dict(saved)
-    assert restored.spare_targets == 3 and torch.equal(restored.spare, torch.as_tensor(saved["spare"]))
+    assert restored.spare_targets == 3
+    assert torch.equal(restored.spare, torch.as_tensor(saved["spare"]))
 
 
 def test_check_detects_a_shared_target():
