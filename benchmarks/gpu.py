@@ -25,6 +25,7 @@ import torch
 
 # benchmarks/ is on sys.path when run as a script
 from _report import ROOT, hardware, today, write_json, write_section
+from natlearn.markdown import table
 
 
 def run(name: str, settings: list[str], gpus: int, out: Path, timeout: int) -> dict | None:
@@ -157,11 +158,16 @@ def main() -> None:
         "input, d = 2048, batch 256 per GPU, SGD; images/s from the run's own log (epoch 3 "
         "re-assigns, epoch 4 does not; epochs 1-2 warm up). JSON: `benchmarks/results/gpu.json`.",
         "",
-        "| run | img/s, re-assignment epoch | img/s, other epochs | "
-        "img/s, official schedule (1 in 3) | / supervised | "
-        "assignment ms / step ms (re-assignment epoch) |",
-        "|---|---|---|---|---|---|",
     ]
+    header = [
+        "run",
+        "img/s, re-assignment epoch",
+        "img/s, other epochs",
+        "img/s, official schedule (1 in 3)",
+        "/ supervised",
+        "assignment ms / step ms (re-assignment epoch)",
+    ]
+    cells = []
     for r in rows:
         ratio = (
             f"{r['images_per_s_official'] / supervised['images_per_s_plain_epoch']:.3f}"
@@ -173,11 +179,12 @@ def main() -> None:
             if r["assign_ms"]
             else ""
         )
-        lines.append(
-            f"| {r['name']} | {r['images_per_s_reassign_epoch']:.0f} | "
-            f"{r['images_per_s_plain_epoch']:.0f} | {r['images_per_s_official']:.0f} | "
-            f"{ratio} | {share} |"
+        reassign, plain = r["images_per_s_reassign_epoch"], r["images_per_s_plain_epoch"]
+        official = r["images_per_s_official"]
+        cells.append(
+            [r["name"], f"{reassign:.0f}", f"{plain:.0f}", f"{official:.0f}", ratio, share]
         )
+    lines.append(table(header, cells))
     if gpus < 2:
         lines += ["", "One GPU only on this machine: no 2-GPU scaling row."]
     write_section("gpu", "\n".join(lines))

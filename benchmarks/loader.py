@@ -26,6 +26,7 @@ import torch
 from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section
 from natlearn.config import Config
 from natlearn.data import Augmentation
+from natlearn.markdown import table
 from natlearn.run import build_run
 from natlearn.train import train_step
 
@@ -126,14 +127,20 @@ def main() -> None:
         f"training step = forward, NAT re-assignment, square loss, backward, SGD ({steps} steps "
         "after 2 warm-up steps). JSON: `benchmarks/results/loader.json`.",
         "",
-        "| what | images/s | / training step |",
-        "|---|---|---|",
-        *(
-            f"| loader: gather batch + {crop} crop + flip (whole batch, 2 epochs) | "
-            f"{loader[crop]:,.0f} | {ratios[crop]:.0f}x |"
-            for crop in loader
+        table(
+            ["what", "images/s", "/ training step"],
+            [
+                *(
+                    [
+                        f"loader: gather batch + {crop} crop + flip (whole batch, 2 epochs)",
+                        f"{loader[crop]:,.0f}",
+                        f"{ratios[crop]:.0f}x",
+                    ]
+                    for crop in loader
+                ),
+                ["training step", f"{step:,.0f}", "1x"],
+            ],
         ),
-        f"| training step | {step:,.0f} | 1x |",
         "",
         f"Decoding the 50,000 JPEGs into memory: {cold:.1f} s the first time (2 threads), "
         f"{warm:.2f} s from the cache afterwards (a uint8 tensor file keyed by the folder's "

@@ -31,12 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _report import (
-    ROOT,
-    hardware,
-    today,
-    write_json,
-)  # benchmarks/ is on sys.path when run as a script
+# benchmarks/ is on sys.path when run as a script
+from _report import ROOT, hardware, today, write_json
+from natlearn.markdown import table
 
 PACKAGE = ROOT / "src" / "natlearn"
 RESULTS = ROOT / "benchmarks" / "results" / "mutants.json"
@@ -50,6 +47,7 @@ DDP_STEP = (
     "tests/test_distributed.py::"
     "test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction"
 )
+
 HONEST = "tests/test_honest_eval.py"
 NONFINITE = "tests/reliability/test_nonfinite.py"
 
@@ -445,19 +443,15 @@ def run_mutant(mutant: Mutant | None, tests: tuple[str, ...], timeout: float) ->
         }
 
 
-def table(rows: list[dict]) -> str:
-    lines = [
-        "| mutant | bug | tests that must catch it | result | seconds |",
-        "|---|---|---|---|---|",
-    ]
+def results_table(rows: list[dict]) -> str:
+    cells = []
     for row in rows:
         tests = "<br>".join(f"`{test.replace('tests/', '', 1)}`" for test in row["tests"])
         where = f"`{row['name']}` ({row.get('file', 'no change')})"
-        lines.append(
-            f"| {where} | {row.get('bug', 'the unchanged code')} | {tests} | {row['status']} | "
-            f"{row['seconds']:.0f} |"
-        )
-    return "\n".join(lines)
+        bug = row.get("bug", "the unchanged code")
+        cells.append([where, bug, tests, row["status"], f"{row['seconds']:.0f}"])
+    header = ["mutant", "bug", "tests that must catch it", "result", "seconds"]
+    return table(header, cells)
 
 
 def section(payload: dict) -> str:
@@ -479,7 +473,7 @@ def section(payload: dict) -> str:
             'reports "did not apply" and counts as a failure. Rerun one row with '
             "`python benchmarks/mutants.py --only NAME`.",
             "",
-            table(rows),
+            results_table(rows),
         ]
     )
 
@@ -564,7 +558,7 @@ def main() -> int:
     results = [saved[name] for name in order if name in saved]
     write_json("mutants", {"date": today(), "hardware": hardware(), "results": results})
     print()
-    print(table(rows))
+    print(results_table(rows))
     failed = [row for row in rows if row["status"] not in ("caught", "passed")]
     for row in failed:
         print(

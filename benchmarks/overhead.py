@@ -25,6 +25,7 @@ import torch
 from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section
 from natlearn.assignment import Assignment
 from natlearn.config import Config
+from natlearn.markdown import table
 from natlearn.run import build_run
 from natlearn.targets import NoiseTargets
 from natlearn.train import train, train_step
@@ -176,13 +177,24 @@ def main() -> None:
         f"{today()}, {hardware()}. Data: CIFAR-10 (JPEG q75 copy) test split, {images:,} images, "
         f"batch {batch}, {network}. JSON: `benchmarks/results/overhead.json`.",
         "",
-        f"| run | step ms, median of {steps} | / supervised | "
-        f"epoch s, median of {rounds} (range) | / supervised |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {name} | {step_ms[name]:.1f} | **{step_x[name]:.3f}** | "
-            f"{seconds[name]:.2f}{spread.get(name, '')} | {epoch_x[name]:.3f} |"
-            for name in step_ms
+        table(
+            [
+                "run",
+                f"step ms, median of {steps}",
+                "/ supervised",
+                f"epoch s, median of {rounds} (range)",
+                "/ supervised",
+            ],
+            [
+                [
+                    name,
+                    f"{step_ms[name]:.1f}",
+                    f"**{step_x[name]:.3f}**",
+                    f"{seconds[name]:.2f}{spread.get(name, '')}",
+                    f"{epoch_x[name]:.3f}",
+                ]
+                for name in step_ms
+            ],
         ),
         "",
         "Read the step columns: the three kinds of training step (forward, NAT re-assignment or "
@@ -194,11 +206,12 @@ def main() -> None:
         "One batch re-assignment alone (n = 50,000; generating the batch's targets + scipy "
         f"`linear_sum_assignment`), median of {repeats}:",
         "",
-        "| b | d | re-assign ms | target generation alone ms |",
-        "|---|---|---|---|",
-        *(
-            f"| {r['b']} | {r['d']} | {r['reassign_ms']:.1f} | {r['target_generation_ms']:.1f} |"
-            for r in assignment
+        table(
+            ["b", "d", "re-assign ms", "target generation alone ms"],
+            [
+                [r["b"], r["d"], f"{r['reassign_ms']:.1f}", f"{r['target_generation_ms']:.1f}"]
+                for r in assignment
+            ],
         ),
         "",
         f"NAT state for n = 1,281,167 (ImageNet): {state_bytes['assignment_bytes_per_image']:.0f} "

@@ -24,6 +24,7 @@ import torch
 # benchmarks/ is on sys.path when run as a script
 from _report import hardware, today, write_json, write_section
 from natlearn.config import Config
+from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets
 
 IMAGENET = 1_281_167
@@ -146,13 +147,17 @@ def main() -> None:
         "- Per-epoch invariant check (every target id held exactly once, O(k)): "
         f"{check_ms:.0f} ms.",
         "",
-        "| global batch | Hungarian blocks | "
-        "re-assignment step ms (targets + cost matrix + solve + update) | "
-        "lookup step ms (other epochs) |",
-        "|---|---|---|---|",
-        *(
-            f"| {r['batch']} | {r['block']} | {r['reassign_ms']:.1f} | {r['lookup_ms']:.2f} |"
-            for r in rows
+        table(
+            [
+                "global batch",
+                "Hungarian blocks",
+                "re-assignment step ms (targets + cost matrix + solve + update)",
+                "lookup step ms (other epochs)",
+            ],
+            [
+                [r["batch"], r["block"], f"{r['reassign_ms']:.1f}", f"{r['lookup_ms']:.2f}"]
+                for r in rows
+            ],
         ),
     ]
     write_section(f"state{suffix}", "\n".join(lines))
