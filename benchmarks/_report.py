@@ -3,6 +3,7 @@ docs/benchmarks.md (markdown, date and machine facts come from :mod:`natlearn.ma
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -10,10 +11,42 @@ from natlearn import markdown
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, today
 
-__all__ = ["CIFAR10", "ROOT", "cifar10_folder", "hardware", "today", "write_json", "write_section"]
+__all__ = [
+    "CIFAR10",
+    "CPU_SMOKE",
+    "ROOT",
+    "cifar10_folder",
+    "cifar10_option",
+    "hardware",
+    "today",
+    "write_json",
+    "write_section",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"  # the offline copy beside the repository
+
+
+# The GPU scripts' --quick settings: their code path on a CPU with tiny images and network.
+CPU_SMOKE = [
+    "image_size=72",
+    "crop_size=64",
+    "arch=small",
+    "widths=[8,16]",
+    "dim=32",
+    "subset=512",
+    "batch_size=128",
+    "device=cpu",
+]
+
+
+def cifar10_option(parser: argparse.ArgumentParser) -> None:
+    """``--cifar10 DIR``: the CIFAR-10 folder of a full run (read by :func:`cifar10_folder`)."""
+    parser.add_argument(
+        "--cifar10",
+        default=str(CIFAR10),
+        help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)",
+    )
 
 
 def cifar10_folder(path: str, quick: bool) -> Path | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 # benchmarks/ is on sys.path when run as a script
-from _report import ROOT, hardware, today, write_json, write_section
+from _report import CPU_SMOKE, ROOT, hardware, today, write_json, write_section
 from natlearn.markdown import table
 
 
@@ -115,16 +115,7 @@ def main() -> None:
         "on_nonfinite=skip",
     ]
     if args.quick:
-        base += [
-            "image_size=72",
-            "crop_size=64",
-            "arch=small",
-            "widths=[8,16]",
-            "dim=32",
-            "subset=512",
-            "batch_size=128",
-            "device=cpu",
-        ]
+        base += CPU_SMOKE
     else:
         base += [f"subset={args.images}"]
     gpus = torch.cuda.device_count() if not args.quick else 1

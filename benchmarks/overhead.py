@@ -22,7 +22,7 @@ import time
 import torch
 
 # benchmarks/ is on sys.path when run as a script
-from _report import CIFAR10, cifar10_folder, hardware, today, write_json, write_section
+from _report import cifar10_folder, cifar10_option, hardware, today, write_json, write_section
 from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.markdown import table
@@ -92,11 +92,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny smoke run on digits; writes nothing"
     )
-    parser.add_argument(
-        "--cifar10",
-        default=str(CIFAR10),
-        help="CIFAR-10 folder with train/ and test/ (default ../shared/data/cifar10)",
-    )
+    cifar10_option(parser)
     args = parser.parse_args()
     cifar = cifar10_folder(args.cifar10, args.quick)
     if cifar is None:

@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import natlearn.assignment
 
 # benchmarks/ is on sys.path when run as a script
-from _report import hardware, today, write_json, write_section
+from _report import CPU_SMOKE, hardware, today, write_json, write_section
 from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets, Supervised
 from natlearn.presets import apply_overrides, load_preset
@@ -130,16 +130,7 @@ def main() -> None:
         )
     settings = ["data=synthetic", "data_mode=memory", "subset=2048", "progress=false"]
     if args.quick:
-        settings += [
-            "image_size=72",
-            "crop_size=64",
-            "arch=small",
-            "widths=[8,16]",
-            "dim=32",
-            "subset=512",
-            "batch_size=128",
-            "device=cpu",
-        ]
+        settings += CPU_SMOKE
     label_parts()
     rows = {}
     with tempfile.TemporaryDirectory() as out:
