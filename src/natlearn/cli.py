@@ -7,25 +7,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from natlearn import __version__
-from natlearn.checkpoint import (
-    checkpoint_paths,
-    export_backbone,
-    latest_checkpoint,
-    load_checkpoint,
-    load_model,
-    network_from_state,
-)
+from natlearn import __version__, commands
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
-from natlearn.models import feature_layers
-from natlearn.presets import apply_overrides, field_help, load_preset
+from natlearn.presets import field_help
 
 __all__ = ["main"]
 
@@ -86,17 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     description = "Noise As Targets: unsupervised CNN pre-training by predicting noise."
     parser = _Parser(prog="natlearn", description=description)
     parser.add_argument("--version", action="version", version=f"natlearn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     def command(name: str, handler: Callable[[argparse.Namespace], None], **kwargs):
         """A new sub-command's add_argument; its help is the handler's docstring."""
-        sub = commands.add_parser(name, help=handler.__doc__, **kwargs)
+        sub = subparsers.add_parser(name, help=handler.__doc__, **kwargs)
         sub.set_defaults(handler=handler)
         return sub.add_argument
 
     add = command(
         "train",
-        _train,
+        commands.train_command,
         description="natlearn train [PRESET|FILE.yaml] [key=value ...]  "
         "e.g. natlearn train digits epochs=10 out=runs/digits",
         epilog=_config_epilog(),
@@ -111,14 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--overwrite", action="store_true", help="delete an earlier run in out= and start over")
     add("--supervised", action="store_true", help="train on labels instead (objective=supervised)")
 
-    add = command("export", _export)
+    add = command("export", commands.export_command)
     add("checkpoint", help="a .pt file from natlearn train (runs/NAME/checkpoints/epoch_NNNN.pt)")
     add(
         "--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors"
     )
 
     usage = "natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR"
-    add = command("eval", _eval, description=usage)
+    add = command("eval", commands.eval_command, description=usage)
     add("source", help="a checkpoint .pt, random-init (same network untrained) or raw-pixels")
     _settings(add, "random-init/raw-pixels: an optional preset first; then key=value data settings")
     add(
@@ -128,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _eval_flags(add)
 
-    add = command("compare", _compare)
+    add = command("compare", commands.compare_command)
     add(
         "sources",
         nargs="+",
@@ -137,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", required=True, help="output folder: one eval per source plus compare.md/json")
     _eval_flags(add)
 
-    add = command("neighbors", _neighbors)
+    add = command("neighbors", commands.neighbors_command)
     add("checkpoint")
     _settings(add, "key=value data settings")
     add("--layer", default="neck", help="feature layer (default neck: the penultimate features)")
@@ -145,280 +134,23 @@ def _parser() -> argparse.ArgumentParser:
     add("--k", type=int, default=6)
     add("--out", required=True, help="PNG file")
 
-    add = command("filters", _filters)
+    add = command("filters", commands.filters_command)
     add("checkpoint")
     add("--out", required=True, help="PNG file")
 
-    add = command("evolution", _evolution)
+    add = command("evolution", commands.evolution_command)
     add("run_dir")
     _settings(add, "key=value data settings")
     add("--out", default=None, help="output folder (default RUN_DIR/evolution)")
     _eval_flags(add)
 
-    add = command("report", _report)
+    add = command("report", commands.report_command)
     add("run_dir")
 
-    add = command("demo", _demo)
+    add = command("demo", commands.demo_command)
     add("--out", default="runs/demo", help="output folder (default runs/demo)")
     _settings(add, "key=value changes to the digits preset, e.g. seed=3 epochs=100")
     return parser
-
-
-def _train_config(args: argparse.Namespace) -> Config:
-    """The config of ``natlearn train``. With --resume and no preset it is the checkpoint's plus
-    the key=value changes; with a preset (the same command re-run with --resume) it is the preset
-    plus the changes, as for a new run. Either way a change to a RESUME_LOCKED field is refused
-    before any work."""
-    base, settings = _split_preset(args.settings)
-    if args.supervised:
-        settings.append("objective=supervised")
-    if not args.resume:
-        return apply_overrides(base or Config(), settings)
-    out = Path(apply_overrides(base or Config(), settings).out)
-    with warnings.catch_warnings():  # train() looks again and warns about damaged checkpoints once
-        warnings.simplefilter("ignore")
-        found = latest_checkpoint(out)
-    if found is None:
-        raise NatlearnError(
-            f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; "
-            "drop --resume to start a new run"
-        )
-    saved = found[1]["config"]
-    config = apply_overrides(base, settings) if base else Config.from_checkpoint(saved, settings)
-    config.check_resumable(saved)
-    return config
-
-
-def _split_preset(settings: list[str]) -> tuple[Config | None, list[str]]:
-    """An optional preset name or YAML file first, then key=value settings."""
-    if settings and "=" not in settings[0]:
-        return load_preset(settings[0]), settings[1:]
-    return None, list(settings)
-
-
-def _eval_settings(args: argparse.Namespace):
-    from natlearn.evaluate import EvalSettings
-
-    try:
-        ks = tuple(int(k) for k in args.knn.split(",") if k.strip())
-    except ValueError:
-        ks = (0,)  # not integers: refused below with the same message
-    if any(k < 1 for k in ks):
-        raise NatlearnError(
-            f"--knn {args.knn!r} must be comma-separated positive integers, e.g. 20,200 "
-            "('' for no k-NN)"
-        )
-    if args.probe_epochs < 1:
-        raise NatlearnError(f"--probe-epochs {args.probe_epochs} must be >= 1")
-    if args.finetune < 0:
-        raise NatlearnError(f"--finetune {args.finetune} must be >= 0 (0 = no fine-tuning)")
-    return EvalSettings(
-        layers=_names(args.layers) or None,
-        linear=not args.no_linear,
-        knn=ks,
-        knn_layers=tuple(_names(args.knn_layers)),
-        mlp=not args.no_mlp,
-        probe_epochs=args.probe_epochs,
-        finetune_epochs=args.finetune,
-    )
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _check_layers(config: Config, source: str, **flags: list[str]) -> None:
-    """Refuse layer names the network of ``config`` lacks (before any work), listing the valid
-    ones. ``flags``: option name with "_" for "-" (``knn_layers``) -> the names given."""
-    valid = feature_layers(config.arch, config.widths)
-    for flag, names in flags.items():
-        unknown = [name for name in names if name not in valid]
-        if unknown:
-            option = "--" + flag.replace("_", "-")
-            raise NatlearnError(
-                f"{option} {','.join(unknown)}: no such layer in {source}; "
-                f"valid layers: {', '.join(valid)}"
-            )
-
-
-def _eval_layers(args: argparse.Namespace, config: Config, source: str) -> None:
-    _check_layers(config, source, layers=_names(args.layers), knn_layers=_names(args.knn_layers))
-
-
-def _source_config(source: str, base: Config | None, overrides: list[str]) -> Config | None:
-    """The config of an eval source with the data overrides (None for raw-pixels), its checkpoint
-    loaded and checked now rather than after the sources before it were evaluated."""
-    if source == "raw-pixels":
-        return None
-    if source == "random-init":
-        return apply_overrides(base or Config(), overrides)
-    if not Path(source).exists():
-        raise NatlearnError(
-            f"{source!r} does not exist; give a checkpoint .pt file "
-            "(RUN/checkpoints/epoch_NNNN.pt), random-init or raw-pixels"
-        )
-    return Config.from_checkpoint(load_checkpoint(source)["config"], overrides)
-
-
-def _data_overrides(items: list[str]) -> list[str]:
-    apply_overrides(Config(), items)  # reject unknown keys before any work
-    return items
-
-
-def _figure_path(out: str) -> Path:
-    path = Path(out)
-    if path.suffix.lower() != ".png":
-        raise NatlearnError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
-    return path
-
-
-# One handler per sub-command; each docstring is that command's line in `natlearn --help`.
-
-
-def _train(args: argparse.Namespace) -> None:
-    """train a network with NAT (or the supervised baseline)"""
-    import torch
-
-    from natlearn.train import train
-
-    result = train(_train_config(args), resume=args.resume, overwrite=args.overwrite)
-    if torch.distributed.is_initialized():  # under torchrun: leave together, rank 0 reports
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-        if os.environ.get("RANK") != "0":
-            return
-    last = result.history[-1] if result.history else {}
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
-    print(f"done: {len(result.history)} epochs in {result.run_dir}; last epoch: {summary}")
-
-
-def _demo(args: argparse.Namespace) -> None:
-    """NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)"""
-    from natlearn.demo import format_table, run_demo
-
-    results = run_demo(args.out, apply_overrides(load_preset("digits"), args.settings))
-    print(format_table(results))
-    gap = results["gap_recovered"]
-    print(f"NAT recovers {gap:.0%} of the random-init -> supervised gap" if gap is not None else "")
-    print(
-        f"wrote {Path(args.out) / 'results.json'}, results.md, loss_curve.png, neighbours.png "
-        f"({results['setup']['seconds']} s)"
-    )
-
-
-def _eval(args: argparse.Namespace) -> None:
-    """transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN"""
-    from natlearn.evaluate import evaluate, format_eval
-
-    baseline = args.source in ("random-init", "raw-pixels")
-    base, overrides = _split_preset(args.settings) if baseline else (None, args.settings)
-    if args.out:
-        out = Path(args.out)
-    else:
-        checkpoints = Path(args.source).parent
-        out = checkpoints.parent / "eval" if checkpoints.name == "checkpoints" else Path("eval")
-    settings = _eval_settings(args)
-    config = _source_config(args.source, base, _data_overrides(overrides))
-    if config is not None:
-        _eval_layers(args, config, args.source)
-    results = evaluate(args.source, overrides, settings, out, base)
-    print(format_eval(results))
-    print(f"wrote {out / 'eval.json'} and eval.md ({results['seconds']:.0f} s)")
-
-
-def _compare(args: argparse.Namespace) -> None:
-    """several checkpoints and baselines side by side, with the gap NAT recovers"""
-    from natlearn.evaluate import evaluate
-    from natlearn.evaluate.compare import compare_table
-
-    sources = [item for item in args.sources if "=" not in item]
-    overrides = _data_overrides([item for item in args.sources if "=" in item])
-    if not sources:
-        raise NatlearnError(
-            "compare needs at least one source: checkpoint .pt files, random-init or raw-pixels, "
-            "before the key=value settings"
-        )
-    checkpoints = [s for s in sources if s not in ("random-init", "raw-pixels")]
-    settings, out = _eval_settings(args), Path(args.out)
-    base = _source_config(checkpoints[0], None, overrides) if checkpoints else None
-    for source in sources:  # every checkpoint readable, every layer known, before evaluating
-        config = _source_config(source, base, overrides)
-        if config is not None:
-            _eval_layers(args, config, source)
-    results = {}
-    for index, source in enumerate(sources):
-        name = f"{index}-{Path(source).parent.parent.name if source.endswith('.pt') else source}"
-        results[name] = evaluate(source, overrides, settings, out / name, base)
-    print(compare_table(results, out))
-
-
-def _neighbors(args: argparse.Namespace) -> None:
-    """test queries and their nearest training images in a layer's feature space"""
-    from natlearn.evaluate import extract_features, labelled_splits
-    from natlearn.evaluate.figures import neighbours_figure
-
-    out = _figure_path(args.out)
-    for name, value in (("--queries", args.queries), ("--k", args.k)):
-        if value < 1:
-            raise NatlearnError(f"{name} {value} must be >= 1")
-    state = load_checkpoint(args.checkpoint)
-    config = Config.from_checkpoint(state["config"], args.settings)
-    _check_layers(config, args.checkpoint, layer=[args.layer])
-    model, (train_set, test_set) = network_from_state(state), labelled_splits(config)
-    if args.k > len(train_set):
-        raise NatlearnError(
-            f"--k {args.k} is more than the {len(train_set)} training images; lower --k"
-        )
-    size = config.resolve(train_set.image_size).crop_size
-    view = {"crop": config.crop, "scale": config.crop_scale}
-    train_features, test_features = (
-        extract_features(model, data.images, [args.layer], size, **view)[args.layer]
-        for data in (train_set, test_set)
-    )
-    panels = {args.layer: (train_features, test_features)}
-    figure = neighbours_figure(panels, train_set.images, test_set.images, out, args.queries, args.k)
-    print(f"wrote {figure}")
-
-
-def _filters(args: argparse.Namespace) -> None:
-    """the conv1 filters of a checkpoint as a PNG grid"""
-    from natlearn.evaluate.figures import filters_figure
-
-    out = _figure_path(args.out)
-    print(f"wrote {filters_figure(load_model(args.checkpoint), out)}")
-
-
-def _evolution(args: argparse.Namespace) -> None:
-    """transfer accuracy of the checkpoints kept along a run (train with keep_every=N)"""
-    from natlearn.evaluate.evolution import evolution
-
-    settings, overrides = _eval_settings(args), _data_overrides(args.settings)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "checkpoints").is_dir():
-        raise NatlearnError(
-            f"{args.run_dir} is not a natlearn run folder (no checkpoints/); "
-            "give the out= folder of natlearn train"
-        )
-    paths = checkpoint_paths(run_dir)
-    if paths:
-        first = Config.from_checkpoint(load_checkpoint(paths[0])["config"], overrides)
-        _eval_layers(args, first, str(args.run_dir))
-    rows = evolution(args.run_dir, settings, overrides, args.out)
-    out = Path(args.out or run_dir / "evolution")
-    print(f"evaluated epochs {[row['epoch'] for row in rows]}; wrote {out}")
-
-
-def _report(args: argparse.Namespace) -> None:
-    """one markdown page of a run: config, curves, evaluations, figures"""
-    from natlearn.evaluate.report import write_report
-
-    print(f"wrote {write_report(args.run_dir)}")
-
-
-def _export(args: argparse.Namespace) -> None:
-    """write a checkpoint's backbone as a plain PyTorch state_dict
-    (no natlearn needed to load it)"""
-    print(f"wrote {export_backbone(args.checkpoint, args.out)}")
 
 
 def _run(argv: Sequence[str] | None) -> int:
