@@ -278,7 +278,7 @@ MUTANTS = [
         "mlp-probe-too-few-steps",
         "the MLP probe trains with the full batch size even on a train split smaller than a batch "
         "(no steps)",
-        "evaluate/probes.py",
+        "evaluate/mlp.py",
         "    batch_size = max(2, min(batch_size, len(x) // 4))\n",
         "",
         (f"{HONEST}::test_the_mlp_probe_learns_an_easy_task_with_fewer_images_than_its_batch",),

@@ -11,7 +11,9 @@ from natlearn.config import Config
 from natlearn.data import require_labels
 from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
-from natlearn.evaluate.probes import ProbeResult, knn_classify, linear_probe, mlp_probe
+from natlearn.evaluate.knn import knn_classify
+from natlearn.evaluate.mlp import mlp_probe
+from natlearn.evaluate.probes import ProbeResult, linear_probe
 from natlearn.evaluate.transfer import (
     EvalSettings,
     evaluate_network,

@@ -1,6 +1,9 @@
-"""Classifiers trained on frozen features: linear probe, the paper's fc6-8 MLP, weighted k-NN.
+"""The linear probe on frozen features, and what every probe shares: its result, top-k accuracy,
+and standardisation by the training features (the MLP probe is in :mod:`natlearn.evaluate.mlp`, the
+k-NN in :mod:`natlearn.evaluate.knn`).
 
-They see training features and labels only; the test set is scored once, after every choice is made.
+Probes see training features and labels only; the test set is scored once, after every choice is
+made.
 """
 
 from __future__ import annotations
@@ -16,14 +19,7 @@ from torch import nn
 from natlearn.devices import resolve_device
 from natlearn.evaluate.fit import fit_minibatches
 
-__all__ = [
-    "ProbeResult",
-    "linear_probe",
-    "mlp_probe",
-    "knn_classify",
-    "topk_accuracy",
-    "WEIGHT_DECAYS",
-]
+__all__ = ["ProbeResult", "WEIGHT_DECAYS", "linear_probe", "standardiser", "topk_accuracy"]
 
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -64,7 +60,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
     return top1, top5
 
 
-def _standardiser(train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def standardiser(train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Per-feature standardisation with the *training* features' mean and std (test features never
     inform it)."""
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
@@ -102,7 +98,7 @@ def linear_probe(
         test_x: (n_test, f) features; test_y: (n_test,) labels, used only for the final score.
     """
     device = resolve_device()
-    standardise = _standardiser(train_x)
+    standardise = standardiser(train_x)
     x = standardise(train_x).to(device)
     y = train_y.to(device)
     classes = int(train_y.max()) + 1
@@ -264,94 +260,3 @@ def _fit_adam(
         progress=progress,
     )
     return layer
-
-
-def mlp_probe(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    hidden: int = 4096,
-    epochs: int = 30,
-    batch_size: int = 256,
-    lr: float = 0.01,
-    progress: bool = False,
-    min_steps: int = 500,
-) -> ProbeResult:
-    """The paper's transfer protocol on frozen conv features: fresh fc6-fc8
-    (Linear-BN-ReLU-Dropout(0.5), Linear-BN-ReLU, Linear), SGD with momentum 0.9 and cosine decay.
-    Trained on cached features of centre crops (the paper also used random crops; caching makes the
-    protocol affordable on a CPU)."""
-    device = resolve_device()
-    standardise = _standardiser(train_x)
-    x, y = standardise(train_x).to(device), train_y.to(device)
-    classes = int(train_y.max()) + 1
-    torch.manual_seed(0)
-    mlp = nn.Sequential(
-        nn.Linear(x.shape[1], hidden),
-        nn.BatchNorm1d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, hidden),
-        nn.BatchNorm1d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, classes),
-    ).to(device)
-    optimizer = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    # Small training sets get smaller batches and more passes: at least min_steps steps whatever n
-    # is (a batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for
-    # BatchNorm.
-    batch_size = max(2, min(batch_size, len(x) // 4))
-
-    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(mlp(x[batch.to(device)]), y[batch.to(device)])
-
-    mlp.train()
-    steps = fit_minibatches(
-        optimizer,
-        batch_loss,
-        torch.arange(len(x)),
-        batch_size,
-        epochs,
-        torch.Generator().manual_seed(0),
-        batching="drop_last",  # BatchNorm cannot train on a 1-row batch
-        min_steps=min_steps,
-        label="mlp probe",
-        progress=progress,
-    )
-    mlp.eval()
-    with torch.no_grad():
-        scores = torch.cat(
-            [mlp(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)]
-        )
-    top1, top5 = topk_accuracy(scores, test_y)
-    return ProbeResult(top1, top5, steps=steps)
-
-
-def knn_classify(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
-) -> ProbeResult:
-    """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
-    exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer
-    than k training images every one votes; the result's ``k`` says how many did."""
-    device = resolve_device()
-    bank = F.normalize(train_x.float(), dim=1).to(device)
-    k = min(k, len(bank))
-    labels = train_y.to(device)
-    classes = int(train_y.max()) + 1
-    scores = []
-    for chunk in test_x.split(1024):
-        similarity, neighbours = (F.normalize(chunk.float(), dim=1).to(device) @ bank.T).topk(
-            k, dim=1
-        )
-        votes = torch.zeros(len(chunk), classes, device=device).scatter_add_(
-            1, labels[neighbours], (similarity / temperature).exp()
-        )
-        scores.append(votes.cpu())
-    top1, top5 = topk_accuracy(torch.cat(scores), test_y)
-    return ProbeResult(top1, top5, k=k)

@@ -20,13 +20,9 @@ import torch.nn.functional as F
 from natlearn.data import Augmentation, ImageDataset, center_crop, eval_view
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.fit import fit_minibatches
-from natlearn.evaluate.probes import (
-    ProbeResult,
-    knn_classify,
-    linear_probe,
-    mlp_probe,
-    topk_accuracy,
-)
+from natlearn.evaluate.knn import knn_classify
+from natlearn.evaluate.mlp import mlp_probe
+from natlearn.evaluate.probes import ProbeResult, linear_probe, topk_accuracy
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Head, Network

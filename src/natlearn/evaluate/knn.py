@@ -1,0 +1,40 @@
+"""Weighted k-nearest-neighbour classification of frozen features (InstDisc/DINO's protocol)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from natlearn.devices import resolve_device
+from natlearn.evaluate.probes import ProbeResult, topk_accuracy
+
+__all__ = ["knn_classify"]
+
+
+def knn_classify(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> ProbeResult:
+    """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
+    exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer
+    than k training images every one votes; the result's ``k`` says how many did."""
+    device = resolve_device()
+    bank = F.normalize(train_x.float(), dim=1).to(device)
+    k = min(k, len(bank))
+    labels = train_y.to(device)
+    classes = int(train_y.max()) + 1
+    scores = []
+    for chunk in test_x.split(1024):
+        similarity, neighbours = (F.normalize(chunk.float(), dim=1).to(device) @ bank.T).topk(
+            k, dim=1
+        )
+        votes = torch.zeros(len(chunk), classes, device=device).scatter_add_(
+            1, labels[neighbours], (similarity / temperature).exp()
+        )
+        scores.append(votes.cpu())
+    top1, top5 = topk_accuracy(torch.cat(scores), test_y)
+    return ProbeResult(top1, top5, k=k)
