@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole experiment scripts in subprocesses: not in the quick subset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
