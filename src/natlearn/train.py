@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from natlearn.checkpoint import prune_checkpoints, remove_checkpoint, save_checkpoint
 from natlearn.config import Config
-from natlearn.data import ImageData, StreamingFolder
+from natlearn.data import ImageData
 from natlearn.devices import autocast, memory_format, resolve_device
 from natlearn.distributed import Ranks, init_ranks
 from natlearn.faults import fault_point
@@ -33,7 +33,7 @@ from natlearn.nonfinite import (
     stop_or_skip,
     weights_finite,
 )
-from natlearn.objectives import NoiseAsTargets, Supervised
+from natlearn.objectives import Objective
 from natlearn.run import EpochState, Run, build_run
 
 __all__ = [
@@ -53,7 +53,7 @@ class TrainResult:
     """A finished (or resumed-and-finished) run."""
 
     model: Network
-    objective: NoiseAsTargets | Supervised
+    objective: Objective
     config: Config
     run_dir: Path
     history: list[dict] = field(default_factory=list)
@@ -126,8 +126,6 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     if state.generator is not None:  # continuing this epoch mid-way
         generator.set_state(state.generator)
     sums = StepSums(run.objective.statistics, run.resolved.device, state.sums if ranks.main else {})
-    # Unreadable streamed images may leave batches: the ranks then exchange their real shares.
-    may_drop = isinstance(run.data, StreamingFolder) and run.data.on_bad_image == "skip"
     shares = [ranks.shard(ids) for ids in batch_ids[state.step :]]
     batches = tqdm(
         run.data.batches(shares, run.resolved.device, config.workers),
@@ -140,7 +138,7 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
     run.step_model.train()
     started = time.perf_counter() - state.seconds
     for step, (ids, images) in enumerate(batches, start=state.step):
-        rows = _global_rows(ranks, images, len(batch_ids[step]), may_drop)
+        rows = _global_rows(ranks, images, len(batch_ids[step]), run.data.may_drop)
         inputs = run.augment(images, generator, rows)
         # A skipped batch must not leave its statistics in BatchNorm's running buffers (evaluation
         # uses them).

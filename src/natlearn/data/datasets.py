@@ -60,6 +60,12 @@ class ImageData(Protocol):
     @property
     def image_size(self) -> int: ...
 
+    @property
+    def may_drop(self) -> bool:
+        """Whether :meth:`batches` may deliver fewer images than asked for (unreadable ones left
+        out)."""
+        ...
+
     def subset(self, indices: torch.Tensor) -> ImageData:
         """The images at ``indices``, with the whole set's mean and std."""
         ...

@@ -50,6 +50,10 @@ class ImageDataset:
         return self.images.shape[1]
 
     @property
+    def may_drop(self) -> bool:
+        return False  # decoded up front: every image is there
+
+    @property
     def image_size(self) -> int:
         return self.images.shape[-1]
 

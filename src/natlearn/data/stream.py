@@ -84,6 +84,10 @@ class StreamingFolder(Dataset):
         return picked
 
     @property
+    def may_drop(self) -> bool:
+        return self.on_bad_image == "skip"
+
+    @property
     def image_size(self) -> int:
         return self.size
 
