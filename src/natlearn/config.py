@@ -227,7 +227,11 @@ class Config:
         return self
 
     def resolve(
-        self, image_size: int, images: int | None = None, world_size: int = 1, local_rank: int = 0
+        self,
+        image_size: int = 0,
+        images: int | None = None,
+        world_size: int = 1,
+        local_rank: int = 0,
     ) -> Resolved:
         """Every value this config leaves to the data or the machine, checked once.
 

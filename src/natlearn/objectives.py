@@ -88,18 +88,15 @@ class NoiseAsTargets:
     statistics = ("loss", "cosine", "reassigned", "assign_ms")
 
     def __init__(self, config: Config, n: int, ranks: Ranks | None = None):
-        resolved = config.resolve(0, n)
+        resolved = config.resolve(images=n)
         k, self.ranks = resolved.k, ranks or Ranks()
         self.targets = NoiseTargets(
             k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters
         )
         self.assignment = Assignment(n, k, seed=config.seed, spare_targets=config.spare_targets)
         self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
-        self.loss_kind, self.reduction, self.temperature = (
-            resolved.loss,
-            config.loss_reduction,
-            config.temperature,
-        )
+        self.loss_kind = resolved.loss
+        self.reduction, self.temperature = config.loss_reduction, config.temperature
 
     def reassigns(self, epoch: int) -> bool:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0
@@ -159,7 +156,7 @@ class Supervised:
 
     def __init__(self, config: Config, data: ImageData, ranks: Ranks | None = None):
         self.labels, self.ranks = require_labels(data, "objective=supervised"), ranks or Ranks()
-        self.loss_kind, self.reduction = config.resolve(0).loss, config.loss_reduction
+        self.loss_kind, self.reduction = config.resolve().loss, config.loss_reduction
         self.class_targets = NoiseTargets(len(data.classes), config.dim, seed=config.seed)
 
     def reassigns(self, epoch: int) -> bool:
