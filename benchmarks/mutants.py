@@ -151,16 +151,16 @@ MUTANTS = [
         "the targets' seed is mixed with the process id, so a resumed process trains towards other "
         "targets",
         "objectives.py",
-        "k, config.dim, seed=config.seed, kind=config.targets",
-        'k, config.dim, seed=config.seed + __import__("os").getpid(), kind=config.targets',
+        "NoiseTargets(k, dim, seed=seed, kind=targets",
+        'NoiseTargets(k, dim, seed=seed + __import__("os").getpid(), kind=targets',
         (RESUMED_TARGETS,),
     ),
     Mutant(
         "targets-seeded-per-rank",
         "the targets' seed is mixed with the rank, so the ranks of one run hold different targets",
         "objectives.py",
-        "k, config.dim, seed=config.seed, kind=config.targets",
-        "k, config.dim, seed=config.seed + self.ranks.rank, kind=config.targets",
+        "NoiseTargets(k, dim, seed=seed, kind=targets",
+        "NoiseTargets(k, dim, seed=seed + self.ranks.rank, kind=targets",
         ("tests/test_distributed.py::test_two_ranks_train_like_one_process_with_the_global_batch",),
     ),
     Mutant(

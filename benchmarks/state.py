@@ -49,7 +49,9 @@ def step_rows(n: int, d: int, steps: int, device: torch.device) -> list[dict]:
     rows = []
     sync = device.type == "cuda"
     for batch, block in ((256, 0), (1024, 256), (1024, 0)):
-        objective = NoiseAsTargets(Config(dim=d, batch_size=batch, assign_block=block), n)
+        objective = NoiseAsTargets.from_config(
+            Config(dim=d, batch_size=batch, assign_block=block), n
+        )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
         generator = torch.Generator().manual_seed(1)
         reassign, lookup = [], []
@@ -100,7 +102,7 @@ def main() -> None:
     n, d, steps = (20_000, 2048, 10) if args.quick else (IMAGENET, 2048, args.steps)
 
     before = resident_bytes()
-    objective = NoiseAsTargets(Config(dim=d, batch_size=256), n)
+    objective = NoiseAsTargets.from_config(Config(dim=d, batch_size=256), n)
     added = resident_bytes() - before
     state = objective.assignment.nbytes()
     check_ms = timed_ms(objective.check, False)

@@ -81,7 +81,13 @@ def two_rank_run(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     "scenario",
-    ["global_reassignment", "one_rank_solves", "ranks_disagree", "gathers_uneven_shards"],
+    [
+        "global_reassignment",
+        "one_rank_solves",
+        "ranks_disagree",
+        "gathers_uneven_shards",
+        "nat_loss_gathers_the_global_batch",
+    ],
 )
 def test_two_rank_scenarios(scenario):
     done = torchrun(str(TESTS / "two_ranks.py"), scenario)

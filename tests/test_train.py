@@ -130,7 +130,9 @@ def test_discrete_targets_and_softmax_loss_train(tiny_config):
 def test_the_loss_is_taken_to_the_targets_held_after_the_reassignment(tiny_config, loss):
     """Computing the loss on the targets held before the batch's re-assignment is a known porting
     bug: the network would then be pulled towards targets its images no longer hold."""
-    objective = NoiseAsTargets(dataclasses.replace(tiny_config, batch_size=4, loss=loss), n=6)
+    objective = NoiseAsTargets.from_config(
+        dataclasses.replace(tiny_config, batch_size=4, loss=loss), n=6
+    )
     ids = torch.tensor([4, 1, 5, 0])
     before = objective.assignment[ids].clone()
     swapped = before[[1, 0, 3, 2]]
@@ -254,7 +256,8 @@ def test_stream_mode_trains_on_a_folder_and_skips_a_corrupt_image_with_one_warni
     )  # the bad file keeps an id, but is never trained on:
     broken = torch.tensor([i for i, path in enumerate(files) if path.name == "broken.jpg"])
     assert torch.equal(
-        result.objective.assignment[broken], NoiseAsTargets(config, 61).assignment[broken]
+        result.objective.assignment[broken],
+        NoiseAsTargets.from_config(config, 61).assignment[broken],
     )  # its initial target
 
 

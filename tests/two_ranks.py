@@ -12,6 +12,7 @@ from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.distributed import init_ranks
 from natlearn.errors import NatlearnError
+from natlearn.nat_loss import NATLoss
 from natlearn.objectives import NoiseAsTargets
 
 
@@ -25,9 +26,9 @@ def global_reassignment() -> None:
     outputs = torch.nn.functional.normalize(
         torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1
     )
-    reference = NoiseAsTargets(config, n)  # one process, whole batch
+    reference = NoiseAsTargets.from_config(config, n)  # one process, whole batch
     expected_changed = reference.reassign(ids, outputs)
-    distributed = NoiseAsTargets(config, n, ranks)
+    distributed = NoiseAsTargets.from_config(config, n, ranks)
     mine = ranks.shard(torch.arange(batch))  # shares of 18 rows
     changed = distributed.reassign(ids[mine], outputs[mine], (ranks.first_row(batch), batch))
     assert changed == expected_changed
@@ -57,7 +58,7 @@ def one_rank_solves() -> None:
     outputs = torch.nn.functional.normalize(
         torch.randn(batch, 8, generator=torch.Generator().manual_seed(2)), dim=1
     )
-    distributed = NoiseAsTargets(config, n, ranks)
+    distributed = NoiseAsTargets.from_config(config, n, ranks)
     mine = ranks.shard(torch.arange(batch))
     for _ in range(3):
         distributed.reassign(ids[mine], outputs[mine], (ranks.first_row(batch), batch))
@@ -67,7 +68,7 @@ def one_rank_solves() -> None:
 def ranks_disagree() -> None:
     """A rank whose assignment differs must make every rank stop with the error naming it."""
     ranks = init_ranks("cpu")
-    objective = NoiseAsTargets(Config(dim=4, batch_size=4), 10, ranks)
+    objective = NoiseAsTargets.from_config(Config(dim=4, batch_size=4), 10, ranks)
     if ranks.rank == 1:
         objective.assignment = Assignment(10, seed=99)
     try:
@@ -91,8 +92,37 @@ def gathers_uneven_shards() -> None:
     assert torch.equal(ranks.my_rows(gathered, torch.tensor([5, 6])), rows)
 
 
+def nat_loss_gathers_the_global_batch() -> None:
+    """NATLoss in a user's loop under torchrun, each rank with its own (uneven) share of a batch:
+    the ranks must end with the assignment one process computes on the whole batch, and DDP's
+    average of their losses must be the one-process loss of the whole batch."""
+    ranks = init_ranks("cpu")
+    n, batch, d = 64, 21, 8
+    ids = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:batch]
+    outputs = torch.randn(batch, d, generator=torch.Generator().manual_seed(2))
+    nat_loss = NATLoss(n, d, reassign_every=1, seed=3)
+    assert nat_loss.nat.ranks.world_size == 2, "NATLoss did not see the process group"
+    mine = ranks.shard(torch.arange(batch))  # shares of 11 and 10 rows
+    loss = nat_loss(outputs[mine], ids[mine], epoch=0)
+    reference = NoiseAsTargets(n, d, seed=3, reassign_every=1)  # one process, whole batch
+    unit = torch.nn.functional.normalize(outputs, dim=1)
+    reference.reassign(ids, unit)
+    expected, _ = reference.loss(ids, unit)
+    assert torch.equal(
+        nat_loss.nat.assignment.image_to_target, reference.assignment.image_to_target
+    )
+    averaged = (
+        ranks.sum(loss.detach().reshape(1)) / ranks.world_size
+    )  # what DDP's average trains on
+    assert torch.allclose(averaged.float(), expected.detach().reshape(1), atol=1e-6), (
+        averaged,
+        expected,
+    )
+
+
 if __name__ == "__main__":
     scenarios = {
+        "nat_loss_gathers_the_global_batch": nat_loss_gathers_the_global_batch,
         "global_reassignment": global_reassignment,
         "one_rank_solves": one_rank_solves,
         "ranks_disagree": ranks_disagree,

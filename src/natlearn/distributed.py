@@ -41,6 +41,14 @@ class Ranks:
     world_size: int = 1
     local_rank: int = 0
 
+    @classmethod
+    def current(cls) -> Ranks:
+        """This process's place in an initialised ``torch.distributed`` group (one process if
+        none)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return cls()
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
     @property
     def main(self) -> bool:
         """Rank 0 alone writes checkpoints and logs and shows progress."""
@@ -57,6 +65,14 @@ class Ranks:
         (tensor_split's sizes)."""
         base, extra = divmod(batch_size, self.world_size)
         return self.rank * base + min(self.rank, extra)
+
+    def rows_of(self, count: int, device: torch.device) -> tuple[int, int]:
+        """``(first, total)``: where this rank's ``count`` rows start in the global batch, and its
+        size, whatever each rank's own batch holds (one all-gather of the counts under torchrun)."""
+        if self.world_size == 1:
+            return 0, count
+        sizes = self.gather(torch.tensor([count], device=device)).flatten().tolist()
+        return sum(sizes[: self.rank]), sum(sizes)
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's ``rows`` (shares may differ in length by one) in rank order."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.assignment import Assignment
-from natlearn.config import Config
+from natlearn.config import Config, Reduction, TargetKind
 from natlearn.data import ImageData, require_labels
 from natlearn.distributed import Ranks, reassign_global_batch
 from natlearn.loss import softmax_loss, square_loss
@@ -64,7 +64,7 @@ def objective_for(
     """The objective ``config`` trains with on ``data``."""
     if config.objective == "supervised":
         return Supervised(config, data, ranks)
-    return NoiseAsTargets(config, len(data), ranks)
+    return NoiseAsTargets.from_config(config, len(data), ranks)
 
 
 def rank_loss(
@@ -87,16 +87,48 @@ class NoiseAsTargets:
 
     statistics = ("loss", "cosine", "reassigned", "assign_ms")
 
-    def __init__(self, config: Config, n: int, ranks: Ranks | None = None):
+    def __init__(
+        self,
+        n: int,
+        dim: int,
+        k: int | None = None,
+        seed: int = 0,
+        targets: TargetKind = "sphere",
+        num_clusters: int | None = None,
+        reassign_every: int = 3,
+        spare_targets: int = 0,
+        assign_block: int = 0,
+        loss: str = "square",
+        reduction: Reduction = "mean",
+        temperature: float = 0.1,
+        ranks: Ranks | None = None,
+    ):
+        k = n if k is None else k
+        self.ranks = ranks or Ranks()
+        self.targets = NoiseTargets(k, dim, seed=seed, kind=targets, num_clusters=num_clusters)
+        self.assignment = Assignment(n, k, seed=seed, spare_targets=spare_targets)
+        self.reassign_every, self.assign_block = reassign_every, assign_block
+        self.loss_kind, self.reduction, self.temperature = loss, reduction, temperature
+
+    @classmethod
+    def from_config(cls, config: Config, n: int, ranks: Ranks | None = None) -> NoiseAsTargets:
+        """The objective ``config`` trains ``n`` images with (k, the loss and the rest checked)."""
         resolved = config.resolve(images=n)
-        k, self.ranks = resolved.k, ranks or Ranks()
-        self.targets = NoiseTargets(
-            k, config.dim, seed=config.seed, kind=config.targets, num_clusters=config.num_clusters
+        return cls(
+            n,
+            config.dim,
+            k=resolved.k,
+            seed=config.seed,
+            targets=config.targets,
+            num_clusters=config.num_clusters,
+            reassign_every=config.reassign_every,
+            spare_targets=config.spare_targets,
+            assign_block=config.assign_block,
+            loss=resolved.loss,
+            reduction=config.loss_reduction,
+            temperature=config.temperature,
+            ranks=ranks,
         )
-        self.assignment = Assignment(n, k, seed=config.seed, spare_targets=config.spare_targets)
-        self.reassign_every, self.assign_block = config.reassign_every, config.assign_block
-        self.loss_kind = resolved.loss
-        self.reduction, self.temperature = config.loss_reduction, config.temperature
 
     def reassigns(self, epoch: int) -> bool:
         return self.reassign_every > 0 and epoch % self.reassign_every == 0

@@ -317,5 +317,4 @@ def _global_rows(
     exchange what they really got."""
     if ranks.world_size == 1 or not may_drop:
         return ranks.first_row(planned), planned
-    sizes = ranks.gather(torch.tensor([len(delivered)], device=delivered.device)).flatten().tolist()
-    return sum(sizes[: ranks.rank]), sum(sizes)
+    return ranks.rows_of(len(delivered), delivered.device)

@@ -2,6 +2,7 @@
 
 from natlearn.data.augment import Augmentation, center_crop, eval_view
 from natlearn.data.datasets import DATASETS, ImageData, ImageDataset, load_dataset, require_labels
+from natlearn.data.indexed import IndexedDataset
 from natlearn.data.stream import StreamingFolder
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Augmentation",
     "ImageData",
     "ImageDataset",
+    "IndexedDataset",
     "StreamingFolder",
     "center_crop",
     "eval_view",

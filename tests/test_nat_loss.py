@@ -1,0 +1,78 @@
+"""NATLoss and IndexedDataset: NAT in a hand-written training loop, as a user of another library
+would write it."""
+
+import math
+
+import torch
+from torch.utils.data import TensorDataset
+
+from natlearn import IndexedDataset, NATLoss
+from natlearn.data import Augmentation
+from natlearn.models import initial_model
+from natlearn.presets import apply_overrides, load_preset
+from natlearn.train import epoch_generator, learning_rate, pretraining_data, train
+
+
+def test_a_hand_written_loop_with_nat_loss_trains_bit_identically_to_natlearn_train(tmp_path):
+    """The same seed and settings, the same batches and crops: the module must reproduce
+    ``natlearn train``'s weights exactly (re-assignment epochs included)."""
+    config = apply_overrides(
+        load_preset("digits"), ["epochs=4", "progress=false", f"out={tmp_path / 'run'}"]
+    )
+    expected = train(config).model.state_dict()
+
+    data = pretraining_data(config)
+    nat_loss = NATLoss(
+        len(data), config.dim, reassign_every=config.reassign_every, seed=config.seed,
+        normalize=False,  # natlearn's network normalises its outputs itself
+    )  # fmt: skip
+    model = initial_model(config, data)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    augment = Augmentation.from_config(config, data.image_size)
+    batches = math.ceil(len(data) / config.batch_size)
+    for epoch in range(config.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch)
+        generator = epoch_generator(config.seed, epoch)
+        model.train()
+        for ids in torch.randperm(len(data), generator=generator).tensor_split(batches):
+            loss = nat_loss(model(augment(data.images[ids], generator)), ids, epoch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    got = model.state_dict()
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_nat_loss_reassigns_on_schedule_and_saves_its_assignment():
+    nat_loss = NATLoss(num_images=12, dim=4, reassign_every=2, seed=3)
+    outputs = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(6)
+    before = nat_loss.nat.assignment.image_to_target.clone()
+    nat_loss(outputs, ids, epoch=1)  # 1 % 2 != 0: no re-assignment
+    assert torch.equal(nat_loss.nat.assignment.image_to_target, before)
+    loss = nat_loss(outputs.requires_grad_(), ids, epoch=2)
+    assert not torch.equal(nat_loss.nat.assignment.image_to_target, before)
+    loss.backward()
+    assert outputs.grad is not None and set(nat_loss.statistics) == {"loss", "cosine"}
+
+    restored = NATLoss(num_images=12, dim=4, reassign_every=2, seed=99)
+    restored.load_state_dict(nat_loss.state_dict())
+    assert torch.equal(
+        restored.nat.assignment.image_to_target, nat_loss.nat.assignment.image_to_target
+    )
+
+
+def test_indexed_dataset_yields_each_sample_with_its_index():
+    images = torch.arange(10.0).view(5, 2)
+    labelled = IndexedDataset(TensorDataset(images, torch.arange(5) % 2))
+    assert len(labelled) == 5
+    sample, index = labelled[3]
+    assert index == 3 and torch.equal(sample, images[3])  # the label is dropped
+    plain = IndexedDataset([torch.tensor(7.0), torch.tensor(8.0)])
+    assert plain[1] == (torch.tensor(8.0), 1)
