@@ -210,7 +210,7 @@ MUTANTS = [
         "share of the "
         "global batch",
         "train.py",
-        "    if ranks.world_size == 1 or not may_drop:\n",
+        "    if not may_drop:\n",
         "    if True:\n",
         ("tests/test_distributed.py::test_two_ranks_stream_a_folder_and_skip_an_unreadable_image",),
     ),

@@ -211,7 +211,7 @@ def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settin
 
 def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
     """A rank whose share loses an unreadable image must still find its own rows of the global
-    batch."""
+    batch: two ranks train as one process on the same folder (same crops, same loss scale)."""
     import numpy as np
     from PIL import Image
 
@@ -223,7 +223,7 @@ def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
                 tmp_path / "data" / name / f"{i:02d}.png"
             )
     (tmp_path / "data" / "a" / "03.png").write_bytes(b"not an image")
-    done = torchrun(
+    settings = [
         "-m",
         "natlearn",
         "train",
@@ -238,8 +238,21 @@ def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
         "epochs=2",
         "reassign_every=1",
         "progress=false",
-        f"out={tmp_path / 'run'}",
-        env={"NATLEARN_CACHE": str(tmp_path / "cache")},
-    )
+    ]
+    env = {"NATLEARN_CACHE": str(tmp_path / "cache")}
+    done = torchrun(*settings, f"out={tmp_path / 'run'}", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(log(tmp_path / "run")) == 2
+    one = subprocess.run(
+        [sys.executable, *settings, f"out={tmp_path / 'one'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    for a, b in zip(log(tmp_path / "one"), log(tmp_path / "run"), strict=True):
+        assert a["reassigned"] == b["reassigned"]
+    single = load_checkpoint(tmp_path / "one" / "checkpoints" / "epoch_0002.pt")["model"]
+    double = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002.pt")["model"]
+    for name, value in single.items():
+        assert torch.allclose(value.double(), double[name].double(), atol=1e-4), name

@@ -313,8 +313,9 @@ def _global_rows(
     ranks: Ranks, delivered: torch.Tensor, planned: int, may_drop: bool
 ) -> tuple[int, int]:
     """(first row, size) of this rank's share in the global batch. Shares are tensor_split's of the
-    planned batch, unless streamed images may have been dropped as unreadable: then the ranks
-    exchange what they really got."""
-    if ranks.world_size == 1 or not may_drop:
+    planned batch, unless streamed images may have been dropped as unreadable: then the batch is
+    what was delivered (the ranks exchange what they got), so one process and N ranks draw the
+    same crops for the same images."""
+    if not may_drop:
         return ranks.first_row(planned), planned
     return ranks.rows_of(len(delivered), delivered.device)
