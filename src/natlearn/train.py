@@ -38,6 +38,7 @@ from natlearn.run import EpochState, Run, build_run
 
 __all__ = [
     "TrainResult",
+    "epoch_generator",
     "learning_rate",
     "pretraining_data",
     "run_epoch",
