@@ -1,12 +1,15 @@
 """torchvision ResNets as the NAT network: shapes for every input layer and image size, and a whole
-run (train, evaluate every stage, filters, export) on digits."""
+run (train, evaluate every stage, filters, export) on digits; a backbone rebuilt from its export
+alone."""
 
 import pytest
 import torch
 
+from natlearn import load_backbone
 from natlearn.checkpoint import export_backbone, load_model
 from natlearn.cli import main
 from natlearn.config import Config
+from natlearn.errors import NatlearnError
 from natlearn.evaluate.figures import filters_figure
 from natlearn.models import build_model, feature_layers
 
@@ -53,3 +56,33 @@ def test_a_resnet18_run_trains_evaluates_every_stage_and_exports(tmp_path, capsy
     assert "convs.layer4.1.conv2.weight" in backbone and not any(
         k.startswith("head.") for k in backbone
     )
+
+
+@pytest.mark.parametrize("arch", ["small", "resnet18"])
+def test_a_safetensors_export_rebuilds_the_backbone_from_the_file_alone(arch, tmp_path):
+    """natlearn.load_backbone needs nothing but the exported file: same architecture, input layer
+    and weights, so the same features as the checkpoint's network."""
+    out = tmp_path / "run"
+    settings = [f"arch={arch}", "dim=16", "subset=128", "batch_size=64", "epochs=1", "input=gray"]
+    settings.append("widths=[8,16]")  # not the defaults: the file must carry them
+    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
+    checkpoint = out / "checkpoints" / "epoch_0001.pt"
+    exported = export_backbone(checkpoint, tmp_path / "backbone.safetensors")
+    (out / "checkpoints").rename(tmp_path / "moved")  # the export must not need the run
+    rebuilt = load_backbone(exported)
+    original = load_model(tmp_path / "moved" / "epoch_0001.pt")
+    images = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), original.backbone(images))
+        conv1 = rebuilt.features(images, ["conv1"])["conv1"]
+        assert torch.equal(conv1, original.features(images, ["conv1"])["conv1"])
+
+
+def test_load_backbone_refuses_what_it_cannot_rebuild(tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(NatlearnError, match="give a .safetensors file written by natlearn export"):
+        load_backbone(tmp_path / "backbone.pt")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(NatlearnError, match="not a natlearn backbone export"):
+        load_backbone(tmp_path / "foreign.safetensors")
