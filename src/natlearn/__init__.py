@@ -8,6 +8,7 @@ the ``(image, index)`` pairs it needs.
 """
 
 from natlearn.assignment import Assignment, ReassignResult
+from natlearn.checkpoint import load_backbone
 from natlearn.config import Config
 from natlearn.data.indexed import IndexedDataset
 from natlearn.errors import NatlearnError
@@ -27,6 +28,7 @@ __all__ = [
     "ReassignResult",
     "TrainResult",
     "apply_overrides",
+    "load_backbone",
     "load_preset",
     "softmax_loss",
     "square_loss",

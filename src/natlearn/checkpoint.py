@@ -36,6 +36,7 @@ __all__ = [
     "load_model",
     "network_from_state",
     "export_backbone",
+    "load_backbone",
 ]
 
 FORMAT = "natlearn-checkpoint-v1"
@@ -44,6 +45,8 @@ PARTIAL_NAME = (
     "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
 )
 EXPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
+# The config fields that fix a backbone's architecture (stored in a safetensors export).
+BACKBONE_FIELDS = ("arch", "input", "widths", "dim", "objective", "loss")
 
 
 class RunFolder:
@@ -305,7 +308,8 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
             f"cannot export to {out}: folder {out.parent} does not exist; "
             "create it or choose another --out"
         )
-    model = load_model(checkpoint)
+    state = load_checkpoint(checkpoint)
+    model = network_from_state(state)
     backbone = {
         key: value.contiguous()
         for key, value in model.state_dict().items()
@@ -314,9 +318,43 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        atomic_write(
-            out, lambda tmp: save_file(backbone, str(tmp), metadata={"format": "natlearn-backbone"})
-        )
+        # What rebuilds the network from the file alone (load_backbone): its architecture and
+        # input layer (the config's network fields) and its shape (the checkpoint's network spec).
+        network = {key: state["config"][key] for key in BACKBONE_FIELDS if key in state["config"]}
+        metadata = {
+            "format": "natlearn-backbone",
+            "config": json.dumps(network),
+            "network": json.dumps(state["network"]),
+        }
+        atomic_write(out, lambda tmp: save_file(backbone, str(tmp), metadata=metadata))
     else:
         atomic_write(out, lambda tmp: torch.save(backbone, tmp))
     return out
+
+
+def load_backbone(path: str | Path) -> Network:
+    """The backbone a ``.safetensors`` export holds, rebuilt from the file alone (no checkpoint, no
+    config): the input layer, conv blocks or stages and neck with their weights, in eval mode on the
+    CPU. Calling it maps (b, C, S, S) images in [0, 1] to the pooled (b, F) features;
+    :meth:`Network.features` gives any stage's."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise NatlearnError(
+            f"cannot load a backbone from {path}: give a .safetensors file written by "
+            "natlearn export (only it carries the architecture)"
+        )
+    with safe_open(str(path), framework="pt") as exported:
+        metadata = exported.metadata() or {}
+        weights = {key: exported.get_tensor(key) for key in exported.keys()}  # noqa: SIM118
+    if metadata.get("format") != "natlearn-backbone" or "config" not in metadata:
+        raise NatlearnError(
+            f"{path} is not a natlearn backbone export with its architecture; "
+            "re-export it with this natlearn: natlearn export CHECKPOINT --out NAME.safetensors"
+        )
+    config = Config.from_checkpoint(json.loads(metadata["config"]))
+    model = build_model(config, json.loads(metadata["network"]))
+    model.head = torch.nn.Identity()
+    model.load_state_dict(weights)
+    return model.eval()

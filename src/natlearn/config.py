@@ -37,7 +37,7 @@ Crop = Literal["pad", "resized", "none"]
 BadImagePolicy = Literal["error", "skip"]
 DataMode = Literal["auto", "memory", "stream"]
 InputMode = Literal["rgb", "gray", "sobel"]
-Arch = Literal["small", "alexnet"]
+Arch = Literal["small", "alexnet", "resnet18", "resnet34", "resnet50"]
 Objective = Literal["nat", "supervised"]
 TargetKind = Literal["sphere", "discrete"]
 LossKind = Literal["auto", "square", "softmax"]
@@ -100,7 +100,9 @@ class Config:
     ablations."""
     # network
     arch: Locked[Arch] = "small"
-    """small (conv net for 8x8..64x64 images) or alexnet (the paper's AlexNet-BN, 224x224)."""
+    """small (conv net for 8x8..64x64 images), alexnet (the paper's AlexNet-BN, 224x224), or
+    resnet18 / resnet34 / resnet50 (torchvision's; images up to 64 px get the CIFAR stem: a 3x3
+    stride-1 first conv and no max-pool)."""
     widths: Locked[tuple[int, ...]] = (32, 64, 128, 128)
     """Channels of the small conv net's blocks."""
     dim: Locked[int] = 128

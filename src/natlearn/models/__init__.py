@@ -14,6 +14,7 @@ import torch
 
 from natlearn.models.input import InputLayer
 from natlearn.models.network import ALEXNET_CONVS, Head, Network, alexnet_bn, small_convnet
+from natlearn.models.resnet import RESNET_STAGES, RESNETS, resnet
 
 if TYPE_CHECKING:
     from natlearn.config import Config
@@ -56,6 +57,8 @@ def build_model(config: Config, spec: dict) -> Network:
     out_dim = spec["num_classes"] if logits else config.dim
     if config.arch == "alexnet":
         return alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
+    if config.arch in RESNETS:
+        return resnet(config.arch, input_layer, out_dim, spec["image_size"], not logits)
     return small_convnet(input_layer, out_dim, spec["image_size"], config.widths, not logits)
 
 
@@ -69,9 +72,10 @@ def initial_model(config: Config, data: ImageData) -> Network:
 def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
     """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building
     it): its conv blocks, ``neck`` and ``head``."""
-    convs = (
-        list(ALEXNET_CONVS)
-        if arch == "alexnet"
-        else [f"conv{i}" for i in range(1, len(widths) + 1)]
-    )
+    if arch in RESNETS:
+        convs = list(RESNET_STAGES)
+    elif arch == "alexnet":
+        convs = list(ALEXNET_CONVS)
+    else:
+        convs = [f"conv{i}" for i in range(1, len(widths) + 1)]
     return [*convs, "neck", "head"]

@@ -60,7 +60,9 @@ class Network(nn.Module):
 
     @property
     def conv_names(self) -> list[str]:
-        return [name for name in self.convs._modules if name.startswith("conv")]
+        """The probed blocks, in order: conv blocks (``conv1``, ...), then ResNet stages
+        (``layer1``, ...)."""
+        return [name for name in self.convs._modules if name.startswith(("conv", "layer"))]
 
     def backbone(self, images: torch.Tensor) -> torch.Tensor:
         return self.neck(self.convs(self.input(images)))
