@@ -86,3 +86,52 @@ def test_load_backbone_refuses_what_it_cannot_rebuild(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(NatlearnError, match="not a natlearn backbone export"):
         load_backbone(tmp_path / "foreign.safetensors")
+
+
+def test_a_torchvision_export_loads_into_torchvision_resnet18_and_gives_the_same_features(tmp_path):
+    """--format torchvision: torchvision's keys, strict load once conv1/maxpool/fc match natlearn's
+    (CIFAR stem, Sobel input); with the README's three input lines in front, the same features."""
+    import json
+
+    import torch.nn.functional as F
+    import torchvision
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    settings = ["arch=resnet18", "dim=16", "subset=128", "batch_size=64", "epochs=1"]
+    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
+    checkpoint = out / "checkpoints" / "epoch_0001.pt"
+    exported = tmp_path / "resnet18.safetensors"
+    assert main(["export", str(checkpoint), "--out", str(exported), "--format", "torchvision"]) == 0
+
+    with safe_open(str(exported), "pt") as file:
+        state = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+        spec = json.loads(file.metadata()["input"])
+    model = torchvision.models.resnet18()
+    model.conv1 = torch.nn.Conv2d(2, 64, 3, 1, 1, bias=False)  # Sobel's 2 channels, CIFAR stem
+    model.maxpool, model.fc = torch.nn.Identity(), torch.nn.Identity()
+    model.load_state_dict(state)  # strict
+    images = torch.rand(4, 3, 8, 8)
+    mean, std = (torch.tensor(spec[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
+    sobel = torch.tensor(
+        [[[1.0, 0, -1], [2, 0, -2], [1, 0, -1]], [[1, 2, 1], [0, 0, 0], [-1, -2, -1]]]
+    )
+    x = F.conv2d(((images - mean) / std).mean(1, keepdim=True), sobel.unsqueeze(1), padding=1)
+    with torch.no_grad():
+        expected = load_model(checkpoint).backbone(images)
+        assert torch.allclose(model.eval()(x), expected, atol=1e-5)
+    with pytest.raises(NatlearnError, match="not a natlearn backbone export"):
+        load_backbone(exported)  # torchvision keys: not natlearn's network
+
+
+def test_a_torchvision_export_of_a_non_torchvision_network_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    settings = ["widths=[8,8]", "dim=8", "subset=128", "batch_size=64", "epochs=1"]
+    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
+    checkpoint = str(out / "checkpoints" / "epoch_0001.pt")
+    assert (
+        main(["export", checkpoint, "--out", str(tmp_path / "b.pt"), "--format", "torchvision"])
+        == 2
+    )
+    assert "needs a torchvision architecture" in capsys.readouterr().err
+    assert not (tmp_path / "b.pt").exists()

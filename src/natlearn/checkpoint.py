@@ -37,6 +37,7 @@ __all__ = [
     "network_from_state",
     "export_backbone",
     "load_backbone",
+    "torchvision_state_dict",
 ]
 
 FORMAT = "natlearn-checkpoint-v1"
@@ -288,7 +289,7 @@ def load_model(path: str | Path) -> Network:
     return network_from_state(load_checkpoint(path))
 
 
-def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
+def export_backbone(checkpoint: str | Path, out: str | Path, format: str = "natlearn") -> Path:
     """Write the backbone (input layer, conv blocks, neck; no NAT head) as a plain state_dict file:
     safetensors when ``out`` ends in ``.safetensors``, a ``torch.save`` file for ``.pt``/``.pth``;
     other names and a missing folder are refused (NatlearnError).
@@ -315,21 +316,52 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> Path:
         for key, value in model.state_dict().items()
         if not key.startswith("head.")
     }
+    if format == "torchvision":
+        backbone = torchvision_state_dict(backbone, state["config"].get("arch", "small"))
     if out.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         # What rebuilds the network from the file alone (load_backbone): its architecture and
         # input layer (the config's network fields) and its shape (the checkpoint's network spec).
         network = {key: state["config"][key] for key in BACKBONE_FIELDS if key in state["config"]}
+        spec = state["network"]
         metadata = {
-            "format": "natlearn-backbone",
+            "format": "natlearn-backbone" if format == "natlearn" else "torchvision-state-dict",
             "config": json.dumps(network),
-            "network": json.dumps(state["network"]),
+            "network": json.dumps(spec),
+            # the input layer a torchvision model needs in front (README)
+            "input": json.dumps(
+                {"mode": network.get("input", "sobel"), **{k: spec.get(k) for k in ("mean", "std")}}
+            ),
         }
         atomic_write(out, lambda tmp: save_file(backbone, str(tmp), metadata=metadata))
     else:
         atomic_write(out, lambda tmp: torch.save(backbone, tmp))
     return out
+
+
+def torchvision_state_dict(backbone: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
+    """A ResNet backbone's weights under torchvision's keys (``conv1.weight``, ``bn1.*``,
+    ``layer1.*`` ...): they load into ``torchvision.models.resnet18()`` (etc.) once its ``conv1``
+    takes the input layer's channels (and, for images up to 64 px, its stem is the CIFAR one); only
+    ``fc`` is missing. The input layer (normalisation, gray, Sobel) is not a torchvision module: the
+    caller applies it (README)."""
+    from natlearn.models.resnet import RESNETS
+
+    if arch not in RESNETS:
+        raise NatlearnError(
+            f"--format torchvision needs a torchvision architecture ({', '.join(RESNETS)}); "
+            f"this checkpoint is arch={arch}: export it in natlearn's format"
+        )
+    renamed = {}
+    for key, value in backbone.items():
+        if key.startswith("convs.conv1.0."):
+            renamed["conv1." + key.removeprefix("convs.conv1.0.")] = value
+        elif key.startswith("convs.conv1.1."):
+            renamed["bn1." + key.removeprefix("convs.conv1.1.")] = value
+        elif key.startswith("convs.layer"):
+            renamed[key.removeprefix("convs.")] = value
+    return renamed
 
 
 def load_backbone(path: str | Path) -> Network:

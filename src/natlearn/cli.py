@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors"
     )
+    add(
+        "--format",
+        choices=("natlearn", "torchvision"),
+        default="natlearn",
+        help="natlearn: natlearn's module keys; torchvision: a ResNet's torchvision.models keys",
+    )
 
     usage = "natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR"
     add = command("eval", commands.eval_command, description=usage)

@@ -289,4 +289,4 @@ def report_command(args: argparse.Namespace) -> None:
 def export_command(args: argparse.Namespace) -> None:
     """write a checkpoint's backbone as a plain PyTorch state_dict
     (no natlearn needed to load it)"""
-    print(f"wrote {export_backbone(args.checkpoint, args.out)}")
+    print(f"wrote {export_backbone(args.checkpoint, args.out, args.format)}")
