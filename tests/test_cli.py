@@ -325,3 +325,33 @@ def test_a_failed_overwrite_keeps_the_previous_checkpoint_loadable(tmp_path, mon
     assert load_checkpoint(path)["progress"] == {
         "step": 4
     }  # no digest of the new bytes beside the old ones
+
+
+def test_a_run_folder_stands_for_its_newest_checkpoint(capsys, tmp_path):
+    """eval, compare, filters and export take the run folder (out=) wherever a checkpoint goes."""
+    run = tmp_path / "tiny"
+    settings = ["widths=[8,8]", "dim=8", "subset=256", "batch_size=64", "epochs=2", "keep_last=2"]
+    assert _run(capsys, ["train", "digits", *settings, "progress=false", f"out={run}"])[0] == 0
+    newest = run / "checkpoints" / "epoch_0002.pt"
+    flags = ["--no-mlp", "--no-linear", "--knn", "5"]
+    assert _run(capsys, ["eval", str(run), *flags])[0] == 0  # default output: RUN/eval
+    by_folder = (run / "eval" / "eval.json").read_text()
+    assert _run(capsys, ["eval", str(newest), *flags, "--out", str(tmp_path / "file")])[0] == 0
+    by_file = (tmp_path / "file" / "eval.json").read_text()
+    assert _same_protocols(by_folder, by_file)
+    code, out, _ = _run(
+        capsys, ["compare", str(run), "random-init", *flags, "--out", str(tmp_path / "c")]
+    )
+    assert code == 0 and (tmp_path / "c" / "0-tiny" / "eval.json").is_file()
+    assert _run(capsys, ["filters", str(run), "--out", str(tmp_path / "f.png")])[0] == 0
+    assert _run(capsys, ["export", str(run), "--out", str(tmp_path / "b.pt")])[0] == 0
+    exported = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert torch.equal(
+        exported["convs.conv1.0.weight"], load_checkpoint(newest)["model"]["convs.conv1.0.weight"]
+    )
+
+
+def _same_protocols(a: str, b: str) -> bool:
+    import json
+
+    return json.loads(a)["protocols"] == json.loads(b)["protocols"]

@@ -46,7 +46,7 @@ def _bad_command_lines(run, tmp):
         (["eval", checkpoint, "--knn", "20,many", "--out", out], "positive integers"),
         (["eval", checkpoint, "--probe-epochs", "0", "--out", out], "--probe-epochs 0"),
         (["eval", checkpoint, "--finetune", "-1", "--out", out], "--finetune -1"),
-        (["eval", str(run), "--out", out], "is a folder"),
+        (["eval", str(tmp), "--out", out], "folder without epoch checkpoints"),
         (["eval", str(tmp / "missing.pt"), "--out", out], "random-init or raw-pixels"),
         (
             ["eval", "random-init", "digits", "--layers", "conv9", "--out", out],
@@ -75,7 +75,7 @@ def _bad_command_lines(run, tmp):
         (["report", str(tmp)], "not a natlearn run folder"),
         (["report", checkpoint], "not a natlearn run folder"),
         (["filters", checkpoint, "--out", str(tmp / "out.jpg")], "ending in .png"),
-        (["filters", str(run), "--out", png], "is a folder"),
+        (["filters", str(tmp), "--out", png], "folder without epoch checkpoints"),
     ]
 
 

@@ -268,3 +268,18 @@ def test_a_diverging_run_stops_with_a_clear_error(tiny_config):
                 tiny_config, lr=1e38, momentum=0.0, weight_decay=0.0, loss_reduction="sum", epochs=2
             )
         )
+
+
+def test_a_finished_run_leaves_last_pt_and_its_backbone(tiny_config):
+    import natlearn
+
+    result = train(dataclasses.replace(tiny_config, epochs=2))
+    last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    final = load_checkpoint(checkpoint_paths(result.run_dir)[-1])
+    assert last["epoch"] == final["epoch"] == 2
+    for key, value in final["model"].items():
+        assert torch.equal(last["model"][key], value), key
+    backbone = natlearn.load_backbone(result.run_dir / "backbone.safetensors")
+    images = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(backbone(images), load_model(result.run_dir).backbone(images))

@@ -26,6 +26,7 @@ __all__ = [
     "FORMAT",
     "RunFolder",
     "save_checkpoint",
+    "checkpoint_file",
     "load_checkpoint",
     "latest_checkpoint",
     "checkpoint_paths",
@@ -54,12 +55,22 @@ class RunFolder:
     """A run's folder: ``config.yaml``, ``log.jsonl`` (one JSON line per epoch) and ``checkpoints/``
     (``epoch_NNNN.pt`` at epoch ends, ``partial.pt`` mid-epoch). Only rank 0 writes to it."""
 
-    _FILES = ("checkpoints", "log.jsonl", "config.yaml")
+    _FILES = ("checkpoints", "log.jsonl", "config.yaml", "backbone.safetensors")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.log = self.path / "log.jsonl"
         self.partial = self.path / "checkpoints" / PARTIAL_NAME
+
+    @property
+    def last(self) -> Path:
+        """``checkpoints/last.pt``: the finished run's final checkpoint."""
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def backbone(self) -> Path:
+        """``backbone.safetensors``: the finished run's backbone, loadable with load_backbone."""
+        return self.path / "backbone.safetensors"
 
     def epoch_checkpoint(self, epochs_done: int) -> Path:
         return self.path / "checkpoints" / f"epoch_{epochs_done:04d}.pt"
@@ -152,18 +163,29 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or for a run folder (``out=`` of natlearn train) its newest epoch
+    checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = checkpoint_paths(path)
+    if not found:
+        raise NatlearnError(
+            f"{path} is a folder without epoch checkpoints; give a run folder of natlearn train "
+            f"(with {Path('checkpoints') / 'epoch_NNNN.pt'} in it) or a checkpoint .pt file"
+        )
+    return found[-1]
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a natlearn checkpoint on the CPU with ``torch.load(weights_only=True)``.
+    """Load a natlearn checkpoint on the CPU with ``torch.load(weights_only=True)``; a run folder
+    stands for its newest epoch checkpoint.
 
     Raises NatlearnError when the file is missing, unreadable, fails its checksum, or is not a
     natlearn checkpoint.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise NatlearnError(
-            f"checkpoint {path} is a folder; give a .pt file in it, e.g. "
-            f"{path / 'checkpoints' / 'epoch_NNNN.pt'}"
-        )
+    path = checkpoint_file(path)
     if not path.is_file():
         raise NatlearnError(
             f"checkpoint {path} does not exist; "

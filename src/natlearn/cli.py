@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--supervised", action="store_true", help="train on labels instead (objective=supervised)")
 
     add = command("export", commands.export_command)
-    add("checkpoint", help="a .pt file from natlearn train (runs/NAME/checkpoints/epoch_NNNN.pt)")
+    add("checkpoint", help="a run folder (its newest checkpoint) or a .pt file from natlearn train")
     add(
         "--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors"
     )
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
     usage = "natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR"
     add = command("eval", commands.eval_command, description=usage)
-    add("source", help="a checkpoint .pt, random-init (same network untrained) or raw-pixels")
+    add("source", help="a run folder or checkpoint .pt, random-init (untrained) or raw-pixels")
     _settings(add, "random-init/raw-pixels: an optional preset first; then key=value data settings")
     add(
         "--out",

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from natlearn.checkpoint import (
+    checkpoint_file,
     checkpoint_paths,
     export_backbone,
     latest_checkpoint,
@@ -125,10 +126,19 @@ def _source_config(source: str, base: Config | None, overrides: list[str]) -> Co
         return apply_overrides(base or Config(), overrides)
     if not Path(source).exists():
         raise NatlearnError(
-            f"{source!r} does not exist; give a checkpoint .pt file "
+            f"{source!r} does not exist; give a run folder, a checkpoint .pt file "
             "(RUN/checkpoints/epoch_NNNN.pt), random-init or raw-pixels"
         )
     return Config.from_checkpoint(load_checkpoint(source)["config"], overrides)
+
+
+def _run_folder(source: str, otherwise: Path) -> Path:
+    """The run folder a checkpoint source belongs to (a run folder, or a .pt file in its
+    checkpoints/); ``otherwise`` for baselines and checkpoints kept elsewhere."""
+    if source in ("random-init", "raw-pixels"):
+        return otherwise
+    checkpoints = checkpoint_file(source).parent
+    return checkpoints.parent if checkpoints.name == "checkpoints" else otherwise
 
 
 def _data_overrides(items: list[str]) -> list[str]:
@@ -183,15 +193,11 @@ def eval_command(args: argparse.Namespace) -> None:
 
     baseline = args.source in ("random-init", "raw-pixels")
     base, overrides = _split_preset(args.settings) if baseline else (None, args.settings)
-    if args.out:
-        out = Path(args.out)
-    else:
-        checkpoints = Path(args.source).parent
-        out = checkpoints.parent / "eval" if checkpoints.name == "checkpoints" else Path("eval")
     settings = _eval_settings(args)
     config = _source_config(args.source, base, _data_overrides(overrides))
     if config is not None:
         _eval_layers(args, config, args.source)
+    out = Path(args.out) if args.out else _run_folder(args.source, Path(".")) / "eval"
     results = evaluate(args.source, overrides, settings, out, base)
     print(format_eval(results))
     print(f"wrote {out / 'eval.json'} and eval.md ({results['seconds']:.0f} s)")
@@ -218,7 +224,7 @@ def compare_command(args: argparse.Namespace) -> None:
             _eval_layers(args, config, source)
     results = {}
     for index, source in enumerate(sources):
-        name = f"{index}-{Path(source).parent.parent.name if source.endswith('.pt') else source}"
+        name = f"{index}-{_run_folder(source, Path(source)).name}"
         results[name] = evaluate(source, overrides, settings, out / name, base)
     print(compare_table(results, out))
 

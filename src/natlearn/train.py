@@ -19,7 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from natlearn.checkpoint import prune_checkpoints, remove_checkpoint, save_checkpoint
+from natlearn.checkpoint import (
+    export_backbone,
+    prune_checkpoints,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from natlearn.config import Config
 from natlearn.data import ImageData
 from natlearn.devices import autocast, memory_format, resolve_device
@@ -96,6 +101,10 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         history.append(run_epoch(run, epoch, epoch_state or EpochState()))
         _end_epoch(run, epoch, history[-1])
         epoch_state = None
+    if ranks.main and history:  # what a finished run leaves for evaluation and reuse
+        save_checkpoint(folder.last, run.snapshot(config.epochs))
+        export_backbone(folder.last, folder.backbone)
+    ranks.barrier()
     return TrainResult(run.model, run.objective, config, folder.path, history)
 
 
