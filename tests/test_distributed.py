@@ -134,7 +134,9 @@ def test_kill_and_resume_under_two_ranks_ends_where_an_uninterrupted_run_ends(
 
 def test_rank_zero_alone_writes_the_run_folder(two_rank_run):
     names = sorted(path.name for path in (two_rank_run / "checkpoints").iterdir())
-    assert names == [f"epoch_{e:04d}.pt{suffix}" for e in (1, 2, 3) for suffix in ("", ".sha256")]
+    epochs = [f"epoch_{e:04d}.pt{suffix}" for e in (1, 2, 3) for suffix in ("", ".sha256")]
+    assert names == [*epochs, "last.pt", "last.pt.sha256"]
+    assert (two_rank_run / "backbone.safetensors").is_file()
     assert len(log(two_rank_run)) == 3
 
 

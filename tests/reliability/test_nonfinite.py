@@ -117,4 +117,4 @@ def test_an_epoch_end_removes_the_mid_epoch_checkpoint_and_its_digest(tmp_path):
     checkpoint and its .sha256 are both removed (no orphan digest)."""
     train(_config(tmp_path, "checkpoint_every_steps=2"))
     names = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
-    assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256"]
+    assert names == ["epoch_0001.pt", "epoch_0001.pt.sha256", "last.pt", "last.pt.sha256"]
