@@ -8,10 +8,10 @@ the ``(image, index)`` pairs it needs.
 """
 
 from natlearn.assignment import Assignment, ReassignResult
-from natlearn.checkpoint import load_backbone
 from natlearn.config import Config
 from natlearn.data.indexed import IndexedDataset
 from natlearn.errors import NatlearnError
+from natlearn.export import load_backbone
 from natlearn.loss import softmax_loss, square_loss
 from natlearn.nat_loss import NATLoss
 from natlearn.presets import apply_overrides, load_preset

@@ -12,7 +12,6 @@ from pathlib import Path
 from natlearn.checkpoint import (
     checkpoint_file,
     checkpoint_paths,
-    export_backbone,
     latest_checkpoint,
     load_checkpoint,
     load_model,
@@ -20,6 +19,7 @@ from natlearn.checkpoint import (
 )
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
+from natlearn.export import export_backbone
 from natlearn.models import feature_layers
 from natlearn.presets import apply_overrides, load_preset
 

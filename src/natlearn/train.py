@@ -20,7 +20,6 @@ import torch
 from tqdm import tqdm
 
 from natlearn.checkpoint import (
-    export_backbone,
     prune_checkpoints,
     remove_checkpoint,
     save_checkpoint,
@@ -29,6 +28,7 @@ from natlearn.config import Config
 from natlearn.data import ImageData
 from natlearn.devices import autocast, memory_format, resolve_device
 from natlearn.distributed import Ranks, init_ranks
+from natlearn.export import export_backbone
 from natlearn.faults import fault_point
 from natlearn.models import Network
 from natlearn.nonfinite import (

@@ -261,7 +261,8 @@ def test_exported_backbone_loads_without_natlearn(tmp_path):
     torch.nn only, with strict=True, and compute the same features."""
     from safetensors.torch import load_file
 
-    from natlearn.checkpoint import export_backbone, load_model
+    from natlearn.checkpoint import load_model
+    from natlearn.export import export_backbone
 
     out = tmp_path / "run"
     result = train(apply_overrides(Config(), [*RUN, f"out={out}", "epochs=1"]))
