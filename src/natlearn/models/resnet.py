@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torchvision
 from torch import nn
 
 from natlearn.models.input import InputLayer
@@ -30,6 +29,8 @@ def resnet(
 
     Shapes: (b, C, S, S) -> (b, out_dim); the neck is (b, 512) for resnet18/34, (b, 2048) for 50.
     """
+    import torchvision  # here, not at import: it takes over a second, and most runs never need it
+
     net = getattr(torchvision.models, arch)(weights=None)
     small = image_size <= SMALL_IMAGE_STEM
     stem = nn.Conv2d(
