@@ -26,6 +26,7 @@ __all__ = [
     "FORMAT",
     "RunFolder",
     "save_checkpoint",
+    "copy_checkpoint",
     "checkpoint_file",
     "load_checkpoint",
     "latest_checkpoint",
@@ -137,7 +138,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     """
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
-    payload = buffer.getvalue()
+    _write_checkpoint_bytes(path, buffer.getvalue())
+
+
+def copy_checkpoint(source: Path, path: Path) -> None:
+    """Write checkpoint ``source``'s bytes to ``path`` as :func:`save_checkpoint` writes them
+    (atomically, with its digest), without loading or serialising it again."""
+    _write_checkpoint_bytes(path, Path(source).read_bytes())
+
+
+def _write_checkpoint_bytes(path: Path, payload: bytes) -> None:
     digest = _digest_path(path)
     try:
         digest.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from natlearn.checkpoint import (
+    copy_checkpoint,
     prune_checkpoints,
     remove_checkpoint,
     save_checkpoint,
@@ -102,7 +103,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         _end_epoch(run, epoch, history[-1])
         epoch_state = None
     if ranks.main and history:  # what a finished run leaves for evaluation and reuse
-        save_checkpoint(folder.last, run.snapshot(config.epochs))
+        copy_checkpoint(run.last_checkpoint, folder.last)
         export_backbone(folder.last, folder.backbone)
     ranks.barrier()
     return TrainResult(run.model, run.objective, config, folder.path, history)
