@@ -34,7 +34,8 @@ def export_backbone(checkpoint: str | Path, out: str | Path, format: str = "natl
 
     Either loads in code that does not import natlearn (``torch.load(out, weights_only=True)`` or
     ``safetensors.torch.load_file(out)``); keys are the module paths of
-    :class:`natlearn.models.Network` (``input.sobel``, ``convs.conv1.0.weight``, ...).
+    :class:`natlearn.models.Network` (``input.sobel``, ``convs.conv1.0.weight``, ...), or with
+    ``format="torchvision"`` a ResNet's torchvision keys (:func:`torchvision_state_dict`).
     """
     out = Path(out)
     if out.suffix not in EXPORT_SUFFIXES:
@@ -69,7 +70,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path, format: str = "natl
             "network": json.dumps(spec),
             # the input layer a torchvision model needs in front (README)
             "input": json.dumps(
-                {"mode": network.get("input", "sobel"), **{k: spec.get(k) for k in ("mean", "std")}}
+                {"mode": model.input.mode, **{k: spec.get(k) for k in ("mean", "std")}}
             ),
         }
         atomic_write(out, lambda tmp: save_file(backbone, str(tmp), metadata=metadata))
