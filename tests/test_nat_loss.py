@@ -3,6 +3,7 @@ would write it."""
 
 import math
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -76,3 +77,17 @@ def test_indexed_dataset_yields_each_sample_with_its_index():
     assert index == 3 and torch.equal(sample, images[3])  # the label is dropped
     plain = IndexedDataset([torch.tensor(7.0), torch.tensor(8.0)])
     assert plain[1] == (torch.tensor(8.0), 1)
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"loss": "hinge"}, "loss='hinge' is not valid; choose one of: square, softmax"),
+        ({"reduction": "max"}, "reduction='max' is not valid"),
+        ({"targets": "cube"}, "targets='cube' is not valid"),
+        ({"k": 8}, "k=8 < n=12"),
+    ],
+)
+def test_nat_loss_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        NATLoss(num_images=12, dim=4, **settings)
