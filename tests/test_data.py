@@ -83,6 +83,58 @@ def test_augmentation_is_built_from_the_config():
     assert Augmentation.from_config(config, 28) == Augmentation(28, "resized", 3, 0.5, False)
 
 
+def test_simclr_colour_jitter_changes_most_crops_and_grayscale_the_asked_fraction():
+    images = torch.randint(
+        0, 256, (2000, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    plain = Augmentation(8, "none", flip=False)(images, torch.Generator())
+    jittered = Augmentation(8, "none", flip=False, jitter=0.5)(images, torch.Generator())
+    changed = ((jittered - plain).abs().flatten(1).amax(1) > 1e-4).float().mean()
+    assert 0.75 < float(changed) < 0.85  # SimCLR jitters 80% of the crops
+    assert float(jittered.min()) >= 0 and float(jittered.max()) <= 1
+    # Brightness by up to +-40%: the mean of a jittered crop moves by up to ~40% of its own.
+    ratio = jittered.mean((1, 2, 3)) / plain.mean((1, 2, 3))
+    assert 0.5 < float(ratio.min()) < 0.75 and 1.2 < float(ratio.max()) < 1.5
+    grayed = Augmentation(8, "none", flip=False, grayscale=0.2)(images, torch.Generator())
+    gray = (grayed[:, 0] == grayed[:, 1]).flatten(1).all(1) & (
+        grayed[:, 1] == grayed[:, 2]
+    ).flatten(1).all(1)
+    assert 0.17 < float(gray.float().mean()) < 0.23
+    luma = (plain * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    assert torch.allclose(grayed[gray][:, 0], luma[gray], atol=1e-6)
+    untouched = ~gray
+    assert torch.equal(grayed[untouched], plain[untouched])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_colour_factors_match_torchvision_and_a_hue_turn_is_a_rotation(channels):
+    import torchvision.transforms.v2.functional as TF
+
+    from natlearn.data.augment import adjust_colours
+
+    images = torch.rand(6, channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    factors = torch.tensor([0.6, 0.9, 1.0, 1.0, 1.3, 1.4])
+    ones, none = torch.ones(6), torch.zeros(6)
+    for which in range(3 if channels == 3 else 2):
+        chosen = [factors if i == which else ones for i in range(3)]
+        ours = adjust_colours(images, *chosen, none)
+        adjust = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation][which]
+        theirs = torch.stack(
+            [adjust(image, float(f)) for image, f in zip(images, factors, strict=True)]
+        )
+        assert torch.allclose(ours, theirs, atol=1e-4), which  # its luma weighs red 0.2989
+    if channels == 3:
+        whole_turn = adjust_colours(images, ones, ones, ones, torch.ones(6))
+        assert torch.allclose(whole_turn, images, atol=1e-5)
+        small_turn = adjust_colours(images, ones, ones, ones, torch.full((6,), 0.05))
+        hsv_turn = torch.stack([TF.adjust_hue(image, 0.05) for image in images])
+        back_turn = adjust_colours(images, ones, ones, ones, torch.full((6,), -0.05))
+        moved = (small_turn - images).abs().mean()
+        assert 0.5 < moved / (hsv_turn - images).abs().mean() < 2  # about as far as HSV's turn ...
+        assert (small_turn - hsv_turn).abs().mean() < (back_turn - hsv_turn).abs().mean() / 2
+        # ... and the same way round
+
+
 def test_pad_crop_and_flip_move_exact_pixels():
     image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(200, 1, 1, 1)
     out = Augmentation(4, "pad", 1)(image, torch.Generator().manual_seed(0)) * 255
@@ -274,12 +326,14 @@ def test_missing_and_empty_folders_give_clear_errors(tmp_path):
         load_dataset(str(tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("crop", ["pad", "resized"])
-def test_a_rank_share_is_cropped_exactly_as_its_rows_of_the_global_batch(crop):
+@pytest.mark.parametrize(
+    "crop,jitter,grayscale", [("pad", 0, 0), ("resized", 0, 0), ("pad", 0.5, 0.2)]
+)
+def test_a_rank_share_is_cropped_exactly_as_its_rows_of_the_global_batch(crop, jitter, grayscale):
     images = torch.randint(
         0, 256, (10, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
-    augmentation = Augmentation(10, crop, padding=2)
+    augmentation = Augmentation(10, crop, padding=2, jitter=jitter, grayscale=grayscale)
     whole = augmentation(images, torch.Generator().manual_seed(5))
     share = augmentation(images[4:7], torch.Generator().manual_seed(5), rows=(4, 10))
     assert torch.equal(share, whole[4:7])

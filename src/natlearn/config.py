@@ -38,6 +38,9 @@ BadImagePolicy = Literal["error", "skip"]
 DataMode = Literal["auto", "memory", "stream"]
 InputMode = Literal["rgb", "gray", "sobel"]
 Arch = Literal["small", "alexnet", "resnet18", "resnet34", "resnet50"]
+# arch also takes any ARCH_TIMM_PREFIX + timm model name ("timm:convnext_atto"): an open choice,
+# checked against timm by validate() (natlearn.models.timm_backbone), not a Literal value.
+ARCH_TIMM_PREFIX = "timm:"
 Objective = Literal["nat", "supervised"]
 TargetKind = Literal["sphere", "discrete"]
 LossKind = Literal["auto", "square", "softmax"]
@@ -82,6 +85,12 @@ class Config:
     """Smallest area fraction of a crop=resized box."""
     flip: bool = True
     """Random horizontal flip."""
+    color_jitter: float = 0.0
+    """Strength s of SimCLR's colour jitter on 80% of the crops: brightness, contrast and saturation
+    by up to 0.8 s, hue by up to 0.2 s of a turn (SimCLR's CIFAR-10 s = 0.5; 0 = off, the
+    paper's)."""
+    grayscale: float = 0.0
+    """Probability that a crop is turned gray (SimCLR's 0.2; 0 = off, the paper's)."""
     input: Locked[InputMode] = "sobel"
     """Input layer: rgb, gray or sobel (the paper's)."""
     on_bad_image: BadImagePolicy = "error"
@@ -100,9 +109,11 @@ class Config:
     ablations."""
     # network
     arch: Locked[Arch] = "small"
-    """small (conv net for 8x8..64x64 images), alexnet (the paper's AlexNet-BN, 224x224), or
+    """small (conv net for 8x8..64x64 images), alexnet (the paper's AlexNet-BN, 224x224),
     resnet18 / resnet34 / resnet50 (torchvision's; images up to 64 px get the CIFAR stem: a 3x3
-    stride-1 first conv and no max-pool)."""
+    stride-1 first conv and no max-pool), or timm:NAME, any timm model with feature levels (e.g.
+    timm:convnext_atto, timm:vit_tiny_patch16_224; needs pip install 'natlearn[timm]'): its levels
+    are probed as stage1, stage2, ..."""
     widths: Locked[tuple[int, ...]] = (32, 64, 128, 128)
     """Channels of the small conv net's blocks."""
     dim: Locked[int] = 128
@@ -192,10 +203,15 @@ class Config:
         depends on the data or the machine is checked by :meth:`resolve`."""
         for name in FIELD_TYPES:
             allowed = choices(name)
-            if allowed and getattr(self, name) not in allowed:
+            if name == "arch" and str(self.arch).startswith(ARCH_TIMM_PREFIX):
+                from natlearn.models.timm_backbone import timm_model_name
+
+                timm_model_name(self.arch)  # timm installed, and NAME one of its models
+            elif allowed and getattr(self, name) not in allowed:
+                open_choice = " or timm:NAME (a timm model)" if name == "arch" else ""
                 raise NatlearnError(
                     f"{name}={getattr(self, name)!r} is not valid; "
-                    f"choose one of: {', '.join(allowed)}"
+                    f"choose one of: {', '.join(allowed)}{open_choice}"
                 )
         for name, low in _AT_LEAST.items():
             value = getattr(self, name)
@@ -208,6 +224,12 @@ class Config:
             raise NatlearnError(f"test_fraction={self.test_fraction} must lie in (0, 1), e.g. 0.2")
         if not 0 < self.crop_scale <= 1:
             raise NatlearnError(f"crop_scale={self.crop_scale} must lie in (0, 1]")
+        if not 0 <= self.color_jitter <= 1:
+            raise NatlearnError(
+                f"color_jitter={self.color_jitter} must lie in [0, 1] (SimCLR: 0.5)"
+            )
+        if not 0 <= self.grayscale <= 1:
+            raise NatlearnError(f"grayscale={self.grayscale} is a probability: give 0..1")
         if not 0 <= self.momentum < 1:
             raise NatlearnError(f"momentum={self.momentum} must lie in [0, 1)")
         if not self.widths or min(self.widths) < 1:

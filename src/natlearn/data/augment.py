@@ -1,4 +1,5 @@
-"""The paper's augmentation (random crop + horizontal flip) of whole batches of uint8 tensors.
+"""The paper's augmentation (random crop + horizontal flip; optionally SimCLR's colour jitter and
+random grayscale) of whole batches of uint8 tensors.
 
 Working on a batch at once, on whatever device holds it, keeps augmentation far cheaper than the
 training step; no per-image Python and no DataLoader workers are involved. :func:`eval_view` is the
@@ -25,12 +26,19 @@ __all__ = ["Augmentation", "center_crop", "eval_view", "mean_box_side"]
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random crop and horizontal flip of a batch: set once (:meth:`from_config`), called per batch.
+    """Random crop, horizontal flip and (off by default) colour jitter and random grayscale of a
+    batch: set once (:meth:`from_config`), called per batch.
 
     Crops: ``pad`` zero-pads each side by ``padding`` then takes a random ``size`` crop (exact
     pixels, the usual CIFAR recipe); ``resized`` takes a random box of ``scale``..1 of the area with
     aspect ratio 3/4..4/3 and resizes it to ``size`` (bilinear; the 224-pixel ImageNet recipe scaled
     down); ``none`` takes the centre ``size`` crop. Evaluation shows :func:`eval_view` instead.
+
+    Colour, SimCLR's set (Chen et al. 2020, on CIFAR-10 ``jitter=0.5``, ``grayscale=0.2``): 80% of
+    the crops get brightness, contrast and saturation factors uniform in 1 +- 0.8 ``jitter`` and a
+    hue rotation uniform in +- 0.2 ``jitter`` of a turn, in that fixed order (the hue turns the
+    chroma plane of YIQ, a linear stand-in for torchvision's HSV round trip); then a ``grayscale``
+    fraction is turned gray. One-channel images get brightness and contrast only.
     """
 
     size: int
@@ -38,11 +46,21 @@ class Augmentation:
     padding: int = 4
     scale: float = 0.25
     flip: bool = True
+    jitter: float = 0.0
+    grayscale: float = 0.0
 
     @classmethod
     def from_config(cls, config: Config, size: int) -> Augmentation:
         """The augmentation ``config`` trains with, to crops of side ``size``."""
-        return cls(size, config.crop, config.crop_padding, config.crop_scale, config.flip)
+        return cls(
+            size,
+            config.crop,
+            config.crop_padding,
+            config.crop_scale,
+            config.flip,
+            config.color_jitter,
+            config.grayscale,
+        )
 
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator, rows: tuple[int, int] | None = None
@@ -58,9 +76,21 @@ class Augmentation:
         Returns:
             (b, C, size, size) float32 in [0, 1] on the images' device.
         """
-        size, b = self.size, images.shape[0]
+        b = images.shape[0]
         first, total = rows or (0, b)
         mine = slice(first, first + b)
+        crops = self._crop(images, generator, total, mine)
+        if self.jitter:
+            crops = _jitter(crops, self.jitter, generator, total, mine)
+        if self.grayscale and crops.shape[1] == 3:
+            gray = (torch.rand(total, generator=generator)[mine] < self.grayscale).to(crops.device)
+            crops = torch.where(gray[:, None, None, None], _gray(crops).expand_as(crops), crops)
+        return crops
+
+    def _crop(
+        self, images: torch.Tensor, generator: torch.Generator, total: int, mine: slice
+    ) -> torch.Tensor:
+        size, b = self.size, images.shape[0]
         flips = (
             torch.rand(total, generator=generator)[mine] < 0.5
             if self.flip
@@ -89,6 +119,66 @@ class Augmentation:
         channel = torch.arange(x.shape[1], device=device)[None, :, None, None]
         out = x[batch, channel, ys.to(device)[:, None, :, None], xs.to(device)[:, None, None, :]]
         return out.float().div_(255)
+
+
+# RGB -> YIQ (NTSC): Y is luma, I and Q span the chroma plane a hue shift turns.
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    """(b, 3, H, W) -> (b, 1, H, W) ITU-R 601 luma (as torchvision's rgb_to_grayscale)."""
+    weights = _YIQ[0].to(images.device).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)
+
+
+def _jitter(
+    images: torch.Tensor, strength: float, generator: torch.Generator, total: int, mine: slice
+) -> torch.Tensor:
+    """SimCLR's colour jitter of (b, C, H, W) floats in [0, 1] (see :class:`Augmentation`)."""
+    device = images.device
+
+    def factor(spread: float) -> torch.Tensor:
+        draw = torch.rand(total, generator=generator)[mine]
+        return (1 + spread * (2 * draw - 1)).to(device)
+
+    applied = (torch.rand(total, generator=generator)[mine] < 0.8).to(device).view(-1, 1, 1, 1)
+    brightness, contrast = factor(0.8 * strength), factor(0.8 * strength)
+    saturation, turn = factor(0.8 * strength), factor(0.2 * strength) - 1
+    jittered = adjust_colours(images, brightness, contrast, saturation, turn)
+    return torch.where(applied, jittered, images)
+
+
+def adjust_colours(
+    images: torch.Tensor,
+    brightness: torch.Tensor,
+    contrast: torch.Tensor,
+    saturation: torch.Tensor,
+    turn: torch.Tensor,
+) -> torch.Tensor:
+    """Per-image brightness, contrast and saturation factors (1 = unchanged; as torchvision's
+    ``adjust_*``) and a hue rotation by ``turn`` of a full turn, applied in that order.
+
+    Shapes: images (b, C, H, W) floats in [0, 1]; every factor (b,). One-channel images get
+    brightness and contrast only.
+    """
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return values.view(-1, 1, 1, 1)
+
+    x = (images * per_image(brightness)).clamp(0, 1)
+    colour = x.shape[1] == 3
+    mean = (_gray(x) if colour else x).mean((1, 2, 3), keepdim=True)
+    x = ((x - mean) * per_image(contrast) + mean).clamp(0, 1)
+    if not colour:
+        return x
+    luma = _gray(x)
+    x = (luma + (x - luma) * per_image(saturation)).clamp(0, 1)
+    yiq = torch.einsum("ij,bjhw->bihw", _YIQ.to(x.device), x)
+    angle = -2 * math.pi * turn  # this sign turns the way torchvision's adjust_hue does
+    cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], dim=1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_YIQ).to(x.device), yiq).clamp(0, 1)
 
 
 def _resized_crop(
