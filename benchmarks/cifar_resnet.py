@@ -227,11 +227,15 @@ def main(argv: list[str] | None = None) -> None:
         base = dataclasses.replace(preset, data="digits", batch_size=64, dim=16)
         data, name = "digits (smoke run)", "cifar_resnet-quick"
     else:
-        if not (Path(args.cifar10) / "train").is_dir():
+        if args.cifar10 == "download":  # torchvision's CIFAR-10 in ./data (needs internet)
+            base = dataclasses.replace(preset, data="cifar10", download=True)
+        elif (Path(args.cifar10) / "train").is_dir():
+            base = dataclasses.replace(preset, data=args.cifar10)
+        else:
             raise SystemExit(
-                f"error: no CIFAR-10 folder at {args.cifar10}; pass --cifar10 DIR or use --quick"
+                f"error: no CIFAR-10 folder at {args.cifar10}; pass --cifar10 DIR (train/ and "
+                "test/ inside), --cifar10 download (torchvision, needs internet) or --quick"
             )
-        base = dataclasses.replace(preset, data=args.cifar10)
         on_gpu = resolve_device(args.device).type == "cuda"
         data, name = "CIFAR-10 (JPEG q75 copy)", f"cifar_resnet_{'gpu' if on_gpu else 'cpu'}"
     runs, args.name = Path(args.runs) / name, name

@@ -16,13 +16,13 @@ pytestmark = pytest.mark.slow  # whole experiment scripts in subprocesses: not i
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, folder: str = "experiments") -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
     return subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / name), *args],
+        [sys.executable, str(ROOT / folder / name), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -59,3 +59,20 @@ def test_main_table_quick_runs_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| **best linear** (layer chosen on held-out train) |" in done.stdout
     assert len(list((tmp_path / "cifar_main_quick" / "evolution").glob("epoch_*.json"))) >= 2
+
+
+def test_resnet_benchmark_quick_trains_and_scores_rows_next_to_lightlys_table(tmp_path):
+    docs_before = (ROOT / "docs" / "results.md").read_text()
+    args = ["--quick", "--runs", str(tmp_path), "--rows", "nat-simclr,random-init"]
+    done = run_script("cifar_resnet.py", *args, folder="benchmarks")
+    assert done.returncode == 0, done.stderr
+    assert "lightly, published: BYOL, batch 128 | 200 | 0.869" in done.stdout
+    rows = json.loads((tmp_path / "cifar_resnet-quick" / "results.json").read_text())["rows"]
+    assert set(rows) == {"nat-simclr", "random-init"}
+    assert rows["nat-simclr"]["epochs"] == 1 and rows["random-init"]["epochs"] == 0
+    assert (
+        0.2 < rows["nat-simclr"]["knn200_neck"] <= 1 and rows["nat-simclr"]["linear"]["neck"] > 0.2
+    )
+    config = (tmp_path / "cifar_resnet-quick" / "nat-simclr" / "config.yaml").read_text()
+    assert "color_jitter: 0.5" in config and "arch: resnet18" in config
+    assert (ROOT / "docs" / "results.md").read_text() == docs_before
