@@ -1,6 +1,8 @@
 """torchvision ResNets as the NAT network: shapes for every input layer and image size, and a whole
 run (train, evaluate every stage, filters, export) on digits; a backbone rebuilt from its export
-alone."""
+alone. Any timm network (arch=timm:NAME) likewise, its feature levels probed as stages."""
+
+import sys
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from natlearn.checkpoint import load_model
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
-from natlearn.evaluate.figures import filters_figure
+from natlearn.evaluate.figures import filters_figure, first_conv
 from natlearn.export import export_backbone
 from natlearn.models import build_model, feature_layers
 
@@ -136,3 +138,124 @@ def test_a_torchvision_export_of_a_non_torchvision_network_is_refused(tmp_path, 
     )
     assert "needs a torchvision architecture" in capsys.readouterr().err
     assert not (tmp_path / "b.pt").exists()
+
+
+# arch=timm:NAME: any timm network's feature levels as the stages (the tests need timm installed,
+# the one for its absence does not).
+
+TIMM_STAGE_SHAPES = [
+    # arch, image side, per stage (channels, side): timm's feature_info of each
+    ("timm:resnet18", 8, [(64, 4), (64, 2), (128, 1), (256, 1), (512, 1)]),
+    ("timm:convnext_atto", 32, [(40, 8), (80, 4), (160, 2), (320, 1)]),
+]
+
+
+@pytest.mark.parametrize("arch,size,stages", TIMM_STAGE_SHAPES, ids=["resnet18", "convnext"])
+@pytest.mark.parametrize("input_mode", ["rgb", "gray", "sobel"])
+def test_a_timm_network_takes_the_input_layer_channels_and_probes_its_feature_levels_as_stages(
+    arch, size, stages, input_mode
+):
+    pytest.importorskip("timm")
+    model = build_model(Config(arch=arch, input=input_mode, dim=16), {**SPEC, "image_size": size})
+    assert first_conv(model)[1].in_channels == {"rgb": 3, "gray": 1, "sobel": 2}[input_mode]
+    names = [f"stage{i}" for i in range(1, len(stages) + 1)]
+    assert model.conv_names == names and feature_layers(arch) == [*names, "neck", "head"]
+    images = torch.rand(2, 3, size, size)
+    model.eval()
+    with torch.no_grad():
+        features = model.features(images, [*names, "neck", "head"])
+        levels = model.convs.body(model.input(images))  # timm's own feature levels, in order
+        assert torch.equal(features["neck"], model.backbone(images))
+    assert [(features[n].shape[1], features[n].shape[-1]) for n in names] == stages
+    assert all(torch.equal(features[n], level) for n, level in zip(names, levels, strict=True))
+    assert features["neck"].shape == (2, stages[-1][0]) and features["head"].shape == (2, 16)
+    assert torch.allclose(features["head"].norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_a_timm_vit_is_built_for_the_crop_size_and_probes_its_last_blocks(size):
+    pytest.importorskip("timm")
+    arch = "timm:vit_tiny_patch16_224"
+    model = build_model(Config(arch=arch, input="gray", dim=16), {**SPEC, "image_size": size})
+    assert model.convs.stage_modules == ("blocks.9", "blocks.10", "blocks.11")
+    with torch.no_grad():
+        features = model.eval().features(torch.rand(2, 3, size, size), ["stage3", "neck"])
+    assert features["stage3"].shape == (2, 192, size // 16, size // 16)  # patch-token maps
+    assert features["neck"].shape == (2, 192)
+
+
+def test_a_timm_network_with_channels_last_maps_gives_its_stages_channels_first():
+    pytest.importorskip("timm")
+    swin = Config(arch="timm:swin_tiny_patch4_window7_224")  # its levels are (b, H, W, C) in timm
+    model = build_model(swin, {**SPEC, "image_size": 32})
+    with torch.no_grad():
+        features = model.eval().features(torch.rand(2, 3, 32, 32), ["stage1", "stage4", "neck"])
+    assert features["stage1"].shape == (2, 96, 8, 8) and features["stage4"].shape == (2, 768, 1, 1)
+    assert features["neck"].shape == (2, 768)
+
+
+@pytest.fixture(scope="module")
+def timm_run(tmp_path_factory):
+    """One tiny NAT run of timm's resnet18 on digits (8x8 images), shared by the tests below."""
+    pytest.importorskip("timm")
+    out = tmp_path_factory.mktemp("timm") / "run"
+    settings = ["arch=timm:resnet18", "dim=16", "subset=256", "batch_size=64", "epochs=1"]
+    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
+    return out / "checkpoints" / "epoch_0001.pt"
+
+
+def test_a_timm_run_evaluates_every_stage_and_draws_its_first_conv_filters(timm_run, tmp_path):
+    assert main(["eval", str(timm_run), "--out", str(tmp_path), "--no-mlp", "--knn", ""]) == 0
+    table = (tmp_path / "eval.md").read_text()
+    for stage in ("stage1", "stage2", "stage3", "stage4", "stage5", "neck"):
+        assert f"| {stage} |" in table
+    model = load_model(timm_run)
+    name, conv = first_conv(model)
+    assert name == "conv1" and conv.weight.shape == (64, 2, 7, 7)  # timm's stem, Sobel input
+    assert filters_figure(model, tmp_path / "filters.png").stat().st_size > 1000
+
+
+def test_a_timm_backbone_exports_and_is_rebuilt_from_the_file_alone(timm_run, tmp_path, capsys):
+    exported = export_backbone(timm_run, tmp_path / "backbone.safetensors")
+    rebuilt, original = load_backbone(exported), load_model(timm_run)
+    images = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), original.backbone(images))
+        stage = rebuilt.features(images, ["stage2"])["stage2"]
+        assert torch.equal(stage, original.features(images, ["stage2"])["stage2"])
+    out = tmp_path / "torchvision.pt"
+    assert main(["export", str(timm_run), "--out", str(out), "--format", "torchvision"]) == 2
+    assert "this checkpoint is arch=timm:resnet18: export it in natlearn's format" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+
+
+def test_an_unknown_timm_model_is_refused_in_one_line_naming_the_closest(capsys):
+    pytest.importorskip("timm")
+    Config(arch="timm:resnet18").validate()
+    with pytest.raises(
+        NatlearnError, match=r"'resnet19' is not a timm model; did you mean timm:resnet18.*list_m"
+    ):
+        Config(arch="timm:resnet19").validate()
+    assert main(["train", "arch=timm:resnet19", "progress=false"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(NatlearnError, match=r"small, .*, resnet50, or timm:NAME"):
+        Config(arch="resnet99").validate()
+
+
+def test_a_timm_arch_without_timm_installed_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    install = r"needs timm, which is not installed: pip install 'natlearn\[timm\]'"
+    with pytest.raises(NatlearnError, match=install):
+        Config(arch="timm:resnet18").validate()
+    with pytest.raises(NatlearnError, match=install):
+        build_model(Config(arch="timm:resnet18"), {**SPEC, "image_size": 8})
+
+
+def test_a_timm_network_that_cannot_take_the_images_or_has_no_feature_levels_is_refused():
+    pytest.importorskip("timm")
+    with pytest.raises(NatlearnError, match="cannot process 8x8 images .*use larger images"):
+        build_model(Config(arch="timm:vit_tiny_patch16_224"), {**SPEC, "image_size": 8})
+    with pytest.raises(NatlearnError, match="timm cannot build it with features_only=True"):
+        build_model(Config(arch="timm:convit_tiny"), {**SPEC, "image_size": 32})

@@ -208,7 +208,7 @@ class Config:
 
                 timm_model_name(self.arch)  # timm installed, and NAME one of its models
             elif allowed and getattr(self, name) not in allowed:
-                open_choice = " or timm:NAME (a timm model)" if name == "arch" else ""
+                open_choice = ", or timm:NAME (a timm model)" if name == "arch" else ""
                 raise NatlearnError(
                     f"{name}={getattr(self, name)!r} is not valid; "
                     f"choose one of: {', '.join(allowed)}{open_choice}"

@@ -34,7 +34,8 @@ def export_backbone(checkpoint: str | Path, out: str | Path, format: str = "natl
 
     Either loads in code that does not import natlearn (``torch.load(out, weights_only=True)`` or
     ``safetensors.torch.load_file(out)``); keys are the module paths of
-    :class:`natlearn.models.Network` (``input.sobel``, ``convs.conv1.0.weight``, ...), or with
+    :class:`natlearn.models.Network` (``input.sobel``, ``convs.conv1.0.weight``, ...; for
+    ``arch=timm:NAME``, ``convs.body.`` + the keys of timm's ``features_only`` model), or with
     ``format="torchvision"`` a ResNet's torchvision keys (:func:`torchvision_state_dict`).
     """
     out = Path(out)
@@ -107,7 +108,7 @@ def load_backbone(path: str | Path) -> Network:
     """The backbone a ``.safetensors`` export holds, rebuilt from the file alone (no checkpoint, no
     config): the input layer, conv blocks or stages and neck with their weights, in eval mode on the
     CPU. Calling it maps (b, C, S, S) images in [0, 1] to the pooled (b, F) features;
-    :meth:`Network.features` gives any stage's."""
+    :meth:`Network.features` gives any stage's. A ``timm:NAME`` backbone needs timm installed."""
     from safetensors import safe_open
 
     path = Path(path)

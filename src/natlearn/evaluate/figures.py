@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 from natlearn.models import Network
 
-__all__ = ["neighbours_figure", "filters_figure", "training_curves", "line_plot"]
+__all__ = ["neighbours_figure", "filters_figure", "first_conv", "training_curves", "line_plot"]
 
 
 def _pyplot():
@@ -78,11 +80,26 @@ def neighbours_figure(
     return _save(fig, out)
 
 
+def first_conv(model: Network) -> tuple[str, nn.Conv2d]:
+    """The network's first convolution, the one taking the input layer's channels (the frozen input
+    layer has none), and its name: its block (``conv1``), or for a timm network its timm module
+    (``conv1``, ``stem.0``, ``patch_embed.proj``)."""
+    channels = model.input.out_channels
+    for name, module in model.convs.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == channels:
+            if isinstance(model.convs, nn.Sequential):
+                return name.split(".")[0], module
+            return name.removeprefix("body."), module
+    raise NatlearnError(f"arch={model.arch} has no convolution: no filters to draw")
+
+
 def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
-    """The conv1 filters. Sobel input: each filter's two gradient channels side by side (diverging
-    colours, white = 0); gray: one map; RGB: each filter rescaled to [0, 1] as a colour image."""
+    """The first conv layer's filters. Sobel input: each filter's two gradient channels side by
+    side (diverging colours, white = 0); gray: one map; RGB: each filter rescaled to [0, 1] as a
+    colour image."""
     plt = _pyplot()
-    weight = model.convs.conv1[0].weight.detach().cpu().float()
+    name, conv = first_conv(model)
+    weight = conv.weight.detach().cpu().float()
     count, channels = weight.shape[:2]
     rows = -(-count // columns)
     per_filter = channels if channels == 2 else 1
@@ -105,7 +122,9 @@ def filters_figure(model: Network, out: Path, columns: int = 16) -> Path:
                 w[c].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit
             )
     kind = {2: "Sobel input: d/dx | d/dy per filter", 1: "gray input", 3: "RGB input"}[channels]
-    fig.suptitle(f"conv1: {count} filters {weight.shape[2]}x{weight.shape[3]} ({kind})", fontsize=9)
+    fig.suptitle(
+        f"{name}: {count} filters {weight.shape[2]}x{weight.shape[3]} ({kind})", fontsize=9
+    )
     fig.subplots_adjust(
         left=0.01, right=0.99, top=1 - 0.4 / height, bottom=0.01, wspace=0.05, hspace=0.1
     )

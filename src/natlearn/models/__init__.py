@@ -1,4 +1,5 @@
-"""Models: the frozen input layer, the paper's AlexNet-BN, a small conv net, and the NAT head.
+"""Models: the frozen input layer, the paper's AlexNet-BN, a small conv net, torchvision's ResNets,
+any timm network (``arch=timm:NAME``), and the NAT head.
 
 Two ways to get a network: :func:`initial_model` (what a run starts from: the config's network for a
 data set, initialised from ``config.seed``) and :func:`build_model` (the same shape from a
@@ -15,6 +16,7 @@ import torch
 from natlearn.models.input import InputLayer
 from natlearn.models.network import ALEXNET_CONVS, Head, Network, alexnet_bn, small_convnet
 from natlearn.models.resnet import RESNET_STAGES, RESNETS, resnet
+from natlearn.models.timm_backbone import is_timm_arch, timm_network, timm_stage_names
 
 if TYPE_CHECKING:
     from natlearn.config import Config
@@ -59,6 +61,8 @@ def build_model(config: Config, spec: dict) -> Network:
         return alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
     if config.arch in RESNETS:
         return resnet(config.arch, input_layer, out_dim, spec["image_size"], not logits)
+    if is_timm_arch(config.arch):
+        return timm_network(config.arch, input_layer, out_dim, spec["image_size"], not logits)
     return small_convnet(input_layer, out_dim, spec["image_size"], config.widths, not logits)
 
 
@@ -71,8 +75,10 @@ def initial_model(config: Config, data: ImageData) -> Network:
 
 def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
     """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building
-    it): its conv blocks, ``neck`` and ``head``."""
-    if arch in RESNETS:
+    it; a timm one is built without weights): its conv blocks or stages, ``neck`` and ``head``."""
+    if is_timm_arch(arch):
+        convs = timm_stage_names(arch)
+    elif arch in RESNETS:
         convs = list(RESNET_STAGES)
     elif arch == "alexnet":
         convs = list(ALEXNET_CONVS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,19 +37,21 @@ class Head(nn.Module):
 
 
 class Network(nn.Module):
-    """``head(neck(convs(input(x))))``. ``convs`` holds named blocks ``conv1``, ``conv2``, ...
-    (conv, BN, ReLU) with the max-pools between them as ``pool1``, ...; a conv layer's features are
-    its block's output before pooling (the DeepCluster convention). ``backbone(x)`` is everything
-    but the head: what a user transfers.
+    """``head(neck(convs(input(x))))``. ``convs`` (the trunk) is either an ``nn.Sequential`` of
+    named blocks ``conv1``, ``conv2``, ... (conv, BN, ReLU) with the max-pools between them as
+    ``pool1``, ... (a conv layer's features are its block's output before pooling, the DeepCluster
+    convention), or a module naming its own stages (``stage_names`` and ``named_outputs(x)``, e.g. a
+    timm network: :class:`natlearn.models.timm_backbone.TimmStages`) whose ``forward`` returns the
+    last one. ``backbone(x)`` is everything but the head: what a user transfers.
     """
 
     def __init__(
         self,
         input_layer: InputLayer,
-        convs: nn.Sequential,
+        convs: nn.Module,
         neck: nn.Sequential,
         head: Head,
-        arch: Arch = "small",
+        arch: Arch | str = "small",
     ):
         super().__init__()
         self.input = input_layer
@@ -61,8 +63,20 @@ class Network(nn.Module):
     @property
     def conv_names(self) -> list[str]:
         """The probed blocks, in order: conv blocks (``conv1``, ...), then ResNet stages
-        (``layer1``, ...)."""
+        (``layer1``, ...); or the trunk's own stage names (a timm network's ``stage1``, ...)."""
+        if hasattr(self.convs, "stage_names"):
+            return list(self.convs.stage_names)
         return [name for name in self.convs._modules if name.startswith(("conv", "layer"))]
+
+    def _trunk_outputs(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, output) of each trunk block in order: every child of a Sequential trunk (pools
+        included), or the stages of a trunk that names its own (``named_outputs``)."""
+        if hasattr(self.convs, "named_outputs"):
+            yield from self.convs.named_outputs(x)
+            return
+        for name, block in self.convs.named_children():
+            x = block(x)
+            yield name, x
 
     def backbone(self, images: torch.Tensor) -> torch.Tensor:
         return self.neck(self.convs(self.input(images)))
@@ -83,8 +97,8 @@ class Network(nn.Module):
         out: dict[str, torch.Tensor] = {}
         wanted = set(layers)
         x = self.input(images)
-        for name, block in self.convs.named_children():
-            x = block(x)
+        for name, output in self._trunk_outputs(x):
+            x = output
             if name in wanted:
                 out[name] = x
                 if wanted <= out.keys():  # nothing deeper was asked for
