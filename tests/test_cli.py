@@ -1,5 +1,7 @@
+import dataclasses
 import errno
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -11,8 +13,10 @@ import torch
 from natlearn import checkpoint
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from natlearn.cli import _parser, main
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
+from natlearn.presets import PRESETS_DIR, preset_descriptions
 
 
 def _run(capsys, argv):
@@ -258,6 +262,99 @@ def test_help_lists_every_command_with_its_summary(capsys):
     assert f"{{{','.join(SUMMARIES)}}}" in listing  # every command, in this order
     for command, summary in SUMMARIES.items():
         assert f" {command} {summary}" in listing
+
+
+def _help(capsys, argv):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_train_help_documents_every_config_key(capsys):
+    """Each field: ``  name=default: its docstring``; a field without a docstring fails here."""
+    listing = _help(capsys, ["train", "--help"])
+    undocumented = [
+        field.name
+        for field in dataclasses.fields(Config)
+        if not re.search(rf"^  {field.name}=[^\n]*?: \S", listing, re.MULTILINE)
+    ]
+    assert undocumented == [], f"Config fields without a docstring in train --help: {undocumented}"
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_help_lists_every_preset_with_its_description(capsys, command):
+    listing = " ".join(_help(capsys, [command, "--help"]).split())  # the lines are wrapped
+    descriptions = preset_descriptions()
+    assert sorted(descriptions) == sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+    for name, description in descriptions.items():
+        assert description, name
+        # the description is the headline of the comment the preset's YAML opens with
+        comment = " ".join(
+            line.lstrip("#").strip()
+            for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()
+            if line.startswith("#")
+        )
+        assert comment.startswith(description), name
+        assert f" {name}: {description}" in listing, name
+
+
+HEAVY = ("torch", "torchvision", "scipy", "sklearn", "numpy")
+
+
+def test_help_imports_neither_torch_nor_scipy():
+    """``natlearn --help`` and ``natlearn train --help`` answer at once: no torch import."""
+    script = f"""
+import sys
+import natlearn.cli
+assert "torch" not in sys.modules, "import natlearn.cli imports torch"
+for argv in (["--help"], ["train", "--help"], ["eval", "--help"]):
+    try:
+        natlearn.cli.main(argv)
+    except SystemExit:
+        pass
+heavy = sorted(set({HEAVY!r}) & set(sys.modules))
+assert not heavy, f"natlearn --help imports {{heavy}}"
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_public_name_imports_from_the_package():
+    """``from natlearn import X`` for every X in __all__ (loaded on first use), also after the
+    submodule natlearn.train was imported (it must not shadow the function train)."""
+    script = """
+import importlib
+import sys
+import types
+
+import natlearn
+
+assert "torch" not in sys.modules, "import natlearn imports torch"
+importlib.import_module("natlearn.train")  # binds natlearn.train to the module, unless kept off
+namespace = {}
+exec(f"from natlearn import {', '.join(natlearn.__all__)}", namespace)
+star = {}
+exec("from natlearn import *", star)
+for name in natlearn.__all__:
+    value = namespace[name]
+    assert not isinstance(value, types.ModuleType), (name, value)
+    assert value.__name__ == name, (name, value)
+    assert star[name] is value is getattr(natlearn, name), name
+assert set(natlearn.__all__) <= set(dir(natlearn))
+try:
+    natlearn.no_such_name
+except AttributeError as error:
+    assert "no_such_name" in str(error)
+else:
+    raise AssertionError("natlearn.no_such_name did not raise AttributeError")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_folder_left_by_a_failed_start_is_not_a_run(capsys, tmp_path):

@@ -5,18 +5,47 @@ regenerated from their index), :mod:`natlearn.assignment` (the image -> target p
 in-batch Hungarian re-assignment), :mod:`natlearn.loss` (square loss, softmax variant);
 :class:`NATLoss` holds all three as one loss module, and :class:`IndexedDataset` gives any data set
 the ``(image, index)`` pairs it needs.
+
+The names below are imported on first use (PEP 562), so ``import natlearn`` and ``natlearn --help``
+do not pay for torch and scipy.
 """
 
-from natlearn.assignment import Assignment, ReassignResult
-from natlearn.config import Config
-from natlearn.data.indexed import IndexedDataset
-from natlearn.errors import NatlearnError
-from natlearn.export import load_backbone
-from natlearn.loss import softmax_loss, square_loss
-from natlearn.nat_loss import NATLoss
-from natlearn.presets import apply_overrides, load_preset
-from natlearn.targets import NoiseTargets
-from natlearn.train import TrainResult, train
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
+    from natlearn.assignment import Assignment, ReassignResult
+    from natlearn.config import Config
+    from natlearn.data.indexed import IndexedDataset
+    from natlearn.errors import NatlearnError
+    from natlearn.export import load_backbone
+    from natlearn.loss import softmax_loss, square_loss
+    from natlearn.nat_loss import NATLoss
+    from natlearn.presets import apply_overrides, load_preset
+    from natlearn.targets import NoiseTargets
+    from natlearn.train import TrainResult, train
+
+# public name -> the module that defines it
+_LAZY = {
+    "Assignment": "natlearn.assignment",
+    "ReassignResult": "natlearn.assignment",
+    "Config": "natlearn.config",
+    "IndexedDataset": "natlearn.data.indexed",
+    "NatlearnError": "natlearn.errors",
+    "load_backbone": "natlearn.export",
+    "softmax_loss": "natlearn.loss",
+    "square_loss": "natlearn.loss",
+    "NATLoss": "natlearn.nat_loss",
+    "apply_overrides": "natlearn.presets",
+    "load_preset": "natlearn.presets",
+    "NoiseTargets": "natlearn.targets",
+    "TrainResult": "natlearn.train",
+    "train": "natlearn.train",
+}
 
 __all__ = [
     "Assignment",
@@ -35,3 +64,30 @@ __all__ = [
     "train",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Keeps a public name that is also a submodule's (``train``) the function: importing the
+    submodule ``natlearn.train`` would otherwise bind the module to ``natlearn.train`` first, and
+    ``from natlearn import train`` would then give the module."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return  # the submodule stays reachable as sys.modules["natlearn.train"]
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,4 +1,5 @@
-"""The ``natlearn`` command: a thin layer over the Python API, one small handler per sub-command.
+"""The ``natlearn`` command: a thin layer over the Python API, one small handler per sub-command
+(:mod:`natlearn.commands`, imported only when a command runs).
 
 User mistakes (NatlearnError) print one line and exit 2; anything else is a bug and shows a
 traceback.
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 
-from natlearn import __version__, commands
-from natlearn.config import Config
+from natlearn import __version__
 from natlearn.errors import NatlearnError
-from natlearn.presets import field_help
+
+# Nothing here imports torch: the handlers (natlearn.commands, which does) are imported when a
+# command runs, so ``natlearn --help`` and ``natlearn train --help`` answer at once.
 
 __all__ = ["main"]
 
@@ -40,12 +43,52 @@ class _CommandParser(_Parser):
             self._intermixing = False
 
 
-def _config_epilog() -> str:
-    defaults = Config()
-    lines = ["config keys (key=value; defaults shown):"]
-    for name, text in field_help().items():
-        lines.append(f"  {name}={getattr(defaults, name)!s}: {text}")
+def _wrapped(head: str, text: str) -> list[str]:
+    """``head: text``, continuation lines indented under it (the epilogs are not re-wrapped)."""
+    return textwrap.wrap(
+        f"{head}: {text}",
+        width=100,
+        initial_indent="  ",
+        subsequent_indent="      ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _presets_epilog() -> str:
+    from natlearn.presets import preset_descriptions
+
+    lines = ["presets (their settings: natlearn/configs/NAME.yaml; or give your own YAML file):"]
+    for name, text in preset_descriptions().items():
+        lines += _wrapped(name, text)
     return "\n".join(lines)
+
+
+def _config_epilog() -> str:
+    """Every Config field with its default and its docstring (undocumented: name=default only)."""
+    import dataclasses
+
+    from natlearn.config import Config
+    from natlearn.presets import field_help
+
+    defaults, docs = Config(), field_help()
+    lines = ["config keys (key=value; defaults shown):"]
+    for field in dataclasses.fields(Config):
+        value = f"{field.name}={getattr(defaults, field.name)!s}"
+        lines.append(f"  {value}: {docs[field.name]}" if field.name in docs else f"  {value}")
+    return "\n".join(lines)
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace], None]:
+    """The handler ``natlearn.commands.<name>``, imported when the command runs."""
+
+    def run(args: argparse.Namespace) -> None:
+        from natlearn import commands
+
+        getattr(commands, name)(args)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 def _eval_flags(add: Callable[..., argparse.Action]) -> None:
@@ -77,18 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"natlearn {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
-    def command(name: str, handler: Callable[[argparse.Namespace], None], **kwargs):
-        """A new sub-command's add_argument; its help is the handler's docstring."""
-        sub = subparsers.add_parser(name, help=handler.__doc__, **kwargs)
-        sub.set_defaults(handler=handler)
+    def command(name: str, summary: str, **kwargs):
+        """A new sub-command (run by ``natlearn.commands.<name>_command``); its add_argument."""
+        sub = subparsers.add_parser(name, help=summary, **kwargs)
+        sub.set_defaults(handler=_handler(f"{name}_command"))
         return sub.add_argument
 
     add = command(
         "train",
-        commands.train_command,
+        "train a network with NAT (or the supervised baseline)",
         description="natlearn train [PRESET|FILE.yaml] [key=value ...]  "
         "e.g. natlearn train digits epochs=10 out=runs/digits",
-        epilog=_config_epilog(),
+        epilog=f"{_presets_epilog()}\n\n{_config_epilog()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _settings(add, "an optional preset name or YAML file first, then key=value overrides")
@@ -100,7 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--overwrite", action="store_true", help="delete an earlier run in out= and start over")
     add("--supervised", action="store_true", help="train on labels instead (objective=supervised)")
 
-    add = command("export", commands.export_command)
+    add = command(
+        "export",
+        "a checkpoint's backbone as a state_dict (a .safetensors file rebuilds it alone)",
+    )
     add("checkpoint", help="a run folder (its newest checkpoint) or a .pt file from natlearn train")
     add(
         "--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors"
@@ -113,7 +159,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     usage = "natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR"
-    add = command("eval", commands.eval_command, description=usage)
+    add = command(
+        "eval",
+        "transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN",
+        description=usage,
+        epilog=_presets_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add("source", help="a run folder or checkpoint .pt, random-init (untrained) or raw-pixels")
     _settings(add, "random-init/raw-pixels: an optional preset first; then key=value data settings")
     add(
@@ -123,7 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _eval_flags(add)
 
-    add = command("compare", commands.compare_command)
+    add = command(
+        "compare", "several checkpoints and baselines side by side, with the gap NAT recovers"
+    )
     add(
         "sources",
         nargs="+",
@@ -132,7 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", required=True, help="output folder: one eval per source plus compare.md/json")
     _eval_flags(add)
 
-    add = command("neighbors", commands.neighbors_command)
+    add = command(
+        "neighbors", "test queries and their nearest training images in a layer's feature space"
+    )
     add("checkpoint")
     _settings(add, "key=value data settings")
     add("--layer", default="neck", help="feature layer (default neck: the penultimate features)")
@@ -140,20 +196,25 @@ def _parser() -> argparse.ArgumentParser:
     add("--k", type=int, default=6)
     add("--out", required=True, help="PNG file")
 
-    add = command("filters", commands.filters_command)
+    add = command("filters", "the conv1 filters of a checkpoint as a PNG grid")
     add("checkpoint")
     add("--out", required=True, help="PNG file")
 
-    add = command("evolution", commands.evolution_command)
+    add = command(
+        "evolution",
+        "transfer accuracy of the checkpoints kept along a run (train with keep_every=N)",
+    )
     add("run_dir")
     _settings(add, "key=value data settings")
     add("--out", default=None, help="output folder (default RUN_DIR/evolution)")
     _eval_flags(add)
 
-    add = command("report", commands.report_command)
+    add = command("report", "one markdown page of a run: config, curves, evaluations, figures")
     add("run_dir")
 
-    add = command("demo", commands.demo_command)
+    add = command(
+        "demo", "NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)"
+    )
     add("--out", default="runs/demo", help="output folder (default runs/demo)")
     _settings(add, "key=value changes to the digits preset, e.g. seed=3 epochs=100")
     return parser

@@ -157,7 +157,7 @@ def _figure_path(out: str) -> Path:
 
 
 def train_command(args: argparse.Namespace) -> None:
-    """train a network with NAT (or the supervised baseline)"""
+    """``natlearn train`` (its arguments: :mod:`natlearn.cli`)."""
     import torch
 
     from natlearn.train import train
@@ -174,7 +174,7 @@ def train_command(args: argparse.Namespace) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> None:
-    """NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)"""
+    """``natlearn demo`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.demo import format_table, run_demo
 
     results = run_demo(args.out, apply_overrides(load_preset("digits"), args.settings))
@@ -188,7 +188,7 @@ def demo_command(args: argparse.Namespace) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> None:
-    """transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN"""
+    """``natlearn eval`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate import evaluate, format_eval
 
     baseline = args.source in ("random-init", "raw-pixels")
@@ -204,7 +204,7 @@ def eval_command(args: argparse.Namespace) -> None:
 
 
 def compare_command(args: argparse.Namespace) -> None:
-    """several checkpoints and baselines side by side, with the gap NAT recovers"""
+    """``natlearn compare`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate import evaluate
     from natlearn.evaluate.compare import compare_table
 
@@ -230,7 +230,7 @@ def compare_command(args: argparse.Namespace) -> None:
 
 
 def neighbors_command(args: argparse.Namespace) -> None:
-    """test queries and their nearest training images in a layer's feature space"""
+    """``natlearn neighbors`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate import extract_features, labelled_splits
     from natlearn.evaluate.figures import neighbours_figure
 
@@ -258,7 +258,7 @@ def neighbors_command(args: argparse.Namespace) -> None:
 
 
 def filters_command(args: argparse.Namespace) -> None:
-    """the conv1 filters of a checkpoint as a PNG grid"""
+    """``natlearn filters`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate.figures import filters_figure
 
     out = _figure_path(args.out)
@@ -266,7 +266,7 @@ def filters_command(args: argparse.Namespace) -> None:
 
 
 def evolution_command(args: argparse.Namespace) -> None:
-    """transfer accuracy of the checkpoints kept along a run (train with keep_every=N)"""
+    """``natlearn evolution`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate.evolution import evolution
 
     settings, overrides = _eval_settings(args), _data_overrides(args.settings)
@@ -286,13 +286,12 @@ def evolution_command(args: argparse.Namespace) -> None:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    """one markdown page of a run: config, curves, evaluations, figures"""
+    """``natlearn report`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate.report import write_report
 
     print(f"wrote {write_report(args.run_dir)}")
 
 
 def export_command(args: argparse.Namespace) -> None:
-    """write a checkpoint's backbone as a plain PyTorch state_dict
-    (no natlearn needed to load it)"""
+    """``natlearn export`` (its arguments: :mod:`natlearn.cli`)."""
     print(f"wrote {export_backbone(args.checkpoint, args.out, args.format)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from natlearn.config import FIELD_TYPES, Config, choices
 from natlearn.errors import NatlearnError
 
-__all__ = ["PRESETS_DIR", "apply_overrides", "field_help", "load_preset"]
+__all__ = ["PRESETS_DIR", "apply_overrides", "field_help", "load_preset", "preset_descriptions"]
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 
@@ -144,3 +145,18 @@ def field_help() -> dict[str, str]:
         ):
             docs[node.target.id] = following.value.value  # type: ignore[attr-defined]
     return docs
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Preset name -> one line on it (for ``--help``): the headline of the comment that opens its
+    YAML file (its first sentence, up to a colon)."""
+    descriptions = {}
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        words = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#") or line[1:].strip().startswith("data:"):
+                break  # the comment ends, or goes on to where the data lives
+            words.append(line[1:].strip())
+        sentence = re.split(r"\.(?:\s|$)", " ".join(words), maxsplit=1)[0]
+        descriptions[path.stem] = sentence.split(": ", 1)[0]
+    return descriptions
