@@ -240,11 +240,10 @@ def test_flags_and_settings_interleave(argv, expected):
     assert {key: args[key] for key in expected} == expected
 
 
-# A command's line in `natlearn --help` is its handler's docstring: reworded docstrings change it.
+# Each command's line in `natlearn --help` (cli.py), in order.
 SUMMARIES = {
     "train": "train a network with NAT (or the supervised baseline)",
-    "export": "write a checkpoint's backbone as a plain PyTorch state_dict "
-    "(no natlearn needed to load it)",
+    "export": "a checkpoint's backbone as a state_dict (a .safetensors file rebuilds it alone)",
     "eval": "transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN",
     "compare": "several checkpoints and baselines side by side, with the gap NAT recovers",
     "neighbors": "test queries and their nearest training images in a layer's feature space",
