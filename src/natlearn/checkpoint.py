@@ -50,7 +50,14 @@ class RunFolder:
     """A run's folder: ``config.yaml``, ``log.jsonl`` (one JSON line per epoch) and ``checkpoints/``
     (``epoch_NNNN.pt`` at epoch ends, ``partial.pt`` mid-epoch). Only rank 0 writes to it."""
 
-    _FILES = ("checkpoints", "log.jsonl", "config.yaml", "backbone.safetensors")
+    _FILES = (
+        "checkpoints",
+        "log.jsonl",
+        "config.yaml",
+        "backbone.safetensors",
+        "tensorboard",
+        "metrics.csv",
+    )
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

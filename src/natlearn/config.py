@@ -48,6 +48,7 @@ Reduction = Literal["mean", "sum"]
 Schedule = Literal["constant", "cosine", "step"]
 Precision = Literal["auto", "fp32", "bf16"]
 NonfinitePolicy = Literal["stop", "skip"]
+LoggerKind = Literal["none", "tensorboard", "csv", "wandb"]
 
 
 @dataclass
@@ -192,6 +193,10 @@ class Config:
     """Also keep every N-th epoch's checkpoint (0 = none), e.g. for feature-evolution plots."""
     progress: bool = True
     """Show a progress bar."""
+    logger: LoggerKind = "none"
+    """Metrics besides log.jsonl: tensorboard (RUN/tensorboard/: scalars every 25 steps and every
+    epoch; needs pip install 'natlearn[tensorboard]'), csv (RUN/metrics.csv, a row per epoch), wandb
+    (needs pip install wandb), or none. May change on --resume."""
 
     @classmethod
     def from_checkpoint(cls, saved: dict, overrides: dict[str, object] | list[str] = ()) -> Config:

@@ -4,6 +4,7 @@ restores it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from natlearn.data import Augmentation, ImageData
 from natlearn.devices import step_model
 from natlearn.distributed import Ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
+from natlearn.loggers import Logger, NoLogger
 from natlearn.models import Network, initial_model, network_spec
 from natlearn.objectives import Objective, objective_for
 
@@ -47,6 +49,12 @@ class Run:
     augment: Augmentation
     folder: RunFolder
     last_checkpoint: Path | None = None
+    logger: Logger = field(default_factory=NoLogger)  # rank 0's is opened by train()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Global batches in an epoch (near-equal ones: see run_epoch)."""
+        return math.ceil(len(self.data) / self.config.batch_size)
 
     def snapshot(self, epochs_done: int) -> dict:
         """The checkpoint of the run after ``epochs_done`` whole epochs."""

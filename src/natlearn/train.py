@@ -31,6 +31,7 @@ from natlearn.devices import autocast, memory_format, resolve_device
 from natlearn.distributed import Ranks, init_ranks
 from natlearn.export import export_backbone
 from natlearn.faults import fault_point
+from natlearn.loggers import check_logger, open_logger
 from natlearn.models import Network
 from natlearn.nonfinite import (
     NonFiniteBatch,
@@ -82,6 +83,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     """
     # The machine, then the data: every input is checked before the run folder changes.
     config.validate()
+    check_logger(config.logger)  # a missing tensorboard or wandb is reported before any work
     ranks = init_ranks(config.device)
     resolve_device(config.device)  # a missing GPU is reported before any data is read
     run = build_run(config, pretraining_data(config), ranks)
@@ -97,11 +99,16 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     start_epoch, history, epoch_state = run.resume() if resume else (0, [], None)
     if ranks.main:
         folder.write_config(config)
+        steps_done = start_epoch * run.steps_per_epoch + (epoch_state.step if epoch_state else 0)
+        run.logger = open_logger(config, folder.path, history, steps_done)
 
-    for epoch in range(start_epoch, config.epochs):
-        history.append(run_epoch(run, epoch, epoch_state or EpochState()))
-        _end_epoch(run, epoch, history[-1])
-        epoch_state = None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            history.append(run_epoch(run, epoch, epoch_state or EpochState()))
+            _end_epoch(run, epoch, history[-1])
+            epoch_state = None
+    finally:
+        run.logger.close()
     if ranks.main and history:  # what a finished run leaves for evaluation and reuse
         copy_checkpoint(run.last_checkpoint, folder.last)
         export_backbone(folder.last, folder.backbone)
@@ -115,6 +122,7 @@ def _end_epoch(run: Run, epoch: int, row: dict) -> None:
     run.last_checkpoint = run.folder.epoch_checkpoint(epoch + 1)
     if run.ranks.main:
         run.folder.append_log(row)
+        run.logger.log_epoch((epoch + 1) * run.steps_per_epoch, row)
         save_checkpoint(run.last_checkpoint, run.snapshot(epoch + 1))
         remove_checkpoint(run.folder.partial)
         prune_checkpoints(run.folder.path, run.config.keep_last, run.config.keep_every)
@@ -132,11 +140,13 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
         group["lr"] = lr
     generator = epoch_generator(config.seed, epoch)
     # Near-equal batches: no tiny last batch to upset BatchNorm or make the assignment trivial.
-    num_batches = math.ceil(len(run.data) / config.batch_size)
+    num_batches = run.steps_per_epoch
     batch_ids = torch.tensor_split(torch.randperm(len(run.data), generator=generator), num_batches)
     if state.generator is not None:  # continuing this epoch mid-way
         generator.set_state(state.generator)
-    sums = StepSums(run.objective.statistics, run.resolved.device, state.sums if ranks.main else {})
+    carried = state.sums if ranks.main else {}
+    trained = state.step - state.skipped
+    sums = StepSums(run.objective.statistics, run.resolved.device, carried, trained)
     shares = [ranks.shard(ids) for ids in batch_ids[state.step :]]
     batches = tqdm(
         run.data.batches(shares, run.resolved.device, config.workers),
@@ -161,8 +171,8 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
             _skip_batch(run, bad.what, epoch, step, buffers)
             state.skipped += 1
         state.step = step + 1
-        if not batches.disable and (state.step % _SHOW_EVERY == 0 or state.step == num_batches):
-            batches.set_postfix(sums.shown(state.step - state.skipped))
+        if state.step % _SHOW_EVERY == 0 or state.step == num_batches:
+            _read_back(run, batches, sums, epoch, state, lr)
         fault_point(f"after-step:{epoch + 1}:{step + 1}")
         every = config.checkpoint_every_steps
         if every and state.step % every == 0 and state.step < num_batches:
@@ -218,33 +228,46 @@ def train_step(
 
 class StepSums:
     """Step statistics summed on the device (float64), so a step never waits for the device to
-    report them; they are read back for the progress bar, a mid-epoch checkpoint and the epoch's log
-    row only.
+    report them; they are read back for the progress bar and a per-step logger (every _SHOW_EVERY
+    steps), a mid-epoch checkpoint and the epoch's log row only.
 
     Args:
         names: the statistics the objective logs (a step that lacks one adds 0).
         carried: sums a mid-epoch checkpoint saved (rank 0 continues them; the others start at 0).
+        steps: the steps of the epoch those sums cover (skipped batches left out).
     """
 
-    def __init__(self, names: tuple[str, ...], device: torch.device, carried: dict[str, float]):
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        device: torch.device,
+        carried: dict[str, float],
+        steps: int = 0,
+    ):
         self.names = sorted(names)
         self.totals = torch.tensor(
             [carried.get(name, 0.0) for name in self.names], dtype=torch.float64, device=device
         )
         self._zero = torch.zeros((), device=device)
+        self._last = ({name: carried.get(name, 0.0) for name in self.names}, steps)  # last read
 
     def add(self, stats: dict[str, torch.Tensor]) -> None:
         # Each value is rounded to float32 before it is summed, as the log has always done.
         values = [stats[name].float() if name in stats else self._zero for name in self.names]
         self.totals += torch.stack(values).double()
 
-    def shown(self, steps: int) -> dict[str, str]:
-        """This rank's running means for the progress bar."""
-        means = dict(zip(self.names, (self.totals / max(1, steps)).tolist(), strict=True))
-        return {
-            name: f"{means[name]:.4f}"
-            for name in ("loss", "cosine", "train_accuracy")
-            if name in means
+    def read(self, steps: int) -> tuple[dict[str, float], dict[str, float]]:
+        """One read-back (a wait for the device): this rank's running means over the epoch's
+        ``steps`` trained steps, and its means over the steps since the last read-back ({} if
+        none)."""
+        totals = dict(zip(self.names, self.totals.tolist(), strict=True))
+        before, since = self._last
+        self._last = (totals, steps)
+        means = {name: total / max(1, steps) for name, total in totals.items()}
+        if steps == since:
+            return means, {}
+        return means, {
+            name: (total - before[name]) / (steps - since) for name, total in totals.items()
         }
 
     def over_ranks(self, ranks: Ranks) -> dict[str, float]:
@@ -292,6 +315,26 @@ def _describe(run: Run, epoch: int) -> str:
     return f"epoch {epoch + 1}/{run.config.epochs}" + (
         " (re-assign)" if run.objective.reassigns(epoch) else ""
     )
+
+
+def _read_back(
+    run: Run, batches: tqdm, sums: StepSums, epoch: int, state: EpochState, lr: float
+) -> None:
+    """Show the running means on the progress bar, and log the means since the last read-back as
+    the per-step scalars: one read-back of the statistics, made only if either wants it."""
+    if batches.disable and not run.logger.steps:
+        return
+    means, recent = sums.read(state.step - state.skipped)
+    if not batches.disable:
+        shown = ("loss", "cosine", "train_accuracy")
+        batches.set_postfix({name: f"{means[name]:.4f}" for name in shown if name in means})
+    if run.logger.steps and recent:
+        if not run.objective.reassigns(epoch):  # no re-assignment: nothing to log of it
+            recent = {name: value for name, value in recent.items() if name not in _REASSIGNMENT}
+        run.logger.log_step(epoch * run.steps_per_epoch + state.step, {**recent, "lr": lr})
+
+
+_REASSIGNMENT = ("reassigned", "assign_ms")  # the statistics of _reassign
 
 
 def _reassign(
