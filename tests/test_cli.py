@@ -247,6 +247,7 @@ SUMMARIES = {
     "eval": "transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN",
     "compare": "several checkpoints and baselines side by side, with the gap NAT recovers",
     "neighbors": "test queries and their nearest training images in a layer's feature space",
+    "embed": "a layer's features of every image of a folder or data set, as .npy plus a .csv index",
     "filters": "the conv1 filters of a checkpoint as a PNG grid",
     "evolution": "transfer accuracy of the checkpoints kept along a run (train with keep_every=N)",
     "report": "one markdown page of a run: config, curves, evaluations, figures",
@@ -451,3 +452,23 @@ def _same_protocols(a: str, b: str) -> bool:
     import json
 
     return json.loads(a)["protocols"] == json.loads(b)["protocols"]
+
+
+def test_train_starts_with_a_summary_of_what_it_found_and_ends_naming_the_next_command(
+    tmp_path, capsys
+):
+    out = tmp_path / "run"
+    settings = ["digits", "widths=[8,8]", "dim=8", "subset=200", "epochs=1", f"out={out}"]
+    assert main(["train", *settings]) == 0
+    captured = capsys.readouterr()
+    data, network, run = captured.err.splitlines()[:3]
+    assert data.startswith("data: digits: 200 images (") and "10 classes; 8 px, sobel input" in data
+    assert re.fullmatch(
+        r"network: small, [\d,]+ parameters; NAT, 200 sphere targets in R\^8, square loss, "
+        r"re-assigned every 3 epochs",
+        network,
+    )
+    assert run.startswith(f"run: {out} (new): 1 epochs of ") and "cpu, fp32" in run
+    assert f"next: natlearn eval {out}" in captured.out
+    assert main(["train", *settings[:-2], "epochs=2", f"out={out}", "--resume"]) == 0
+    assert f"run: {out} (resumed at epoch 2)" in capsys.readouterr().err

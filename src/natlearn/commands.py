@@ -33,6 +33,7 @@ __all__ = [
     "evolution_command",
     "report_command",
     "export_command",
+    "embed_command",
 ]
 
 
@@ -153,7 +154,7 @@ def _figure_path(out: str) -> Path:
     return path
 
 
-# One handler per sub-command; each docstring is that command's line in `natlearn --help`.
+# One handler per sub-command (cli.py holds their arguments and `natlearn --help` lines).
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -169,8 +170,13 @@ def train_command(args: argparse.Namespace) -> None:
         if os.environ.get("RANK") != "0":
             return
     last = result.history[-1] if result.history else {}
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items())
-    print(f"done: {len(result.history)} epochs in {result.run_dir}; last epoch: {summary}")
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
+    run = result.run_dir
+    print(
+        f"done: {len(result.history)} epochs in {run}: log.jsonl, checkpoints/last.pt, "
+        f"backbone.safetensors; last epoch: {summary}\n"
+        f"next: natlearn eval {run}  (probes on the frozen features), then natlearn report {run}"
+    )
 
 
 def demo_command(args: argparse.Namespace) -> None:
@@ -295,3 +301,14 @@ def report_command(args: argparse.Namespace) -> None:
 def export_command(args: argparse.Namespace) -> None:
     """``natlearn export`` (its arguments: :mod:`natlearn.cli`)."""
     print(f"wrote {export_backbone(args.checkpoint, args.out, args.format)}")
+
+
+def embed_command(args: argparse.Namespace) -> None:
+    """``natlearn embed`` (its arguments: :mod:`natlearn.cli`)."""
+    from natlearn.evaluate.embedding import embed
+
+    state = load_checkpoint(args.checkpoint)
+    config = Config.from_checkpoint(state["config"], _data_overrides(args.settings))
+    _check_layers(config, args.checkpoint, layer=[args.layer])
+    written = embed(state, args.settings, args.layer, args.out, args.split, args.batch_size)
+    print(written.summary())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
 
     start_epoch, history, epoch_state = run.resume() if resume else (0, [], None)
     if ranks.main:
+        if config.progress:
+            print(start_up_summary(run, start_epoch), file=sys.stderr, flush=True)
         folder.write_config(config)
         steps_done = start_epoch * run.steps_per_epoch + (epoch_state.step if epoch_state else 0)
         run.logger = open_logger(config, folder.path, history, steps_done)
@@ -308,6 +311,44 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     them."""
     return torch.Generator().manual_seed(
         int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    )
+
+
+def start_up_summary(run: Run, start_epoch: int) -> str:
+    """What a run is about to do, in three lines: the data as found, the network and objective,
+    the run and the machine."""
+    config, resolved, data = run.config, run.resolved, run.data
+    classes = f"{len(data.classes)} classes" if data.labels is not None else "no labels"
+    crop = {
+        "pad": f"random {resolved.crop_size} px crops of the {config.crop_padding}-px padded image",
+        "resized": f"random resized crops ({config.crop_scale:g}-1 of the area) to "
+        f"{resolved.crop_size} px",
+        "none": f"centre {resolved.crop_size} px crops",
+    }[config.crop]
+    extras = [" + flips" if config.flip else ""]
+    if config.color_jitter or config.grayscale:
+        extras.append(f", colour jitter {config.color_jitter:g}, grayscale {config.grayscale:g}")
+    parameters = sum(p.numel() for p in run.model.parameters())
+    if config.objective == "nat":
+        every = f"every {config.reassign_every}" if config.reassign_every else "never"
+        objective = (
+            f"NAT, {resolved.k:,} {config.targets} targets in R^{config.dim}, {resolved.loss} "
+            f"loss, re-assigned {every} epochs"
+        )
+    else:
+        objective = f"supervised ({resolved.loss} loss on the labels)"
+    state = f"resumed at epoch {start_epoch + 1}" if start_epoch else "new"
+    device = f"{resolved.device}, {resolved.precision}" + (
+        f", {run.ranks.world_size} processes" if run.ranks.world_size > 1 else ""
+    )
+    return "\n".join(
+        [
+            f"data: {config.data}: {len(data):,} images ({data.split_note}), {classes}; "
+            f"{data.image_size} px, {config.input} input; {crop}{''.join(extras)}",
+            f"network: {config.arch}, {parameters:,} parameters; {objective}",
+            f"run: {run.folder.path} ({state}): {config.epochs} epochs of {run.steps_per_epoch} "
+            f"steps of {config.batch_size} images, lr {config.lr:g} {config.lr_schedule}; {device}",
+        ]
     )
 
 
