@@ -196,6 +196,22 @@ def _parser() -> argparse.ArgumentParser:
     add("--k", type=int, default=6)
     add("--out", required=True, help="PNG file")
 
+    add = command(
+        "embed",
+        "a layer's features of every image of a folder or data set, as .npy plus a .csv index",
+        description="natlearn embed CHECKPOINT|RUN data=FOLDER [key=value ...] --out feats.npy",
+    )
+    add("checkpoint", help="a run folder (its newest checkpoint) or a checkpoint .pt file")
+    _settings(add, "key=value data settings, e.g. data=path/to/images (default: the run's data)")
+    add("--layer", default="neck", help="feature layer (default neck; conv layers are pooled)")
+    add(
+        "--split",
+        default="all",
+        help="all (default: every image once), train, test, or a data set's own split",
+    )
+    add("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    add("--out", required=True, help="features file (.npy); the index goes beside it as .csv")
+
     add = command("filters", "the conv1 filters of a checkpoint as a PNG grid")
     add("checkpoint")
     add("--out", required=True, help="PNG file")

@@ -51,6 +51,7 @@ class ImageData(Protocol):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     split_note: str
+    files: list[Path] | None  # a folder's image files, one per index; None for named data sets
 
     def __len__(self) -> int: ...
 
@@ -203,6 +204,7 @@ def _folder(
     # one cache file.
     decoded = decode_folder(whole, size, on_bad_image, default_cache_dir() if cache else None)
     images, labels = decoded["images"], decoded["labels"]
+    files = [whole.root / name for name in decoded["files"]]
     total = len(images)
     if part is not whole:
         wanted = {str(f.relative_to(whole.root)) for f in part.files}
@@ -215,8 +217,11 @@ def _folder(
                 "add images or change test_fraction"
             )
         images, labels = images[rows], labels[rows]
+        files = [files[i] for i in rows.tolist()]
     note = split_note(path, split, labelled, sub_folders, seed, test_fraction, len(images), total)
-    return ImageDataset.from_images(images, labels if labelled else None, whole.classes, note)
+    return ImageDataset.from_images(
+        images, labels if labelled else None, whole.classes, note, files
+    )
 
 
 def load_dataset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -20,6 +21,7 @@ class ImageDataset:
         classes: class names (index = label).
         mean, std: per-channel statistics of the images in [0, 1], for the input layer.
         split_note: where the images came from (which split of what), for evaluation reports.
+        files: a folder's image files, one per row (None for named data sets).
     """
 
     images: torch.Tensor
@@ -28,15 +30,26 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     split_note: str = ""
+    files: list[Path] | None = None
     _on_device: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def from_images(
-        cls, images: torch.Tensor, labels: torch.Tensor | None, classes: list[str], split_note: str
+        cls,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        classes: list[str],
+        split_note: str,
+        files: list[Path] | None = None,
     ) -> ImageDataset:
         """A data set of ``images``, with their channel statistics."""
         return cls(
-            images.contiguous(), labels, classes, *_channel_stats(images), split_note=split_note
+            images.contiguous(),
+            labels,
+            classes,
+            *_channel_stats(images),
+            split_note=split_note,
+            files=files,
         )
 
     def __len__(self) -> int:
@@ -61,8 +74,15 @@ class ImageDataset:
         """The images at ``indices``, with the whole set's mean and std (the input layer's)."""
         labels = None if self.labels is None else self.labels[indices]
         note = f"{self.split_note}; a subset of {len(indices)} of them"
+        files = None if self.files is None else [self.files[i] for i in indices.tolist()]
         return ImageDataset(
-            self.images[indices].contiguous(), labels, self.classes, self.mean, self.std, note
+            self.images[indices].contiguous(),
+            labels,
+            self.classes,
+            self.mean,
+            self.std,
+            note,
+            files,
         )
 
     def batches(

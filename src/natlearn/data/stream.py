@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,6 +69,11 @@ class StreamingFolder(Dataset):
     @property
     def channels(self) -> int:
         return 3
+
+    @property
+    def files(self) -> list[Path]:
+        """The image files, one per index."""
+        return self.listing.files
 
     def subset(self, indices: torch.Tensor) -> StreamingFolder:
         """The files at ``indices`` (keeps the full folder's mean/std)."""

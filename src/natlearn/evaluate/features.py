@@ -13,7 +13,13 @@ from tqdm import tqdm
 from natlearn.data import eval_view
 from natlearn.models import Network
 
-__all__ = ["extract_features", "pool_conv_map", "DEEPCLUSTER_POOLS", "FEATURE_BUDGET"]
+__all__ = [
+    "batch_features",
+    "extract_features",
+    "pool_conv_map",
+    "DEEPCLUSTER_POOLS",
+    "FEATURE_BUDGET",
+]
 
 FEATURE_BUDGET = 9216
 # DeepCluster's average pooling (kernel, stride, padding) of AlexNet's conv maps to ~9k dims.
@@ -67,8 +73,28 @@ def extract_features(
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="features", leave=False, disable=None if progress else True):
-        batch = eval_view(images[start : start + batch_size].to(device), crop_size, crop, scale)
-        for name, value in model.features(batch, layers).items():
-            pooled = pool_conv_map(value, name, model.arch, max_dims) if value.dim() == 4 else value
-            chunks[name].append(pooled.float().cpu())
+        batch = images[start : start + batch_size].to(device)
+        features = batch_features(model, batch, layers, crop_size, max_dims, crop, scale)
+        for name, value in features.items():
+            chunks[name].append(value)
     return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+@torch.inference_mode()
+def batch_features(
+    model: Network,
+    images: torch.Tensor,
+    layers: Sequence[str],
+    crop_size: int,
+    max_dims: int = FEATURE_BUDGET,
+    crop: str = "pad",
+    scale: float = 0.25,
+) -> dict[str, torch.Tensor]:
+    """The features :func:`extract_features` gives, of one batch of uint8 ``images`` (b, C, H, W)
+    on the model's device (the model in eval mode): layer name -> (b, features) float32 on the
+    CPU."""
+    out = {}
+    for name, value in model.features(eval_view(images, crop_size, crop, scale), layers).items():
+        pooled = pool_conv_map(value, name, model.arch, max_dims) if value.dim() == 4 else value
+        out[name] = pooled.float().cpu()
+    return out
