@@ -2,6 +2,7 @@
 run (train, evaluate every stage, filters, export) on digits; a backbone rebuilt from its export
 alone. Any timm network (arch=timm:NAME) likewise, its feature levels probed as stages."""
 
+import json
 import sys
 
 import pytest
@@ -55,6 +56,14 @@ def test_a_resnet18_run_trains_evaluates_every_stage_and_exports(tmp_path, capsy
     for stage in ("conv1", "layer1", "layer2", "layer3", "layer4", "neck"):
         assert f"| {stage} |" in table
     assert filters_figure(load_model(checkpoint), tmp_path / "filters.png").stat().st_size > 1000
+    neighbours = tmp_path / "neighbours.png"
+    queries = ["--layer", "layer3", "--queries", "2", "--k", "3", "--out", str(neighbours)]
+    assert main(["neighbors", str(checkpoint), *queries]) == 0 and neighbours.stat().st_size > 1000
+    layers = ["--layers", "layer4,neck", "--no-mlp", "--knn", ""]
+    assert main(["evolution", str(out), *layers, "--out", str(tmp_path / "evolution")]) == 0
+    evolution = json.loads((tmp_path / "evolution" / "evolution.json").read_text())
+    assert [row["epoch"] for row in evolution] == [0, 1]
+    assert set(evolution[1]["protocols"]["linear"]) == {"layer4", "neck"}
     backbone = torch.load(export_backbone(checkpoint, tmp_path / "b.pt"), weights_only=True)
     assert "convs.layer4.1.conv2.weight" in backbone and not any(
         k.startswith("head.") for k in backbone
