@@ -80,3 +80,19 @@ def test_out_of_range_ids_are_rejected():
 def test_targets_equal_on_cpu_and_gpu():
     targets, ids = NoiseTargets(k=1000, d=64, seed=5), torch.arange(1000)
     assert torch.equal(targets[ids], targets[ids.cuda()].cpu())
+
+
+def test_the_nat_loss_reads_nothing_back_from_the_device_the_outputs_are_on():
+    """A step outside re-assignment epochs must not wait for the GPU: on the meta device (no data)
+    any host read of a device value (int(), .item(), .cpu()) raises, so this runs only if the loss,
+    its statistics and the target lookup keep every value on the outputs' device."""
+    from natlearn.objectives import NoiseAsTargets
+
+    objective = NoiseAsTargets(100, 16, seed=0)
+    outputs = torch.empty(8, 16, device="meta")
+    loss, stats = objective.loss(torch.arange(8), outputs)
+    assert loss.device.type == "meta" and {v.device.type for v in stats.values()} == {"meta"}
+    targets = NoiseTargets(100, 16, seed=0)
+    assert targets.lookup(torch.arange(5), "meta").shape == (5, 16)
+    with pytest.raises(IndexError, match=r"\[0, 100\)"):
+        targets.lookup(torch.tensor([3, 100]), "meta")  # checked on the CPU, before the move

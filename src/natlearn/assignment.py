@@ -88,7 +88,7 @@ class Assignment:
             and the fraction of the batch whose target changed.
         """
         ids, current, candidates, spare_slots = self._propose(image_ids)
-        candidate_vectors = targets[candidates.to(outputs.device)]
+        candidate_vectors = targets.lookup(candidates, outputs.device)
         similarity = (
             (outputs.detach().to(candidate_vectors.dtype) @ candidate_vectors.T)
             .double()

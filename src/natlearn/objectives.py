@@ -164,7 +164,7 @@ class NoiseAsTargets:
 
     def _held(self, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(b, d) the targets images ``ids`` hold."""
-        return self.targets[self.assignment[ids].to(device)]
+        return self.targets.lookup(self.assignment[ids], device)
 
     def state_dict(self) -> dict:
         return {"assignment": self.assignment.state_dict()}

@@ -96,12 +96,22 @@ class NoiseTargets:
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
         """Targets of ``ids`` (int tensor, shape (m,)) as float32 (m, d) on ``ids.device``."""
         ids = torch.as_tensor(ids)
+        return self.lookup(ids, ids.device)
+
+    def lookup(self, ids: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+        """Targets of ``ids`` (int tensor, shape (m,)) as float32 (m, d) generated on ``device``.
+
+        The ids are range-checked where they are, then moved: CPU ids (the assignment's) cost a GPU
+        no wait for the check, where ``targets[ids.cuda()]`` would read the ids' range back.
+        """
+        ids = torch.as_tensor(ids)
         if ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"target ids must be an integer tensor, got {ids.dtype}")
         ids = ids.to(torch.int64)
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.k):
             low, high = int(ids.min()), int(ids.max())
             raise IndexError(f"target ids must lie in [0, {self.k}), got range [{low}, {high}]")
+        ids = ids.to(device)
         if self.kind == "discrete":
             return torch.nn.functional.one_hot(ids % self.num_clusters, self.d).to(torch.float32)
         return self._sphere(ids)
