@@ -14,7 +14,6 @@ from natlearn.checkpoint import (
     checkpoint_paths,
     latest_checkpoint,
     load_checkpoint,
-    load_model,
     network_from_state,
 )
 from natlearn.config import Config
@@ -238,7 +237,7 @@ def compare_command(args: argparse.Namespace) -> None:
 def neighbors_command(args: argparse.Namespace) -> None:
     """``natlearn neighbors`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate import extract_features, labelled_splits
-    from natlearn.evaluate.figures import neighbours_figure
+    from natlearn.evaluate.figures import figure_title, neighbours_figure
 
     out = _figure_path(args.out)
     for name, value in (("--queries", args.queries), ("--k", args.k)):
@@ -259,16 +258,28 @@ def neighbors_command(args: argparse.Namespace) -> None:
         for data in (train_set, test_set)
     )
     panels = {args.layer: (train_features, test_features)}
-    figure = neighbours_figure(panels, train_set.images, test_set.images, out, args.queries, args.k)
+    figure = neighbours_figure(
+        panels,
+        train_set.images,
+        test_set.images,
+        out,
+        args.queries,
+        args.k,
+        labels=(train_set.labels, test_set.labels),
+        classes=train_set.classes,
+        title=figure_title(state["config"], state["epoch"], args.layer),
+    )
     print(f"wrote {figure}")
 
 
 def filters_command(args: argparse.Namespace) -> None:
     """``natlearn filters`` (its arguments: :mod:`natlearn.cli`)."""
-    from natlearn.evaluate.figures import filters_figure
+    from natlearn.evaluate.figures import figure_title, filters_figure
 
     out = _figure_path(args.out)
-    print(f"wrote {filters_figure(load_model(args.checkpoint), out)}")
+    state = load_checkpoint(args.checkpoint)
+    title = figure_title(state["config"], state["epoch"])
+    print(f"wrote {filters_figure(network_from_state(state), out, title)}")
 
 
 def evolution_command(args: argparse.Namespace) -> None:

@@ -17,7 +17,7 @@ import torch
 from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
-from natlearn.evaluate.figures import neighbours_figure, training_curves
+from natlearn.evaluate.figures import figure_title, neighbours_figure, training_curves
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Network, initial_model
@@ -172,12 +172,22 @@ def run_demo(
             "supervised (cross-entropy)": supervised_run.history,
         },
         out / "loss_curve.png",
+        f"{figure_title(config)}: NAT {config.epochs} epochs, "
+        f"supervised {supervised_config.epochs} epochs",
     )
     panels = {
         name: (features[name][0][REPRESENTATION], features[name][1][REPRESENTATION])
         for name in ("nat", "random_init")
     }
-    neighbours_figure(panels, train_set.images, test_set.images, out / "neighbours.png")
+    neighbours_figure(
+        panels,
+        train_set.images,
+        test_set.images,
+        out / "neighbours.png",
+        labels=(train_set.labels, test_set.labels),
+        classes=train_set.classes,
+        title=f"{figure_title(config, config.epochs, REPRESENTATION)} (random_init: epoch 0)",
+    )
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
     atomic_write(out / "results.md", lambda tmp: tmp.write_text(format_table(results) + "\n"))
     return results

@@ -11,7 +11,7 @@ from natlearn.config import Config
 from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate import labelled_splits
-from natlearn.evaluate.figures import line_plot
+from natlearn.evaluate.figures import figure_title, line_plot
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.markdown import table
@@ -74,8 +74,9 @@ def evolution(
         series,
         "epoch (0 = random init)",
         f"{protocol} top-1",
-        f"{run_dir.name}: transfer along training",
+        f"{run_dir.name}: {figure_title(config)}, transfer along training",
         out / "evolution.png",
+        chance=1 / len(train_set.classes),
     )
     cells = [[e, *(f"{series[layer][i]:.4f}" for layer in layers)] for i, e in enumerate(epochs)]
     what = f"{protocol} probe top-1 per layer ({config.data})"

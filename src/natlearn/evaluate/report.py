@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from natlearn.errors import NatlearnError
-from natlearn.evaluate.figures import training_curves
+from natlearn.evaluate.figures import figure_title, training_curves
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 
@@ -45,7 +45,11 @@ def write_report(run_dir: str | Path) -> Path:
             f"images/s in the last epoch). Last epoch: {summary}.",
             "",
         ]
-        training_curves({config.get("objective", "run"): rows}, run_dir / "training_curves.png")
+        training_curves(
+            {config.get("objective", "run"): rows},
+            run_dir / "training_curves.png",
+            f"{run_dir.name}: {figure_title(config, last['epoch'])}",
+        )
         lines += ["![training curves](training_curves.png)", ""]
     for title, relative in (
         ("Evaluation", "eval/eval.md"),
