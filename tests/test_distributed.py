@@ -258,3 +258,77 @@ def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
     double = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002.pt")["model"]
     for name, value in single.items():
         assert torch.allclose(value.double(), double[name].double(), atol=1e-4), name
+
+
+def two_nodes(out: Path, *extra: str, fault_on_one: str = "") -> list[subprocess.CompletedProcess]:
+    """Two ``torchrun --nnodes 2 --nproc-per-node 1`` launchers meeting at a c10d rendezvous on
+    127.0.0.1, as the README's multi-node line does on real hosts; ``fault_on_one`` kills the first
+    launcher's process at that point (NATLEARN_FAULT)."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for this rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        f"nat-{port}",
+        "-m",
+        "natlearn",
+        "train",
+        f"out={out}",
+        *extra,
+    ]
+    # One thread per process, as torchrun sets it for the 2-process node run compared against (it
+    # leaves a 1-process node alone), so the float arithmetic is the same.
+    faults = [{"NATLEARN_FAULT": fault_on_one} if fault_on_one else {}, {}]
+    nodes = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **fault},
+        )
+        for fault in faults
+    ]
+    finished = []
+    for node in nodes:
+        try:
+            stdout, stderr = node.communicate(timeout=300)
+        except subprocess.TimeoutExpired:  # a node left waiting for a dead peer
+            node.kill()
+            stdout, stderr = node.communicate()
+        finished.append(subprocess.CompletedProcess(command, node.returncode, stdout, stderr))
+    return finished
+
+
+def test_two_nodes_train_as_one_two_process_run_and_resume_after_a_node_dies(
+    two_rank_run, tmp_path
+):
+    """Two launchers (nodes) on one machine: the same global batch, assignment and weights as the
+    two-process run on one node; one node killed mid-epoch, both relaunched with --resume: the run
+    ends bit-identical to the uninterrupted one."""
+    out = tmp_path / "nodes"
+    nodes = two_nodes(out, *RUN)
+    assert all(node.returncode == 0 for node in nodes), nodes[0].stderr[-2000:]
+    assert sum(node.stdout.count("done: 3 epochs") for node in nodes) == 1, "rank 0 reports once"
+    assert_same_run(out, two_rank_run)
+
+    killed = tmp_path / "killed"
+    nodes = two_nodes(killed, *RUN, "checkpoint_every_steps=3", fault_on_one="after-step:2:5")
+    assert any(node.returncode != 0 for node in nodes)
+    assert not (killed / "checkpoints" / "epoch_0002.pt").exists()
+    nodes = two_nodes(killed, "--resume")
+    assert all(node.returncode == 0 for node in nodes), nodes[0].stderr[-2000:]
+    assert_same_run(killed, two_rank_run)
