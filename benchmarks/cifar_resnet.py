@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--subset", type=int, default=0, help="pre-train on this many images")
     parser.add_argument(
+        "--batch-size", type=int, default=0, help="instead of the preset's 256 (more steps)"
+    )
+    parser.add_argument(
         "--probe-train", type=int, default=0, help="fit probes on this many train images (0: all)"
     )
     parser.add_argument(
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         on_gpu = resolve_device(args.device).type == "cuda"
         data, name = "CIFAR-10 (JPEG q75 copy)", f"cifar_resnet_{'gpu' if on_gpu else 'cpu'}"
+    if args.batch_size:
+        name += f"_batch{args.batch_size}"
+        base = dataclasses.replace(base, batch_size=args.batch_size)
     runs, args.name = Path(args.runs) / name, name
     base = dataclasses.replace(
         base, epochs=args.epochs, subset=args.subset, device=args.device, progress=False
