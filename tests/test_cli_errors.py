@@ -47,7 +47,7 @@ def _bad_command_lines(run, tmp):
         (["eval", checkpoint, "--probe-epochs", "0", "--out", out], "--probe-epochs 0"),
         (["eval", checkpoint, "--finetune", "-1", "--out", out], "--finetune -1"),
         (["eval", str(tmp), "--out", out], "folder without epoch checkpoints"),
-        (["eval", str(tmp / "missing.pt"), "--out", out], "random-init or raw-pixels"),
+        (["eval", str(tmp / "missing.pt"), "--out", out], "raw-pixels or hand-crafted"),
         (
             ["eval", "random-init", "digits", "--layers", "conv9", "--out", out],
             "valid layers: conv1, conv2, conv3, neck",

@@ -158,7 +158,10 @@ def _parser() -> argparse.ArgumentParser:
         help="natlearn: natlearn's module keys; torchvision: a ResNet's torchvision.models keys",
     )
 
-    usage = "natlearn eval CHECKPOINT|random-init|raw-pixels [PRESET] [key=value ...] --out DIR"
+    usage = (
+        "natlearn eval CHECKPOINT|random-init|raw-pixels|hand-crafted [PRESET] [key=value ...] "
+        "--out DIR"
+    )
     add = command(
         "eval",
         "transfer of frozen features: linear probe per layer, the paper's MLP, weighted k-NN",
@@ -166,8 +169,16 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_presets_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add("source", help="a run folder or checkpoint .pt, random-init (untrained) or raw-pixels")
-    _settings(add, "random-init/raw-pixels: an optional preset first; then key=value data settings")
+    add(
+        "source",
+        help="a run folder or checkpoint .pt, random-init (untrained), raw-pixels or hand-crafted "
+        "(dense HOG, bag of words)",
+    )
+    _settings(
+        add,
+        "random-init/raw-pixels/hand-crafted: an optional preset first; then key=value data "
+        "settings",
+    )
     add(
         "--out",
         default=None,
@@ -181,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "sources",
         nargs="+",
-        help="checkpoints, random-init, raw-pixels, then key=value data settings",
+        help="checkpoints, random-init, raw-pixels, hand-crafted, then key=value data settings",
     )
     add("--out", required=True, help="output folder: one eval per source plus compare.md/json")
     _eval_flags(add)

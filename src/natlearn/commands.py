@@ -117,17 +117,22 @@ def _eval_layers(args: argparse.Namespace, config: Config, source: str) -> None:
     _check_layers(config, source, layers=_names(args.layers), knn_layers=_names(args.knn_layers))
 
 
+# Eval sources that are not checkpoints; the last two have no network (features of the images).
+_BASELINES = ("random-init", "raw-pixels", "hand-crafted")
+
+
 def _source_config(source: str, base: Config | None, overrides: list[str]) -> Config | None:
-    """The config of an eval source with the data overrides (None for raw-pixels), its checkpoint
-    loaded and checked now rather than after the sources before it were evaluated."""
-    if source == "raw-pixels":
+    """The config of an eval source with the data overrides (None for raw-pixels and
+    hand-crafted), its checkpoint loaded and checked now rather than after the sources before it
+    were evaluated."""
+    if source in ("raw-pixels", "hand-crafted"):
         return None
     if source == "random-init":
         return apply_overrides(base or Config(), overrides)
     if not Path(source).exists():
         raise NatlearnError(
             f"{source!r} does not exist; give a run folder, a checkpoint .pt file "
-            "(RUN/checkpoints/epoch_NNNN.pt), random-init or raw-pixels"
+            "(RUN/checkpoints/epoch_NNNN.pt), random-init, raw-pixels or hand-crafted"
         )
     return Config.from_checkpoint(load_checkpoint(source)["config"], overrides)
 
@@ -135,7 +140,7 @@ def _source_config(source: str, base: Config | None, overrides: list[str]) -> Co
 def _run_folder(source: str, otherwise: Path) -> Path:
     """The run folder a checkpoint source belongs to (a run folder, or a .pt file in its
     checkpoints/); ``otherwise`` for baselines and checkpoints kept elsewhere."""
-    if source in ("random-init", "raw-pixels"):
+    if source in _BASELINES:
         return otherwise
     checkpoints = checkpoint_file(source).parent
     return checkpoints.parent if checkpoints.name == "checkpoints" else otherwise
@@ -196,10 +201,11 @@ def eval_command(args: argparse.Namespace) -> None:
     """``natlearn eval`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.evaluate import evaluate, format_eval
 
-    baseline = args.source in ("random-init", "raw-pixels")
+    baseline = args.source in _BASELINES
     base, overrides = _split_preset(args.settings) if baseline else (None, args.settings)
     settings = _eval_settings(args)
     config = _source_config(args.source, base, _data_overrides(overrides))
+    settings.progress = apply_overrides(Config(), overrides).progress  # progress=false: quiet
     if config is not None:
         _eval_layers(args, config, args.source)
     out = Path(args.out) if args.out else _run_folder(args.source, Path(".")) / "eval"
@@ -210,27 +216,42 @@ def eval_command(args: argparse.Namespace) -> None:
 
 def compare_command(args: argparse.Namespace) -> None:
     """``natlearn compare`` (its arguments: :mod:`natlearn.cli`)."""
+    import time
+
     from natlearn.evaluate import evaluate
     from natlearn.evaluate.compare import compare_table
+    from natlearn.progress import say
 
     sources = [item for item in args.sources if "=" not in item]
     overrides = _data_overrides([item for item in args.sources if "=" in item])
     if not sources:
         raise NatlearnError(
-            "compare needs at least one source: checkpoint .pt files, random-init or raw-pixels, "
+            "compare needs at least one source: checkpoint .pt files, random-init, raw-pixels or "
+            "hand-crafted, "
             "before the key=value settings"
         )
-    checkpoints = [s for s in sources if s not in ("random-init", "raw-pixels")]
+    checkpoints = [s for s in sources if s not in _BASELINES]
     settings, out = _eval_settings(args), Path(args.out)
     base = _source_config(checkpoints[0], None, overrides) if checkpoints else None
     for source in sources:  # every checkpoint readable, every layer known, before evaluating
         config = _source_config(source, base, overrides)
         if config is not None:
             _eval_layers(args, config, source)
+    settings.progress = apply_overrides(Config(), overrides).progress  # progress=false: quiet
     results = {}
     for index, source in enumerate(sources):
-        name = f"{index}-{_run_folder(source, Path(source)).name}"
-        results[name] = evaluate(source, overrides, settings, out / name, base)
+        started, name = time.perf_counter(), f"{index}-{_run_folder(source, Path(source)).name}"
+        say(f"compare [{index + 1}/{len(sources)}]: {source}", settings.progress)
+        # An evaluation of the same network, settings and data is reused: this folder's from an
+        # earlier compare (under any name), or the run's own RUN/eval of `natlearn eval`.
+        earlier = [
+            out / name / "eval.json",
+            *sorted(out.glob("*/eval.json")),
+            _run_folder(source, out / name) / "eval" / "eval.json",
+        ]
+        results[name] = evaluate(source, overrides, settings, out / name, base, reuse=earlier)
+        took = f"{time.perf_counter() - started:.0f} s"
+        say(f"compare [{index + 1}/{len(sources)}]: {source} done, {took}", settings.progress)
     print(compare_table(results, out))
 
 
@@ -287,6 +308,7 @@ def evolution_command(args: argparse.Namespace) -> None:
     from natlearn.evaluate.evolution import evolution
 
     settings, overrides = _eval_settings(args), _data_overrides(args.settings)
+    settings.progress = apply_overrides(Config(), overrides).progress  # progress=false: quiet
     run_dir = Path(args.run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise NatlearnError(

@@ -21,6 +21,7 @@ import torch
 from natlearn.config import BadImagePolicy
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
+from natlearn.progress import steps
 
 __all__ = [
     "FolderListing",
@@ -212,7 +213,9 @@ def decode_folder(
         except Exception:  # a damaged cache is rebuilt, never trusted
             warnings.warn(f"rebuilding damaged cache file {cache}", stacklevel=2)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
-        arrays = list(pool.map(lambda path: try_decode(path, size), listing.files))
+        decoded = pool.map(lambda path: try_decode(path, size), listing.files)
+        what = f"decoding {listing.root}"
+        arrays = list(steps(decoded, what, len(listing.files), every=5.0, unit="images"))
     bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
     keep = [i for i, array in enumerate(arrays) if array is not None]
     if not keep:

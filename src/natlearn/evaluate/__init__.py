@@ -4,9 +4,10 @@ NAT, its baselines (random init, supervised, raw pixels), and checkpoints along 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
-from natlearn.checkpoint import load_checkpoint, network_from_state
+from natlearn.checkpoint import checkpoint_file, load_checkpoint, network_from_state
 from natlearn.config import Config
 from natlearn.data import require_labels
 from natlearn.devices import resolve_device
@@ -14,8 +15,15 @@ from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.knn import knn_classify
 from natlearn.evaluate.mlp import mlp_probe
 from natlearn.evaluate.probes import ProbeResult, linear_probe
+from natlearn.evaluate.reuse import (
+    checkpoint_network,
+    eval_key,
+    find_reusable,
+    random_init_network,
+)
 from natlearn.evaluate.transfer import (
     EvalSettings,
+    evaluate_handcrafted,
     evaluate_network,
     evaluate_pixels,
     finetune,
@@ -24,11 +32,13 @@ from natlearn.evaluate.transfer import (
 )
 from natlearn.models import initial_model
 from natlearn.presets import apply_overrides
+from natlearn.progress import progress_enabled, say
 
 __all__ = [
     "EvalSettings",
     "ProbeResult",
     "evaluate",
+    "evaluate_handcrafted",
     "evaluate_network",
     "evaluate_pixels",
     "extract_features",
@@ -42,7 +52,9 @@ __all__ = [
     "write_eval",
 ]
 
-RANDOM_INIT, RAW_PIXELS = "random-init", "raw-pixels"
+RANDOM_INIT, RAW_PIXELS, HAND_CRAFTED = "random-init", "raw-pixels", "hand-crafted"
+# Sources without a network: features computed from the images alone.
+FIXED_FEATURES = {RAW_PIXELS: evaluate_pixels, HAND_CRAFTED: evaluate_handcrafted}
 
 
 def labelled_splits(config: Config):
@@ -65,18 +77,26 @@ def evaluate(
     settings: EvalSettings,
     out: str | Path | None = None,
     base: Config | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> dict:
-    """Evaluate a checkpoint, ``random-init`` or ``raw-pixels`` and write ``out/eval.json`` +
-    ``eval.md``.
+    """Evaluate a checkpoint, ``random-init``, ``raw-pixels`` or ``hand-crafted`` and write
+    ``out/eval.json`` + ``eval.md``.
+
+    The results hold a ``key`` saying what was measured (:func:`natlearn.evaluate.reuse.eval_key`):
+    the first ``eval.json`` of ``reuse`` with the same key (same checkpoint bytes or random-init
+    config, settings, crop size and train/test images) is returned, and copied to ``out``, instead
+    of evaluating again.
 
     Args:
-        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` (their network and data come
-            from ``base``).
+        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` / ``hand-crafted`` (their
+            network and data come from ``base``).
         overrides: ``key=value`` changes to the data settings (e.g. ``data=...``,
             ``data_root=...``).
-        base: the config of random-init / raw-pixels (default: natlearn's defaults).
+        base: the config of random-init / raw-pixels / hand-crafted (default: natlearn's
+            defaults).
+        reuse: ``eval.json`` files that may hold this evaluation already (missing ones are fine).
     """
-    state = None if source in (RANDOM_INIT, RAW_PIXELS) else load_checkpoint(source)
+    state = None if source == RANDOM_INIT or source in FIXED_FEATURES else load_checkpoint(source)
     config = (
         Config.from_checkpoint(state["config"], overrides)
         if state
@@ -84,17 +104,37 @@ def evaluate(
     )
     config = dataclasses.replace(config, progress=settings.progress)
     settings = settings.matching(config)
-    train_set, test_set = labelled_splits(config)
+    with progress_enabled(settings.progress):  # decoding a folder says how far it is
+        train_set, test_set = labelled_splits(config)
     crop_size = config.resolve(train_set.image_size).crop_size
-    if source == RAW_PIXELS:
-        results = evaluate_pixels(train_set, test_set, crop_size, settings)
+    if source in FIXED_FEATURES:
+        network: dict = {"features": source}
+    elif state is None:
+        network = random_init_network(config)
+    else:
+        checkpoint = checkpoint_file(source)
+        network = checkpoint_network(checkpoint)
+    key = eval_key(network, settings, train_set, test_set, crop_size)
+    found = find_reusable(key, [Path(path) for path in reuse])
+    if found is not None:
+        path, stored = found
+        same = "checkpoint, " if state else "network config, " if source == RANDOM_INIT else ""
+        say(f"{source}: reusing {path} (same {same}settings and data)", settings.progress)
+        results = {**stored, "model": source, "reused": str(path)}
+        if state is not None:
+            results["checkpoint"] = str(checkpoint)
+        if out is not None and Path(out).resolve() != path.parent.resolve():
+            write_eval(Path(out), results)
+        return results
+    if source in FIXED_FEATURES:
+        results = FIXED_FEATURES[source](train_set, test_set, crop_size, settings)
     else:
         model = network_from_state(state) if state else initial_model(config, train_set).eval()
         device = resolve_device()
         results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
     results = {
         "model": source,
-        "objective": "none" if source == RAW_PIXELS else config.objective,
+        "objective": "none" if source in FIXED_FEATURES else config.objective,
         "data": config.data,
         "train_images": len(train_set),
         "test_images": len(test_set),
@@ -107,7 +147,10 @@ def evaluate(
             f"images; {_view(settings, crop_size)}, no augmentation."
         ),
         **results,
+        "key": key,
     }
+    if state is not None:
+        results["checkpoint"] = str(checkpoint)
     if out is not None:
         write_eval(Path(out), results)
     return results

@@ -12,12 +12,28 @@ from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate import labelled_splits
 from natlearn.evaluate.figures import figure_title, line_plot
+from natlearn.evaluate.reuse import checkpoint_network, eval_key, random_init_network
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import initial_model
+from natlearn.progress import progress_enabled, say, steps
 
 __all__ = ["evolution"]
+
+
+def _reusable_row(key: dict, files: list[Path]) -> tuple[Path, dict] | None:
+    """(file, {"protocols", "seconds"}) of an earlier evaluation with this key: a row of an
+    ``evolution.json`` or an ``eval.json``."""
+    for path in files:
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for row in stored if isinstance(stored, list) else [stored]:
+            if isinstance(row, dict) and row.get("key") == key and "protocols" in row:
+                return path, {"protocols": row["protocols"], "seconds": row.get("seconds", 0.0)}
+    return None
 
 
 def evolution(
@@ -44,22 +60,33 @@ def evolution(
         )
     first = load_checkpoint(paths[0])
     config = Config.from_checkpoint(first["config"], overrides or [])
-    train_set, test_set = labelled_splits(config)
+    with progress_enabled(settings.progress):
+        train_set, test_set = labelled_splits(config)
     crop_size = config.resolve(train_set.image_size).crop_size
     settings = settings.matching(config)
     device = resolve_device()
-    untrained = initial_model(config, train_set).to(device)
-    rows = [{"epoch": 0, **evaluate_network(untrained, train_set, test_set, crop_size, settings)}]
-    for path in paths:
-        state = load_checkpoint(path)
-        model = network_from_state(state).to(device)
-        rows.append(
-            {
-                "epoch": state["epoch"],
-                **evaluate_network(model, train_set, test_set, crop_size, settings),
-            }
-        )
     out = Path(out) if out else run_dir / "evolution"
+    # Rows of an earlier evolution.json, and the run's eval.json, are reused where they measured the
+    # same network, settings and data (their "key"); the rest is evaluated.
+    earlier = [out / "evolution.json", run_dir / "eval" / "eval.json"]
+    rows = []
+    checkpoints = steps([None, *paths], "evolution", enabled=settings.progress, unit="checkpoints")
+    for index, path in enumerate(checkpoints):
+        state = load_checkpoint(path) if path is not None else None
+        epoch = state["epoch"] if state is not None else 0
+        network = checkpoint_network(path) if path is not None else random_init_network(config)
+        key = eval_key(network, settings, train_set, test_set, crop_size)
+        what = f"evolution [{index + 1}/{len(paths) + 1}]: epoch {epoch}"
+        found = _reusable_row(key, earlier)
+        if found is not None:
+            same = "same network, settings and data"
+            say(f"{what}: reusing {found[0]} ({same})", settings.progress)
+            rows.append({"epoch": epoch, **found[1], "key": key})
+            continue
+        say(f"{what} ({path or 'random init'})", settings.progress)
+        model = initial_model(config, train_set) if state is None else network_from_state(state)
+        results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
+        rows.append({"epoch": epoch, **results, "key": key})
     atomic_write(
         out / "evolution.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2) + "\n")
     )

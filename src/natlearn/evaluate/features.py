@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from natlearn.data import eval_view
 from natlearn.models import Network
+from natlearn.progress import steps
 
 __all__ = [
     "batch_features",
@@ -60,6 +60,7 @@ def extract_features(
     progress: bool = False,
     crop: str = "pad",
     scale: float = 0.25,
+    desc: str = "",
 ) -> dict[str, torch.Tensor]:
     """Features of ``layers`` for uint8 ``images`` (n, C, H, W): the deterministic view matching the
     training crops ``crop``/``scale`` (:func:`natlearn.data.eval_view`: the centre crop for pad
@@ -72,7 +73,8 @@ def extract_features(
     device = next(model.parameters()).device
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="features", leave=False, disable=None if progress else True):
+    what = f"features of {len(images):,} {desc} images".replace("  ", " ")
+    for start in steps(starts, what, enabled=progress, every=5.0, unit="batches"):
         batch = images[start : start + batch_size].to(device)
         features = batch_features(model, batch, layers, crop_size, max_dims, crop, scale)
         for name, value in features.items():

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from tqdm import tqdm
+
+from natlearn.progress import steps
 
 __all__ = ["Batching", "fit_minibatches"]
 
@@ -41,7 +42,7 @@ def fit_minibatches(
     per_epoch = len(rows) // batch_size if batching == "drop_last" else -(-len(rows) // batch_size)
     epochs = max(epochs, -(-min_steps // per_epoch))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * per_epoch)
-    for _ in tqdm(range(epochs), desc=label, leave=False, disable=None if progress else True):
+    for _ in steps(range(epochs), label or "fit", enabled=progress, every=10.0, unit="epochs"):
         order = rows[torch.randperm(len(rows), generator=generator)]
         for batch in _cut(order, batching, per_epoch, batch_size):
             loss = batch_loss(batch)

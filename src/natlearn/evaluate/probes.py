@@ -9,6 +9,7 @@ made.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ def linear_probe(
     weight_decays: Sequence[float] = WEIGHT_DECAYS,
     solver: str = "auto",
     progress: bool = False,
+    threads: int | None = None,
 ) -> ProbeResult:
     """Multinomial logistic regression on standardised frozen features.
 
@@ -93,9 +95,17 @@ def linear_probe(
     ``adam`` (mini-batches, ``epochs`` with cosine decay; every decay trained at once as one wide
     layer on 90% of the training set, the best on the other 10% kept; for 50,000 x 9,000 features).
 
+    The L-BFGS search walks the decays from the largest down (the quickest fits first) and stops
+    once two decays in a row score below the best so far (:data:`PATIENCE`): the decays it skips
+    are the slowest fits, and they could only win if held-out accuracy rose again after falling
+    twice. Otherwise its choice, and every number, is what trying every decay gives.
+
     Args:
         train_x: (n_train, f) features; train_y: (n_train,) int64 labels in [0, classes).
         test_x: (n_test, f) features; test_y: (n_test,) labels, used only for the final score.
+        threads: CPU threads for the fit on features of more than 5e7 numbers (None: as set);
+            smaller ones always fit on one (see :func:`_threads`). Callers that run several probes
+            at once pass their share.
     """
     device = resolve_device()
     standardise = standardiser(train_x)
@@ -104,7 +114,8 @@ def linear_probe(
     classes = int(train_y.max()) + 1
     if solver == "auto":
         solver = "lbfgs" if x.numel() <= 5e7 else "adam"
-    with _single_thread_if(x.numel() <= 5e7 and x.device.type == "cpu"):
+    single = x.numel() <= 5e7 and x.device.type == "cpu"
+    with _threads(1 if single else threads):
         final, best, scores = _choose_and_fit(
             x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress
         )
@@ -123,12 +134,17 @@ def linear_probe(
 
 
 @contextlib.contextmanager
-def _single_thread_if(condition: bool) -> Iterator[None]:
-    """Fits on small features are dominated by per-op overhead; several OpenMP threads only add to
-    it (10x slower when another process shares the cores), so they run on one thread."""
+def _threads(count: int | None) -> Iterator[None]:
+    """Run the block on ``count`` CPU threads (None: as set). Probes on up to 5e7 numbers run on
+    one: their ops are small, so OpenMP threads gain little, and threads that wait for each other at
+    every op are 3-10x slower when another process shares the cores (measured on 2 shared cores:
+    the Adam probe on 6,000 x 9,216 features, 24 s on one thread and 82 s on two). To use every
+    core, evaluation runs several single-threaded probes at once instead
+    (:func:`natlearn.evaluate.transfer._probe_all`). The setting is per thread in torch's OpenMP
+    backend, so concurrent probes do not disturb each other's."""
     previous = torch.get_num_threads()
-    if condition:
-        torch.set_num_threads(1)
+    if count is not None:
+        torch.set_num_threads(count)
     try:
         yield
     finally:
@@ -155,21 +171,19 @@ def _choose_and_fit(
         folds = (
             torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device).chunk(3)
         )
-        scores = []
-        for wd in weight_decays:
+        scores: list[float | None] = [None] * len(weight_decays)
+        for i in _decay_walk(weight_decays, scores):
             correct = 0
             for k, held in enumerate(folds):
                 fit = torch.cat([f for j, f in enumerate(folds) if j != k])
+                params = _fit_lbfgs(x[fit], y[fit], classes, weight_decays[i])
                 with torch.no_grad():
-                    correct += int(
-                        (
-                            _fit_lbfgs(x[fit], y[fit], classes, wd)(x[held]).argmax(dim=1)
-                            == y[held]
-                        ).sum()
-                    )
-            scores.append(correct / len(x))
-        best = max(range(len(weight_decays)), key=lambda i: (scores[i], -i))
-        final = _fit_lbfgs(x, y, classes, weight_decays[best])
+                    correct += int((_logits(x[held], params).argmax(dim=1) == y[held]).sum())
+            scores[i] = correct / len(x)
+        best = _best(scores)
+        # From zero, as every fit: most stop at max_iter short of the optimum, so a warm start would
+        # end elsewhere (1 digit in 599 moved either way when it was tried).
+        final = _linear(*_fit_lbfgs(x, y, classes, weight_decays[best]))
     else:
         # Large data: every decay at once as one wide layer on 90%, the best on the other 10% is
         # kept.
@@ -184,24 +198,61 @@ def _choose_and_fit(
                 .mean(dim=0)
                 .tolist()
             )
-            best = max(range(heads), key=lambda i: (scores[i], -i))
-            final = nn.Linear(x.shape[1], classes).to(device)
+            best = _best(scores)
+            final = nn.utils.skip_init(nn.Linear, x.shape[1], classes, device=device)
             final.weight.copy_(layer.weight.view(heads, classes, -1)[best])
             final.bias.copy_(layer.bias.view(heads, classes)[best])
     return final, best, scores
 
 
+PATIENCE = 2
+"""The L-BFGS decay search stops after this many decays in a row below the best so far."""
+
+
+def _decay_walk(weight_decays: Sequence[float], scores: list[float | None]) -> Iterator[int]:
+    """Indices of ``weight_decays`` to try, largest decay first; the caller fills ``scores[i]``
+    (held-out accuracy) before asking for the next. Stops after :data:`PATIENCE` decays in a row
+    score below the best so far: held-out accuracy rises to one peak as the decay falls, and the
+    smaller decays, skipped, are the slowest fits (L-BFGS runs to its iteration cap on them)."""
+    below = 0
+    for i in sorted(range(len(weight_decays)), key=lambda i: -weight_decays[i]):
+        yield i
+        best = max(score for score in scores if score is not None)
+        below = below + 1 if scores[i] < best else 0
+        if below >= PATIENCE:
+            return
+
+
+def _best(scores: Sequence[float | None]) -> int:
+    """The index of the best held-out score; ties go to the earlier decay (as listed)."""
+    tried = [i for i, score in enumerate(scores) if score is not None]
+    return max(tried, key=lambda i: (scores[i], -i))
+
+
+def _logits(x: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    weight, bias = params
+    return x @ weight.T + bias
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    layer = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], device=weight.device)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
 def _fit_lbfgs(
     x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float, max_iter: int = 100
-) -> nn.Linear:
-    torch.manual_seed(0)
-    layer = nn.Linear(x.shape[1], classes).to(x.device)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the L2-regularised softmax regression, from zero. Draws no random numbers
+    (probes run concurrently)."""
+    weight = torch.zeros(classes, x.shape[1], device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, device=x.device, requires_grad=True)
     # Tolerances far below what changes a prediction; separable data with a tiny decay would run to
     # max_iter.
     optimizer = torch.optim.LBFGS(
-        layer.parameters(),
+        [weight, bias],
         lr=1,
         max_iter=max_iter,
         history_size=20,
@@ -212,12 +263,12 @@ def _fit_lbfgs(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(layer(x), y) + 0.5 * weight_decay * layer.weight.pow(2).sum()
+        loss = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return layer
+    return weight.detach(), bias.detach()
 
 
 def _fit_adam(
@@ -235,8 +286,15 @@ def _fit_adam(
     """All weight decays at once: a (heads * classes)-wide linear layer, each block with its own
     decay."""
     heads, device = len(weight_decays), x.device
-    torch.manual_seed(0)
-    layer = nn.Linear(x.shape[1], classes * heads).to(device)
+    # nn.Linear's initialisation from seed 0, drawn from a generator of its own: probes run
+    # concurrently, and only the MLP probe may use the global one.
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.utils.skip_init(nn.Linear, x.shape[1], classes * heads)
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1 / math.sqrt(x.shape[1])
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    layer = layer.to(device)
     decay = torch.tensor(weight_decays, device=device).repeat_interleave(classes)[:, None]
 
     def batch_loss(batch: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
+import math
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.data import Augmentation, ImageDataset, center_crop, eval_view
+from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.fit import fit_minibatches
 from natlearn.evaluate.knn import knn_classify
@@ -26,10 +31,12 @@ from natlearn.evaluate.probes import ProbeResult, linear_probe, topk_accuracy
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Head, Network
+from natlearn.progress import say, steps
 
 __all__ = [
     "EvalSettings",
     "evaluate_network",
+    "evaluate_handcrafted",
     "evaluate_pixels",
     "finetune",
     "write_eval",
@@ -66,6 +73,23 @@ class EvalSettings:
         )
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """One probe of one layer's features: what it is, how to run it on ``threads`` CPU threads
+    (None: the probe's own choice), and a rough cost (seconds on one core) to start the longest
+    first."""
+
+    protocol: str
+    layer: str
+    features: int
+    run: Callable[[int | None], ProbeResult]
+    cost: float
+
+
+MAX_CONCURRENT_PROBES = 4
+"""Probes run at once on a CPU at most (each holds a standardised copy of its features)."""
+
+
 def _probe_all(
     train: dict,
     test: dict,
@@ -73,28 +97,116 @@ def _probe_all(
     test_y: torch.Tensor,
     settings: EvalSettings,
     knn_layers: list[str],
+    mlp: tuple[str, int] | None = None,
 ) -> dict:
-    """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones)
-    and k-NN on ``knn_layers``."""
-    results: dict[str, dict[str, dict]] = {}
+    """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones),
+    k-NN on ``knn_layers``, and the MLP probe on ``mlp`` = (layer, hidden width) when given.
+
+    On a CPU the probes run at once, one thread each, on as many threads as torch is set to (at
+    most :data:`MAX_CONCURRENT_PROBES`; the threads are shared out when fewer probes run): every
+    core is busy without OpenMP threads waiting for each other at every small op. Each probe is
+    deterministic on its own (only the MLP draws from the global RNG), so the results do not depend
+    on the order they finish in. One line per probe reports its result and time."""
+    n, classes = len(train_y), int(train_y.max()) + 1
+    probes: list[_Probe] = []
     for layer in train:
+        x, x_test, dims = train[layer], test[layer], train[layer].shape[1]
         if settings.linear and (
             settings.layers is None or layer in settings.layers or layer == "pixels"
         ):
-            result = linear_probe(
-                train[layer],
-                train_y,
-                test[layer],
-                test_y,
-                epochs=settings.probe_epochs,
-                progress=settings.progress,
+            run = functools.partial(
+                _linear, x, train_y, x_test, test_y, settings.probe_epochs, settings.progress
             )
-            results.setdefault("linear", {})[layer] = result.as_dict()
+            probes.append(_Probe("linear", layer, dims, run, _linear_cost(n, dims, classes)))
         for k in settings.knn if layer in knn_layers else ():
-            results.setdefault(f"knn{k}", {})[layer] = knn_classify(
-                train[layer], train_y, test[layer], test_y, k=k
-            ).as_dict()
+            run = functools.partial(_knn, x, train_y, x_test, test_y, k)
+            probes.append(_Probe(f"knn{k}", layer, dims, run, 1e-9 * n * len(x_test) * dims))
+    if mlp is not None:
+        layer, hidden = mlp
+        x, dims = train[layer], train[layer].shape[1]
+        run = functools.partial(
+            _mlp, x, train_y, test[layer], test_y, hidden, settings.probe_epochs, settings.progress
+        )
+        probes.append(_Probe("mlp", layer, dims, run, _mlp_cost(n, dims, hidden, classes)))
+    found = {}
+    done = steps(
+        _run_probes(probes), "probes", len(probes), settings.progress, every=math.inf, unit="probes"
+    )
+    for count, (probe, result, seconds) in enumerate(done, start=1):
+        found[probe.protocol, probe.layer] = result
+        say(
+            f"[{count}/{len(probes)}] {probe.protocol} {probe.layer} ({probe.features:,} "
+            f"features): {_describe(result)}, {seconds:.1f} s",
+            settings.progress,
+        )
+    results: dict[str, dict[str, dict]] = {}
+    for probe in probes:  # the order they were listed in, whichever finished first
+        results.setdefault(probe.protocol, {})[probe.layer] = found[
+            probe.protocol, probe.layer
+        ].as_dict()
     return results
+
+
+def _linear(x, y, x_test, y_test, epochs, progress, threads) -> ProbeResult:
+    return linear_probe(x, y, x_test, y_test, epochs=epochs, progress=progress, threads=threads)
+
+
+def _knn(x, y, x_test, y_test, k, threads) -> ProbeResult:
+    return knn_classify(x, y, x_test, y_test, k=k)
+
+
+def _mlp(x, y, x_test, y_test, hidden, epochs, progress, threads) -> ProbeResult:
+    return mlp_probe(x, y, x_test, y_test, hidden, epochs, progress=progress)
+
+
+def _linear_cost(n: int, dims: int, classes: int) -> float:
+    if n * dims <= 5e7:  # L-BFGS: about ten fits of 100 iterations
+        return 2.5e-7 * n * dims * classes
+    steps = max(1000, 30 * math.ceil(0.9 * n / 256))  # Adam: five heads at once
+    return 2e-10 * steps * 256 * dims * classes * 5
+
+
+def _mlp_cost(n: int, dims: int, hidden: int, classes: int) -> float:
+    steps = max(500, 30 * n // 256)
+    return 1e-10 * steps * 256 * (dims * hidden + hidden * hidden + hidden * classes)
+
+
+def _describe(result: ProbeResult) -> str:
+    text = f"top-1 {result.top1:.4f}" + (f", top-5 {result.top5:.4f}" if result.top5 else "")
+    if result.weight_decay is not None:
+        decay, held_out = result.weight_decay, result.held_out_top1
+        text += f" (weight decay {decay:g}, held-out train {held_out:.4f})"
+    if result.k is not None:
+        text += f" (k={result.k})"
+    return text
+
+
+def _run_probes(probes: list[_Probe]) -> Iterator[tuple[_Probe, ProbeResult, float]]:
+    """(probe, result, seconds) of every probe, as they finish. Several at once on a CPU, the
+    costliest first (the longest-processing-time rule: the last to finish is a short one)."""
+    device = resolve_device()
+    cores = torch.get_num_threads()
+    workers = min(cores, len(probes), MAX_CONCURRENT_PROBES) if device.type == "cpu" else 1
+    if workers <= 1:  # one at a time, each on the threads it chooses (a GPU runs them in turn)
+        for probe in probes:
+            started = time.perf_counter()
+            yield probe, probe.run(None), time.perf_counter() - started
+        return
+    threads = max(1, cores // workers)
+
+    def run(probe: _Probe) -> tuple[_Probe, ProbeResult, float]:
+        started = time.perf_counter()
+        torch.set_num_threads(threads)  # this worker thread's own setting
+        return probe, probe.run(threads), time.perf_counter() - started
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+    try:
+        futures = [pool.submit(run, probe) for probe in sorted(probes, key=lambda p: -p.cost)]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:  # all done, or an error or interrupt: start no more probes, report it now
+        pool.shutdown(wait=False, cancel_futures=True)
+        torch.set_num_threads(cores)
 
 
 def evaluate_network(
@@ -112,25 +224,26 @@ def evaluate_network(
     )  # k-NN layers too
     wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
     view = {"crop": settings.crop, "scale": settings.crop_scale, "progress": settings.progress}
-    train = extract_features(model, train_set.images, wanted, crop_size, **view)
-    test = extract_features(model, test_set.images, wanted, crop_size, **view)
-    probed = ({k: train[k] for k in layers}, {k: test[k] for k in layers})
-    results = _probe_all(
-        *probed, train_set.labels, test_set.labels, settings, list(settings.knn_layers)
+    extracting = time.perf_counter()
+    # Extracted once: every probe below shares these features.
+    train = extract_features(model, train_set.images, wanted, crop_size, **view, desc="train")
+    test = extract_features(model, test_set.images, wanted, crop_size, **view, desc="test")
+    say(
+        f"features of {len(train_set):,} train + {len(test_set):,} test images, "
+        f"{len(wanted)} layers: {time.perf_counter() - extracting:.1f} s",
+        settings.progress,
     )
-    if settings.mlp:
-        last = model.conv_names[-1]
-        hidden = settings.mlp_hidden or (4096 if model.arch == "alexnet" else 512)
-        result = mlp_probe(
-            train[last],
-            train_set.labels,
-            test[last],
-            test_set.labels,
-            hidden,
-            settings.probe_epochs,
-            progress=settings.progress,
-        )
-        results["mlp"] = {last: result.as_dict()}
+    last = model.conv_names[-1]
+    hidden = settings.mlp_hidden or (4096 if model.arch == "alexnet" else 512)
+    results = _probe_all(
+        {k: train[k] for k in wanted},
+        {k: test[k] for k in wanted},
+        train_set.labels,
+        test_set.labels,
+        settings,
+        list(settings.knn_layers),
+        mlp=(last, hidden) if settings.mlp else None,
+    )
     if settings.finetune_epochs:
         tuned = finetune(
             model,
@@ -150,17 +263,54 @@ def evaluate_pixels(
 ) -> dict:
     """Raw pixels of the centre crop as features: the floor any representation should clear."""
     started = time.perf_counter()
-    train = {
-        "pixels": eval_view(
-            train_set.images, crop_size, settings.crop, settings.crop_scale
-        ).flatten(1)
-    }
-    test = {
-        "pixels": eval_view(test_set.images, crop_size, settings.crop, settings.crop_scale).flatten(
-            1
-        )
-    }
-    results = _probe_all(train, test, train_set.labels, test_set.labels, settings, ["pixels"])
+    train_x, test_x = (
+        eval_view(data.images, crop_size, settings.crop, settings.crop_scale).flatten(1)
+        for data in (train_set, test_set)
+    )
+    return _evaluate_fixed("pixels", train_x, test_x, train_set, test_set, settings, started)
+
+
+def evaluate_handcrafted(
+    train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings
+) -> dict:
+    """The paper's kind of hand-crafted baseline (:mod:`natlearn.evaluate.handcrafted`): dense HOG
+    of the evaluation view, a bag of visual words whose codebook is fit on training images only."""
+    from natlearn.evaluate.handcrafted import cell_size, hand_crafted
+
+    started = time.perf_counter()
+    train_x, test_x = hand_crafted(
+        train_set.images, test_set.images, crop_size, settings.crop, settings.crop_scale
+    )
+    say(
+        f"hand-crafted: {len(train_x) + len(test_x):,} images -> {train_x.shape[1]:,} features, "
+        f"{time.perf_counter() - started:.1f} s",
+        settings.progress,
+    )
+    results = _evaluate_fixed("hog-bow", train_x, test_x, train_set, test_set, settings, started)
+    cell = cell_size(crop_size)
+    results["features"] = (
+        f"dense HOG ({cell}-px cells, 2x2-cell blocks, 9 orientations, L2-Hys), a "
+        f"{train_x.shape[1] // 5}-word k-means codebook fit on train images, triangle encoding, "
+        "1x1 + 2x2 pyramid, power + L2 normalised"
+    )
+    return results
+
+
+def _evaluate_fixed(
+    name: str,
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    settings: EvalSettings,
+    started: float,
+) -> dict:
+    """Fixed (n, f) features of no network (raw pixels, hand-crafted) probed alike: the linear
+    probe and k-NN on ``name``; no MLP (it probes a conv map) and nothing to fine-tune."""
+    settings = dataclasses.replace(settings, layers=[name])
+    results = _probe_all(
+        {name: train_x}, {name: test_x}, train_set.labels, test_set.labels, settings, [name]
+    )
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
