@@ -17,3 +17,23 @@ def tiny_config(tmp_path) -> Config:
         out=str(tmp_path / "run"),
         progress=False,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 2-epoch NAT run on digits keeping every epoch's checkpoint, trained once per test module
+    (each module's evaluations write into its own run)."""
+    from natlearn.train import train
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    config = Config(
+        widths=(8, 16),
+        dim=16,
+        epochs=2,
+        batch_size=128,
+        reassign_every=1,
+        keep_every=1,
+        out=str(out),
+        progress=False,
+    )
+    return train(config)

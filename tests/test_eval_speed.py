@@ -22,7 +22,6 @@ from natlearn.data.folder import decode_folder, scan_folder
 from natlearn.evaluate import EvalSettings, evaluate_network, linear_probe
 from natlearn.evaluate.evolution import evolution
 from natlearn.models import initial_model
-from natlearn.train import train
 
 
 def _overlapping(n: int, seed: int, dims: int = 40, classes: int = 4):
@@ -185,22 +184,6 @@ def test_an_evaluation_reports_each_probe_with_its_time_and_result(digits_subset
 
 
 # --- reuse ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("speed") / "run"
-    config = Config(
-        widths=(8, 16),
-        dim=16,
-        epochs=2,
-        batch_size=128,
-        reassign_every=1,
-        keep_every=1,
-        out=str(out),
-        progress=False,
-    )
-    return train(config)
 
 
 FLAGS = ["--knn", "20", "--probe-epochs", "1", "--no-mlp", "--layers", "neck"]

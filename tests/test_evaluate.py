@@ -130,22 +130,6 @@ def test_an_images_features_do_not_depend_on_its_batch_and_extraction_leaves_bat
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "run"
-    config = Config(
-        widths=(8, 16),
-        dim=16,
-        epochs=2,
-        batch_size=128,
-        reassign_every=1,
-        keep_every=1,
-        out=str(out),
-        progress=False,
-    )
-    return train(config)
-
-
 FAST = EvalSettings(knn=(20,), mlp=True, mlp_hidden=32, probe_epochs=3, progress=False)
 
 
