@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="digits, 1 epoch, 256 images; writes RUNS only"
     )
     args = parser.parse_args(argv)
-    args.argv = argv if argv is not None else __import__("sys").argv[1:]
+    args.argv = argv if argv is not None else sys.argv[1:]
     rows = [row for row in args.rows.split(",") if row]
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
