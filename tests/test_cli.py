@@ -472,3 +472,40 @@ def test_train_starts_with_a_summary_of_what_it_found_and_ends_naming_the_next_c
     assert f"next: natlearn eval {out}" in captured.out
     assert main(["train", *settings[:-2], "epochs=2", f"out={out}", "--resume"]) == 0
     assert f"run: {out} (resumed at epoch 2)" in capsys.readouterr().err
+
+
+def test_eval_and_compare_start_with_a_summary_and_end_naming_the_next_command(tmp_path, capsys):
+    run = tmp_path / "run"
+    settings = ["digits", "widths=[8,8]", "dim=8", "subset=200", "epochs=1", "progress=false"]
+    assert main(["train", *settings, f"out={run}"]) == 0
+    capsys.readouterr()
+    flags = ["--no-mlp", "--knn", "5", "--layers", "neck"]
+    assert main(["eval", str(run), *flags]) == 0
+    captured = capsys.readouterr()
+    data, network, protocols = captured.err.splitlines()[:3]
+    assert re.fullmatch(
+        r"data: digits: 1,198 train images \(.*\), 599 test images \(.*\), 10 classes; 8 px, "
+        r"centre 8x8 crops",
+        data,
+    )
+    trained = r"network: small, [\d,]+ parameters, trained with nat; sobel input"
+    assert re.fullmatch(trained, network)
+    assert re.fullmatch(r"protocols: linear on neck; 5-NN on neck; cpu, \d+ threads", protocols)
+    assert f"next: natlearn report {run} " in captured.out
+
+    out = tmp_path / "compare"
+    assert main(["compare", str(run), "random-init", "raw-pixels", *flags, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"{run}: reusing {run / 'eval' / 'eval.json'}" in captured.err  # no summary: not run
+    assert re.search(r"^network: small, [\d,]+ parameters, untrained; sobel", captured.err, re.M)
+    assert "features: raw-pixels (the view)\nprotocols: linear on features; 5-NN on features" in (
+        captured.err
+    )
+    assert f"wrote {out / 'compare.md'}, compare.json" in captured.out
+
+    assert main(["eval", "raw-pixels", "data=digits", *flags, "--out", str(tmp_path / "p")]) == 0
+    assert "next: natlearn compare RUN/checkpoints/last.pt raw-pixels data=digits" in (
+        capsys.readouterr().out
+    )
+    assert main(["eval", str(run), *flags, "progress=false", "--out", str(tmp_path / "q")]) == 0
+    assert "data: " not in capsys.readouterr().err

@@ -599,3 +599,30 @@ def test_eval_view_shows_resized_crops_at_their_mean_training_scale():
     assert torch.equal(eval_view(ramp, 64, "pad"), center_crop(ramp, 64))
     full = eval_view(ramp, 64, "resized", 1.0)  # scale=1: the whole image, resized
     assert slope(full) == pytest.approx(1.5, rel=0.02)
+
+
+def test_files_beside_the_class_folders_are_named_as_unused(tmp_path):
+    _write_noise(tmp_path / "data" / "cat", 2)
+    _write_noise(tmp_path / "data" / "dog", 2)
+    (tmp_path / "data" / "notes.txt").write_text("labels came from ...")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "data" / "loose.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_dataset(str(tmp_path / "data"), "all", image_size=8)
+    assert len(data) == 4
+    (message,) = [str(w.message) for w in caught]
+    assert "ignored 2 file(s) beside the class folders" in message and "loose.png" in message
+
+
+def test_decoding_says_whether_the_cache_was_hit_unless_progress_is_off(tmp_path, capsys):
+    from natlearn.progress import progress_enabled
+
+    _write_folder(tmp_path / "images", per_class=3)
+    load_dataset(str(tmp_path / "images"), "all", image_size=12)
+    decoded = capsys.readouterr().err
+    assert "decoded 9 images at 12 px; cached in" in decoded and "skips decoding" in decoded
+    load_dataset(str(tmp_path / "images"), "all", image_size=12)
+    assert "9 images at 12 px from the decode cache" in capsys.readouterr().err
+    with progress_enabled(False):
+        load_dataset(str(tmp_path / "images"), "all", image_size=12)
+    assert capsys.readouterr().err == ""

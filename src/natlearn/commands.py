@@ -212,6 +212,21 @@ def eval_command(args: argparse.Namespace) -> None:
     results = evaluate(args.source, overrides, settings, out, base)
     print(format_eval(results))
     print(f"wrote {out / 'eval.json'} and eval.md ({results['seconds']:.0f} s)")
+    print(f"next: {_after_eval(args.source, overrides)}")
+
+
+def _after_eval(source: str, overrides: list[str]) -> str:
+    """The natural next command after evaluating ``source``."""
+    data = "".join(f" {item}" for item in overrides)
+    if source in _BASELINES:
+        trained = "RUN/checkpoints/last.pt"
+        return f"natlearn compare {trained} {source}{data} --out DIR (a trained network beside it)"
+    baselines = f"{source} random-init raw-pixels{data}"
+    compare = f"natlearn compare {baselines} --out DIR (the baselines beside it)"
+    run = _run_folder(source, Path(source))
+    if (run / "checkpoints").is_dir():
+        return f"natlearn report {run} (curves, filters, neighbours and this table), or {compare}"
+    return compare
 
 
 def compare_command(args: argparse.Namespace) -> None:
@@ -253,6 +268,7 @@ def compare_command(args: argparse.Namespace) -> None:
         took = f"{time.perf_counter() - started:.0f} s"
         say(f"compare [{index + 1}/{len(sources)}]: {source} done, {took}", settings.progress)
     print(compare_table(results, out))
+    print(f"wrote {out / 'compare.md'}, compare.json and each source's eval in {out}/N-NAME/")
 
 
 def neighbors_command(args: argparse.Namespace) -> None:

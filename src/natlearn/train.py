@@ -42,6 +42,7 @@ from natlearn.nonfinite import (
     weights_finite,
 )
 from natlearn.objectives import Objective
+from natlearn.progress import progress_enabled
 from natlearn.run import EpochState, Run, build_run
 
 __all__ = [
@@ -281,7 +282,8 @@ class StepSums:
 def pretraining_data(config: Config) -> ImageData:
     """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of
     it."""
-    data = config.load_data("pretrain")
+    with progress_enabled(config.progress):  # progress=false: decoding a folder is quiet too
+        data = config.load_data("pretrain")
     config.resolve(data.image_size, len(data))
     if not config.subset:
         return data

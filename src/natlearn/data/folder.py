@@ -21,7 +21,7 @@ import torch
 from natlearn.config import BadImagePolicy
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
-from natlearn.progress import steps
+from natlearn.progress import say, steps
 
 __all__ = [
     "FolderListing",
@@ -76,6 +76,13 @@ def scan_folder(root: Path) -> FolderListing:
             if _visible_file(f, d)
         ]
         classes = [d.name for d in subdirs]
+        loose = sorted(f for f in root.iterdir() if _visible_file(f, root))
+        if loose:  # an image left beside the class folders has no class: say it is not used
+            warnings.warn(
+                f"ignored {len(loose)} file(s) beside the class folders of {root}, the first "
+                f"{loose[0].name}; only files inside a class folder are used",
+                stacklevel=3,
+            )
     else:
         pairs = [(f, -1) for f in sorted(root.iterdir()) if _visible_file(f, root)]
         classes = []
@@ -209,6 +216,8 @@ def decode_folder(
             stored = torch.load(cache, map_location="cpu", weights_only=True)
             if stored.get("format") == _CACHE_FORMAT:
                 _warn_skipped(listing.root, stored["skipped"])
+                found = f"{len(stored['images']):,} images at {size} px"
+                say(f"{listing.root}: {found} from the decode cache {cache}")
                 return stored
         except Exception:  # a damaged cache is rebuilt, never trusted
             warnings.warn(f"rebuilding damaged cache file {cache}", stacklevel=2)
@@ -235,9 +244,13 @@ def decode_folder(
         "skipped": [str(path.relative_to(listing.root)) for path in bad],
     }
     _warn_skipped(listing.root, stored["skipped"])
-    if cache is not None:
+    decoded = f"{listing.root}: decoded {len(keep):,} images at {size} px"
+    if cache is None:
+        say(f"{decoded}; not cached (cache=false)")
+    else:
         try:
             atomic_write(cache, lambda tmp: torch.save(stored, tmp))
+            say(f"{decoded}; cached in {cache}, so the next run skips decoding")
         except OSError as error:
             warnings.warn(
                 f"cannot write the decode cache in {cache_dir} ({error.strerror}); "

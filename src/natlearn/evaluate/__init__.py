@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from natlearn.checkpoint import checkpoint_file, load_checkpoint, network_from_state
 from natlearn.config import Config
 from natlearn.data import require_labels
@@ -71,6 +73,43 @@ def _view(settings: EvalSettings, crop_size: int) -> str:
     return f"centre {crop_size}x{crop_size} crops"
 
 
+def start_up_summary(
+    source: str,
+    config: Config,
+    train_set,
+    test_set,
+    settings: EvalSettings,
+    crop_size: int,
+    model=None,
+) -> str:
+    """What an evaluation is about to do, in three lines: the data as found, what is scored, and
+    the protocols on the machine."""
+    data = (
+        f"data: {config.data}: {len(train_set):,} train images ({train_set.split_note}), "
+        f"{len(test_set):,} test images ({test_set.split_note}), {len(train_set.classes)} "
+        f"classes; {train_set.image_size} px, {_view(settings, crop_size)}"
+    )
+    if model is None:
+        what = "the view" if source == RAW_PIXELS else "dense HOG -> bag of words"
+        scored = f"features: {source} ({what})"
+        layers = ["features"]
+    else:
+        parameters = sum(p.numel() for p in model.parameters())
+        how = "untrained" if source == RANDOM_INIT else f"trained with {config.objective}"
+        scored = f"network: {config.arch}, {parameters:,} parameters, {how}; {config.input} input"
+        layers = settings.layers or [*model.conv_names, "neck"]
+    protocols = [f"linear on {', '.join(layers)}"] if settings.linear else []
+    if settings.knn:
+        on = ", ".join(settings.knn_layers) if model is not None else "features"
+        protocols.append(f"{'/'.join(map(str, settings.knn))}-NN on {on}")
+    if settings.mlp and model is not None:
+        protocols.append(f"MLP on {model.conv_names[-1]}")
+    if settings.finetune_epochs and model is not None:
+        protocols.append(f"fine-tuning {settings.finetune_epochs} epochs")
+    machine = f"{resolve_device()}, {torch.get_num_threads()} threads"
+    return "\n".join([data, scored, f"protocols: {'; '.join(protocols) or 'none'}; {machine}"])
+
+
 def evaluate(
     source: str,
     overrides: list[str],
@@ -127,9 +166,13 @@ def evaluate(
             write_eval(Path(out), results)
         return results
     if source in FIXED_FEATURES:
+        summary = start_up_summary(source, config, train_set, test_set, settings, crop_size)
+        say(summary, settings.progress)
         results = FIXED_FEATURES[source](train_set, test_set, crop_size, settings)
     else:
         model = network_from_state(state) if state else initial_model(config, train_set).eval()
+        summary = start_up_summary(source, config, train_set, test_set, settings, crop_size, model)
+        say(summary, settings.progress)
         device = resolve_device()
         results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
     results = {
