@@ -212,7 +212,18 @@ def eval_command(args: argparse.Namespace) -> None:
     results = evaluate(args.source, overrides, settings, out, base)
     print(format_eval(results))
     print(f"wrote {out / 'eval.json'} and eval.md ({results['seconds']:.0f} s)")
+    _refresh_board(args.source)
     print(f"next: {_after_eval(args.source, overrides)}")
+
+
+def _refresh_board(source: str) -> None:
+    """Show the run's evaluations and figures in its TensorBoard (runs with logger=tensorboard)."""
+    from natlearn.board import update_board
+
+    run = _run_folder(source, Path(source))
+    folder = update_board(run) if (run / "checkpoints").is_dir() else None
+    if folder is not None:
+        print(f"TensorBoard: evaluations and figures in {folder} (tensorboard --logdir {run})")
 
 
 def _after_eval(source: str, overrides: list[str]) -> str:
@@ -273,6 +284,7 @@ def compare_command(args: argparse.Namespace) -> None:
 
 def neighbors_command(args: argparse.Namespace) -> None:
     """``natlearn neighbors`` (its arguments: :mod:`natlearn.cli`)."""
+    from natlearn.board import uses_tensorboard, write_projector
     from natlearn.evaluate import extract_features, labelled_splits
     from natlearn.evaluate.figures import figure_title, neighbours_figure
 
@@ -307,6 +319,12 @@ def neighbors_command(args: argparse.Namespace) -> None:
         title=figure_title(state["config"], state["epoch"], args.layer),
     )
     print(f"wrote {figure}")
+    run = _run_folder(args.checkpoint, Path(args.checkpoint))
+    if uses_tensorboard(run):
+        tag = f"{args.layer}, epoch {state['epoch']}"
+        images = test_set.images
+        write_projector(run, test_features, images, test_set.labels, train_set.classes, tag)
+    _refresh_board(args.checkpoint)
 
 
 def filters_command(args: argparse.Namespace) -> None:
@@ -317,6 +335,7 @@ def filters_command(args: argparse.Namespace) -> None:
     state = load_checkpoint(args.checkpoint)
     title = figure_title(state["config"], state["epoch"])
     print(f"wrote {filters_figure(network_from_state(state), out, title)}")
+    _refresh_board(args.checkpoint)
 
 
 def evolution_command(args: argparse.Namespace) -> None:
@@ -338,6 +357,7 @@ def evolution_command(args: argparse.Namespace) -> None:
     rows = evolution(args.run_dir, settings, overrides, args.out)
     out = Path(args.out or run_dir / "evolution")
     print(f"evaluated epochs {[row['epoch'] for row in rows]}; wrote {out}")
+    _refresh_board(str(run_dir))
 
 
 def report_command(args: argparse.Namespace) -> None:
@@ -345,6 +365,7 @@ def report_command(args: argparse.Namespace) -> None:
     from natlearn.evaluate.report import write_report
 
     print(f"wrote {write_report(args.run_dir)}")
+    _refresh_board(args.run_dir)
 
 
 def export_command(args: argparse.Namespace) -> None:

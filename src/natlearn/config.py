@@ -278,7 +278,8 @@ class Config:
             image_size: side of the data set's images (the crop size when ``crop_size=0``).
             images: for a training run, how many images its training split holds: ``subset``, ``k``,
                 ``spare_targets`` and ``batch_size`` are checked against it. None for evaluation.
-            world_size, local_rank: under torchrun, the processes and this one's GPU.
+            world_size: under torchrun, the number of processes.
+            local_rank: under torchrun, this process's GPU.
         """
         self.validate()
         n = k = None

@@ -193,7 +193,7 @@ def evaluate(
         "key": key,
     }
     if state is not None:
-        results["checkpoint"] = str(checkpoint)
+        results["checkpoint"], results["epoch"] = str(checkpoint), state["epoch"]
     if out is not None:
         write_eval(Path(out), results)
     return results

@@ -31,7 +31,8 @@ class InputLayer(nn.Module):
     Args:
         mode: ``rgb``, ``gray`` or ``sobel``.
         in_channels: channels of the images (1 or 3).
-        mean, std: per-channel normalisation applied first.
+        mean: per-channel mean subtracted first.
+        std: per-channel standard deviation the centred images are divided by.
     Shapes:
         (b, in_channels, H, W) float -> (b, out_channels, H, W); out_channels = in_channels, 1, 2.
     """
