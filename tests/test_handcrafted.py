@@ -116,3 +116,15 @@ def test_compare_takes_hand_crafted_next_to_raw_pixels(tmp_path):
     compared = json.loads((out / "compare.json").read_text())["results"]
     assert [result["model"] for result in compared.values()] == ["raw-pixels", "hand-crafted"]
     assert "hog-bow" in compared["1-hand-crafted"]["protocols"]["knn20"]
+
+
+def test_a_stored_evaluation_with_another_bag_of_words_is_not_reused(tmp_path, capsys, monkeypatch):
+    from natlearn.evaluate import handcrafted
+
+    flags = ["--knn", "20", "--no-linear", "--out", str(tmp_path / "compare")]
+    assert main(["compare", "hand-crafted", *flags]) == 0
+    assert main(["compare", "hand-crafted", *flags]) == 0
+    assert "hand-crafted: reusing" in capsys.readouterr().err
+    monkeypatch.setitem(handcrafted.BAG_OF_WORDS, "words", 128)
+    assert main(["compare", "hand-crafted", *flags]) == 0
+    assert "reusing" not in capsys.readouterr().err

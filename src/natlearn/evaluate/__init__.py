@@ -147,7 +147,10 @@ def evaluate(
         train_set, test_set = labelled_splits(config)
     crop_size = config.resolve(train_set.image_size).crop_size
     if source in FIXED_FEATURES:
-        network: dict = {"features": source}
+        from natlearn.evaluate.handcrafted import BAG_OF_WORDS, ORIENTATIONS
+
+        what = {"orientations": ORIENTATIONS, **BAG_OF_WORDS} if source == HAND_CRAFTED else {}
+        network: dict = {"features": source, **what}
     elif state is None:
         network = random_init_network(config)
     else:

@@ -46,11 +46,16 @@ import torch.nn.functional as F
 from natlearn.data import eval_view
 from natlearn.errors import NatlearnError
 
-__all__ = ["ORIENTATIONS", "cell_size", "dense_hog", "encode", "fit_codebook", "hand_crafted"]
+__all__ = ["BAG_OF_WORDS", "ORIENTATIONS", "cell_size", "dense_hog", "encode", "fit_codebook", "hand_crafted"]
 
 ORIENTATIONS = 9
 _BLOCK = 2  # cells per block side, as SIFT's 4 and HOG's 2-3
 _CHUNK = 1024  # images per batch: bounds memory (a 32x32 chunk holds ~100 MB of float64 gradients)
+
+
+# The bag of words natlearn's ``hand-crafted`` source uses; part of its evaluations' reuse key,
+# so a stored evaluation made with other values is never taken for this one.
+BAG_OF_WORDS = {"words": 256, "codebook_images": 4000, "seed": 0}
 
 
 def cell_size(crop_size: int) -> int:
@@ -160,9 +165,9 @@ def hand_crafted(
     crop_size: int,
     crop: str = "pad",
     scale: float = 0.25,
-    words: int = 256,
-    codebook_images: int = 4000,
-    seed: int = 0,
+    words: int = BAG_OF_WORDS["words"],
+    codebook_images: int = BAG_OF_WORDS["codebook_images"],
+    seed: int = BAG_OF_WORDS["seed"],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bag-of-visual-words features of the train and test images' evaluation views
     (:func:`natlearn.data.eval_view` with ``crop``/``scale``), the codebook fit on training
