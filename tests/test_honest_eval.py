@@ -259,3 +259,21 @@ def test_knn_runs_on_its_layers_even_outside_the_linear_layers():
     )
     protocols = evaluate_network(model, train_set, test_set, 8, settings)["protocols"]
     assert list(protocols["linear"]) == ["conv2"] and list(protocols["knn5"]) == ["neck"]
+
+
+def test_compare_warns_when_sources_were_scored_on_different_test_splits():
+    from natlearn.evaluate.compare import compare_table
+
+    def scored(split):
+        result = {
+            "model": "x.pt",
+            "objective": "nat",
+            "protocols": {"linear": {"neck": {"top1": 0.5, "held_out_top1": 0.5}}},
+        }
+        return result if split is None else {**result, "test_split": split}
+
+    warning = "scored on different test splits"
+    assert warning in compare_table({"a": scored("seed 0"), "b": scored("seed 1")})
+    assert warning not in compare_table({"a": scored("seed 0"), "b": scored("seed 0")})
+    # a result stored before evaluations recorded their split is not evidence of another one
+    assert warning not in compare_table({"a": scored(None), "b": scored("seed 0")})

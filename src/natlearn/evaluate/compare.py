@@ -63,7 +63,8 @@ def compare_table(all_results: dict[str, dict], out: Path | None = None) -> str:
     cells.append(["**best linear** (layer chosen on held-out train)", *best])
     lines = [markdown.table(["protocol, layer", *names], cells)]
     gaps = gap_recovered(all_results)
-    splits = {res.get("test_split") for res in all_results.values()}
+    # (results stored before evaluations recorded their test split say nothing either way)
+    splits = {res.get("test_split") for res in all_results.values()} - {None}
     if (
         len(splits) > 1
     ):  # e.g. checkpoints trained with another split_seed or test_fraction on one folder

@@ -46,7 +46,15 @@ import torch.nn.functional as F
 from natlearn.data import eval_view
 from natlearn.errors import NatlearnError
 
-__all__ = ["BAG_OF_WORDS", "ORIENTATIONS", "cell_size", "dense_hog", "encode", "fit_codebook", "hand_crafted"]
+__all__ = [
+    "BAG_OF_WORDS",
+    "ORIENTATIONS",
+    "cell_size",
+    "dense_hog",
+    "encode",
+    "fit_codebook",
+    "hand_crafted",
+]
 
 ORIENTATIONS = 9
 _BLOCK = 2  # cells per block side, as SIFT's 4 and HOG's 2-3
