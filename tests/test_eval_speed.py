@@ -164,7 +164,8 @@ def test_slow_folder_decoding_reports_progress(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert [line.split(" (")[0] for line in captured.err.splitlines()] == [
-        f"decoding {tmp_path / 'images'}: {i}/3 images" for i in (1, 2, 3)
+        *(f"decoding {tmp_path / 'images'}: {i}/3 images" for i in (1, 2, 3)),
+        f"{tmp_path / 'images'}: decoded 3 images at 8 px; not cached",
     ]
 
 
