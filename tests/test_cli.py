@@ -250,6 +250,8 @@ SUMMARIES = {
     "embed": "a layer's features of every image of a folder or data set, as .npy plus a .csv index",
     "filters": "the conv1 filters of a checkpoint as a PNG grid",
     "evolution": "transfer accuracy of the checkpoints kept along a run (train with keep_every=N)",
+    "transfer": "Pascal VOC 2007 transfer: classification mAP (linear, fine-tuned), Faster R-CNN "
+    "detection",
     "report": "one markdown page of a run: config, curves, evaluations, figures",
     "demo": "NAT vs random init vs raw pixels vs supervised on the bundled digits (~1 minute)",
 }

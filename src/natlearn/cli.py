@@ -236,6 +236,39 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", default=None, help="output folder (default RUN_DIR/evolution)")
     _eval_flags(add)
 
+    add = command(
+        "transfer",
+        "Pascal VOC 2007 transfer: classification mAP (linear, fine-tuned), Faster R-CNN detection",
+        description="natlearn transfer voc07 SOURCE [SOURCE ...] data_root=DIR [download=true] "
+        "[image_size=N] [key=value ...] --task classify --out DIR",
+    )
+    add("benchmark", choices=("voc07",), help="voc07: Pascal VOC 2007 (choices on val, test once)")
+    add(
+        "items",
+        nargs="+",
+        metavar="SOURCE|key=value",
+        help="run folders, checkpoint .pt files or random-init (built as the first checkpoint, "
+        "else from arch= etc.), then data_root= (the folder holding VOCdevkit/), download=true, "
+        "image_size= (default 224 for alexnet/resnets, else the training crop size) and config "
+        "settings (e.g. progress=false, device=cpu)",
+    )
+    add("--task", choices=("classify", "detect", "both"), default="classify")
+    add("--out", required=True, help="output folder: transfer.json and transfer.md")
+    add("--layers", default="neck", help="layers of the linear probe (default neck)")
+    add("--no-linear", action="store_true", help="skip the linear probe")
+    add(
+        "--finetune",
+        type=int,
+        default=20,
+        metavar="EPOCHS",
+        help="epochs of full fine-tuning (default 20; 0 = none)",
+    )
+    add(
+        "--finetune-lr",
+        default="0.01",
+        help="fine-tuning learning rate; several (comma-separated): chosen on val",
+    )
+
     add = command("report", "one markdown page of a run: config, curves, evaluations, figures")
     add("run_dir")
 

@@ -33,6 +33,7 @@ __all__ = [
     "report_command",
     "export_command",
     "embed_command",
+    "transfer_command",
 ]
 
 
@@ -382,3 +383,192 @@ def embed_command(args: argparse.Namespace) -> None:
     _check_layers(config, args.checkpoint, layer=[args.layer])
     written = embed(state, args.settings, args.layer, args.out, args.split, args.batch_size)
     print(written.summary())
+
+
+# Settings of `natlearn transfer` that are about the VOC data, not the network's config (data_root
+# and image_size name the VOC folder and the size its images are resized to).
+_TRANSFER_KEYS = ("data_root", "download", "image_size")
+_TRANSFER_SIZE = ("alexnet", "resnet18", "resnet34", "resnet50")  # ImageNet archs: 224 by default
+
+
+def _transfer_settings(items: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """(sources, VOC settings, config overrides) of ``natlearn transfer``'s positionals."""
+    sources = [item for item in items if "=" not in item]
+    pairs = [item for item in items if "=" in item]
+    voc = dict(item.split("=", 1) for item in pairs if item.split("=", 1)[0] in _TRANSFER_KEYS)
+    overrides = [item for item in pairs if item.split("=", 1)[0] not in _TRANSFER_KEYS]
+    return sources, voc, _data_overrides(overrides)
+
+
+def _transfer_network(state: dict | None, config: Config, spec: dict | None, train_images):
+    """The network of a transfer source: a checkpoint's (its loaded ``state``), or for random-init
+    (``state`` None) a random init of ``config``, shaped as the first checkpoint's (``spec``) when
+    one is compared, else for the VOC train images (``train_images()``: (n, 3, S, S) uint8, whose
+    statistics its input layer normalises with)."""
+    import torch
+
+    from natlearn.data import ImageDataset
+    from natlearn.models import build_model, initial_model
+
+    if state is not None:
+        return network_from_state(state)
+    if spec is not None:
+        torch.manual_seed(config.seed)
+        return build_model(config, spec).eval()
+    images = ImageDataset.from_images(train_images(), None, [], "VOC train images")
+    return initial_model(config, images).eval()
+
+
+def _transfer_image_size(given: int, config: Config, spec: dict | None, source: str) -> int:
+    """image_size= when given; else 224 for AlexNet/ResNets, else the training crop size."""
+    if given:
+        return given
+    if config.arch in _TRANSFER_SIZE:
+        return 224
+    size = spec["image_size"] if spec is not None else config.crop_size or config.image_size
+    if not size:
+        raise NatlearnError(
+            f"{source}: arch={config.arch} has no training crop size to resize VOC images to; "
+            "give image_size=N (e.g. 32), or a checkpoint to take it from"
+        )
+    return size
+
+
+def transfer_command(args: argparse.Namespace) -> None:
+    """``natlearn transfer`` (its arguments: :mod:`natlearn.cli`)."""
+    import dataclasses
+    import time
+
+    from natlearn.devices import resolve_device
+    from natlearn.evaluate import voc_classification as voc
+    from natlearn.progress import say
+
+    sources, given, overrides = _transfer_settings(args.items)
+    if not sources:
+        raise NatlearnError(
+            "transfer needs at least one source: run folders, checkpoint .pt files or random-init, "
+            "before the key=value settings"
+        )
+    fixed = [source for source in sources if source in ("raw-pixels", "hand-crafted")]
+    if fixed:
+        raise NatlearnError(
+            f"transfer {args.benchmark} fine-tunes and probes networks; {fixed[0]} has none: give "
+            "run folders, checkpoints or random-init"
+        )
+    checked = apply_overrides(
+        Config(), [f"{key}={value}" for key, value in given.items() if key != "data_root"]
+    )  # download and image_size parsed and checked as the config's own
+    lrs = _numbers(args.finetune_lr, "--finetune-lr")
+    if args.finetune < 0:
+        raise NatlearnError(f"--finetune {args.finetune} must be >= 0 (0 = no fine-tuning)")
+    settings = voc.ClassifySettings(
+        layers=tuple(_names(args.layers)) or ("neck",),
+        linear=not args.no_linear,
+        finetune_epochs=args.finetune,
+        finetune_lrs=lrs,
+        progress=apply_overrides(Config(), overrides).progress,
+    )
+    checkpoints = [source for source in sources if source != "random-init"]
+    base = _source_config(checkpoints[0], None, overrides) if checkpoints else None
+    spec = load_checkpoint(checkpoints[0])["network"] if checkpoints else None
+    configs = {source: _source_config(source, base, overrides) for source in sources}
+    for source, config in configs.items():  # every source readable, every layer known, first
+        _check_layers(config, source, layers=list(settings.layers) if settings.linear else [])
+        if source == "random-init":  # a checkpoint always knows its size
+            _transfer_image_size(checked.image_size, config, spec, source)
+    detect = _detection_settings(args.task)
+    root = given.get("data_root") or "data"
+    data = voc.read_voc07(root, checked.download)
+    counts = {name: len(getattr(data, name)) for name in ("train", "val", "test")}
+    results: dict = {
+        "benchmark": args.benchmark,
+        "task": args.task,
+        "data_root": str(root),
+        "classes": list(data.classes),
+        "images": counts,
+        "settings": {**dataclasses.asdict(settings), "progress": None},
+        "setup": (
+            f"VOC2007 in {root}: {counts['train']:,} train, {counts['val']:,} val, "
+            f"{counts['test']:,} test images, {len(data.classes)} classes. Every choice (weight "
+            "decay, learning rate) made on val after fitting on train; the final fit on trainval "
+            "(train + val); test scored once. AP11: VOC2007 11-point interpolated AP (the "
+            "paper's); AP all: VOC2010+ all-point AP; classes without a test positive are left "
+            "out of the mean."
+        ),
+        "sources": {},
+    }
+    device, decoded, out = resolve_device(), {}, Path(args.out)
+    for index, source in enumerate(sources):
+        started, config = time.perf_counter(), configs[source]
+        name = f"{index}-{_run_folder(source, Path(source)).name}"
+        say(f"transfer [{index + 1}/{len(sources)}]: {source}", settings.progress)
+        state = None if source == "random-init" else load_checkpoint(source)
+        own = None if state is None else state["network"]
+        size = _transfer_image_size(checked.image_size, config, own or spec, source)
+        channels = (own or spec or {"channels": 3})["channels"]
+        images = decoded.setdefault((size, channels), {})
+
+        def train_images(images=images, size=size, channels=channels):
+            if "train" not in images:
+                images["train"] = voc.decode_images(
+                    data.train, size, channels, settings.progress, "train"
+                )
+            return images["train"]
+
+        model = _transfer_network(state, config, spec, train_images).to(device)
+        entry = {
+            "model": source,
+            "arch": config.arch,
+            "input": config.input,
+            "objective": "none (untrained)" if source == "random-init" else config.objective,
+            "image_size": size,
+            "setup": f"{source}: {config.arch}, {config.input} input, images resized to "
+            f"{size}x{size}",
+        }
+        if source != "random-init":
+            entry["checkpoint"] = str(checkpoint_file(source))
+        if args.task in ("classify", "both"):
+            entry.update(voc.classification_transfer(model, data, size, settings, images))
+        if detect is not None:
+            from natlearn.data.voc import VOCSplit
+            from natlearn.evaluate.detection import detection_transfer
+
+            trainval = VOCSplit(data.train.images + data.val.images, data.classes)
+            entry["detection"] = detection_transfer(
+                model, trainval, data.test, detect, settings.progress
+            )
+        entry["seconds_total"] = time.perf_counter() - started
+        results["sources"][name] = entry
+        voc.write_transfer(out, results)  # after each source: a crash keeps the finished ones
+        took = f"{entry['seconds_total']:.0f} s"
+        say(f"transfer [{index + 1}/{len(sources)}]: {source} done, {took}", settings.progress)
+    print(voc.format_transfer(results))
+    print(f"wrote {out / 'transfer.json'} and transfer.md")
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    """Comma-separated positive numbers of ``option``, or a one-line error."""
+    try:
+        values = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise NatlearnError(
+            f"{option} {text!r} must be comma-separated positive numbers, e.g. 0.01"
+        )
+    return values
+
+
+def _detection_settings(task: str):
+    """The detection settings for ``--task detect|both`` (None for classify), or a one-line error
+    when natlearn's detection transfer is not installed."""
+    if task == "classify":
+        return None
+    try:
+        from natlearn.evaluate.detection import DetectionSettings
+    except ImportError:
+        raise NatlearnError(
+            f"--task {task}: this natlearn has no detection transfer "
+            "(natlearn.evaluate.detection); use --task classify"
+        ) from None
+    return DetectionSettings()

@@ -243,10 +243,16 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 
 
 def _fit_lbfgs(
-    x: torch.Tensor, y: torch.Tensor, classes: int, weight_decay: float, max_iter: int = 100
+    x: torch.Tensor,
+    y: torch.Tensor,
+    classes: int,
+    weight_decay: float,
+    max_iter: int = 100,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of the L2-regularised softmax regression, from zero. Draws no random numbers
-    (probes run concurrently)."""
+    """(weight, bias) of the L2-regularised linear model minimising ``loss(logits, y)`` (default
+    the softmax regression; ``classes``: the outputs), from zero. Draws no random numbers (probes
+    run concurrently)."""
     weight = torch.zeros(classes, x.shape[1], device=x.device, requires_grad=True)
     bias = torch.zeros(classes, device=x.device, requires_grad=True)
     # Tolerances far below what changes a prediction; separable data with a tiny decay would run to
@@ -263,9 +269,9 @@ def _fit_lbfgs(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
+        value = loss(x @ weight.T + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
+        value.backward()
+        return value
 
     optimizer.step(closure)
     return weight.detach(), bias.detach()

@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_handcrafted",
     "evaluate_pixels",
     "finetune",
+    "tuned_copy",
     "write_eval",
     "format_eval",
 ]
@@ -328,34 +329,14 @@ def finetune(
     on the labels with random crops (and flips when ``flip``; data whose orientation carries meaning
     turns them off) (SGD, momentum 0.9, cosine), scored on centre crops."""
     device = next(model.parameters()).device
-    tuned = copy.deepcopy(model).train()
-    classes = len(train_set.classes)
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # the new classifier is seeded: scores do not depend on what ran before
-        torch.manual_seed(0)
-        tuned.head = Head(tuned.head.linear.in_features, classes, normalize=False).to(device)
-    optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     augmentation = Augmentation(crop_size, "pad", max(1, crop_size // 8), flip=flip)
-    # One generator orders the batches and draws their crops and flips.
-    generator = torch.Generator().manual_seed(0)
 
-    def batch_loss(ids: torch.Tensor) -> torch.Tensor:
-        inputs = augmentation(train_set.images[ids].to(device), generator)
-        return F.cross_entropy(tuned(inputs), train_set.labels[ids].to(device))
+    def loss(outputs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, train_set.labels[ids].to(device))
 
-    fit_minibatches(
-        optimizer,
-        batch_loss,
-        rows=torch.arange(len(train_set)),
-        batch_size=128,
-        epochs=epochs,
-        generator=generator,
-        batching="even",
-        label="finetune",
-        progress=progress,
+    tuned = tuned_copy(
+        model, len(train_set.classes), train_set.images, loss, augmentation, epochs, lr, progress
     )
-    tuned.eval()
     with torch.inference_mode():
         scores = torch.cat(
             [
@@ -365,6 +346,48 @@ def finetune(
         )
     top1, top5 = topk_accuracy(scores, test_set.labels)
     return ProbeResult(top1, top5)
+
+
+def tuned_copy(
+    model: Network,
+    outputs: int,
+    images: torch.Tensor,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    augmentation: Augmentation,
+    epochs: int,
+    lr: float,
+    progress: bool = False,
+    batch_size: int = 128,
+) -> Network:
+    """A copy of ``model`` with a fresh linear head of ``outputs`` logits, every layer trained on
+    augmented batches of uint8 ``images`` (n, C, H, W) to minimise ``loss(logits, ids)`` (``ids``:
+    the batch's rows of ``images``) by SGD (momentum 0.9, weight decay 5e-4, cosine); returned in
+    eval mode. The head and the batches are seeded: the result does not depend on what ran
+    before."""
+    device = next(model.parameters()).device
+    tuned = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tuned.head = Head(tuned.head.linear.in_features, outputs, normalize=False).to(device)
+    optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    # One generator orders the batches and draws their crops and flips.
+    generator = torch.Generator().manual_seed(0)
+
+    def batch_loss(ids: torch.Tensor) -> torch.Tensor:
+        return loss(tuned(augmentation(images[ids].to(device), generator)), ids)
+
+    fit_minibatches(
+        optimizer,
+        batch_loss,
+        rows=torch.arange(len(images)),
+        batch_size=batch_size,
+        epochs=epochs,
+        generator=generator,
+        batching="even",
+        label="finetune",
+        progress=progress,
+    )
+    return tuned.eval()
 
 
 def format_eval(results: dict) -> str:

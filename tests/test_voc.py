@@ -1,0 +1,262 @@
+"""Pascal VOC: the reader (layout, boxes, difficult objects, class lists, errors), average precision
+as the VOC devkit computes it, and the classification transfer through ``natlearn transfer``."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from natlearn.cli import main
+from natlearn.data.voc import VOC_CLASSES, VOCImage, VOCSplit, read_voc
+from natlearn.errors import NatlearnError
+from natlearn.evaluate import voc_classification
+from natlearn.evaluate.voc_classification import _bce, class_average_precisions
+
+sys.path.insert(0, str(Path(__file__).parent))
+from voc_fixture import write_voc_fixture  # noqa: E402
+
+# Distinct split sizes: a call's row count says which split it scored.
+SIZES = {"train": 12, "val": 9, "test": 10}
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return write_voc_fixture(tmp_path_factory.mktemp("voc"), sizes=SIZES)
+
+
+def test_reader_gives_0_based_boxes_classes_and_difficult_as_the_xml_says(voc):
+    split = read_voc(voc.root, "trainval")
+    assert [image.path.stem for image in split.images] == voc.splits["trainval"]
+    assert split.classes == VOC_CLASSES  # the fixture draws cat, dog, person: VOC names
+    for image in split.images:
+        want = voc.objects[image.path.stem]
+        assert image.path == voc.base / "JPEGImages" / f"{image.path.stem}.jpg"
+        assert image.boxes.dtype == torch.float32 and image.boxes.shape == (len(want), 4)
+        assert image.boxes.tolist() == [list(map(float, item.box)) for item in want]
+        assert [split.classes[i] for i in image.labels.tolist()] == [o.name for o in want]
+        assert image.labels.dtype == torch.int64
+        assert image.difficult.tolist() == [item.difficult for item in want]
+    assert any(image.difficult.any() for image in split.images)  # the fixture has some
+
+
+def _image(labels: list[int], difficult: list[bool]) -> VOCImage:
+    boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0]] * len(labels)).view(-1, 4)
+    labels_, hard = (
+        torch.tensor(labels, dtype=torch.int64),
+        torch.tensor(difficult, dtype=torch.bool),
+    )
+    return VOCImage(Path("x.jpg"), boxes, labels_, hard)
+
+
+def test_class_targets_follow_the_voc07_rule():
+    """1: a non-difficult object (even beside difficult ones); 0: difficult ones only; -1: none."""
+    split = VOCSplit(
+        [_image([0, 0, 1], [True, False, True]), _image([2], [False]), _image([], [])],
+        ("a", "b", "c"),
+    )
+    targets = split.class_targets()
+    assert targets.dtype == torch.int8
+    assert targets.tolist() == [[1, 0, -1], [-1, -1, 1], [-1, -1, -1]]
+
+
+def test_class_targets_of_the_fixture_match_its_objects(voc):
+    split = read_voc(voc.root, "test")
+    targets = split.class_targets()
+    for row, image_id in enumerate(voc.splits["test"]):
+        for c, name in enumerate(split.classes):
+            kinds = {item.difficult for item in voc.objects[image_id] if item.name == name}
+            want = 1 if False in kinds else 0 if kinds else -1
+            assert targets[row, c] == want, (image_id, name)
+    assert (targets == 0).any()
+
+
+def test_class_list_given_else_voc_else_the_names_found(tmp_path):
+    own = write_voc_fixture(tmp_path / "cifar", classes=("truck", "cat", "frog"))
+    train = read_voc(own.root, "train")
+    assert train.classes == ("cat", "frog", "truck")  # not all VOC names: sorted
+    given = read_voc(own.root, "test", classes=("truck", "frog", "cat", "ship"))
+    assert given.classes == ("truck", "frog", "cat", "ship")
+    first = own.objects[own.splits["test"][0]][0]
+    assert given.classes[int(given.images[0].labels[0])] == first.name
+    with pytest.raises(NatlearnError, match="not among the classes"):
+        read_voc(own.root, "test", classes=("cat", "frog"))
+
+
+def _one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message and message
+    return message
+
+
+def test_reader_errors_are_one_line_naming_the_problem_and_fix(tmp_path, voc):
+    with pytest.raises(NatlearnError) as error:
+        read_voc(tmp_path / "nowhere", "train")
+    assert "VOCdevkit/VOC2007" in _one_line(error) and "download=true" in _one_line(error)
+    with pytest.raises(NatlearnError) as error:
+        read_voc(voc.root, "minival")
+    assert "'minival' is not one of train, val, trainval, test" in _one_line(error)
+    with pytest.raises(NatlearnError) as error:
+        read_voc(voc.root, "test", year="2012")
+    assert "'test' is not one of train, val, trainval" in _one_line(error)
+
+    broken = write_voc_fixture(tmp_path / "broken", sizes={"train": 3, "val": 3, "test": 3})
+    main_list = broken.base / "ImageSets" / "Main"
+    (main_list / "val.txt").unlink()
+    with pytest.raises(NatlearnError) as error:
+        read_voc(broken.root, "val")
+    assert "val.txt is missing" in _one_line(error)
+    first, second = broken.splits["train"][:2]
+    (broken.base / "JPEGImages" / f"{first}.jpg").unlink()
+    with pytest.raises(NatlearnError) as error:
+        read_voc(broken.root, "train")
+    assert f"{first}.jpg is missing" in _one_line(error)
+    (main_list / "train.txt").write_text(f"{second}\n")
+    (broken.base / "Annotations" / f"{second}.xml").write_text("<annotation><object>")
+    with pytest.raises(NatlearnError) as error:
+        read_voc(broken.root, "train")
+    assert f"{second}.xml is not a VOC annotation" in _one_line(error)
+    (broken.base / "Annotations" / f"{second}.xml").write_text("<annotation></annotation>")
+    with pytest.raises(NatlearnError) as error:
+        read_voc(broken.root, "train")
+    assert "hold no <object>" in _one_line(error)
+
+
+def _ap(ranked: list[int], eleven_point: bool) -> float:
+    """AP of one class whose images, best score first, have these targets."""
+    scores = torch.arange(len(ranked), 0, -1, dtype=torch.float32)[:, None]
+    return float(class_average_precisions(scores, torch.tensor(ranked)[:, None], eleven_point)[0])
+
+
+def test_average_precision_on_hand_computed_rankings():
+    # Precision at the positives 1, 1, 3/4: already non-increasing.
+    assert _ap([1, 1, -1, 1, -1], eleven_point=False) == pytest.approx(11 / 12)
+    # 11-point: recall >= 0..0.6 reaches precision 1 (7 points), 0.7..1 only 3/4 (4 points).
+    assert _ap([1, 1, -1, 1, -1], eleven_point=True) == pytest.approx((7 + 3) / 11)
+    # Precision at the positives 1, 2/3, 3/4: the envelope lifts 2/3 to 3/4.
+    assert _ap([1, -1, 1, 1], eleven_point=False) == pytest.approx((1 + 0.75 + 0.75) / 3)
+    assert _ap([1, -1, 1, 1], eleven_point=True) == pytest.approx((4 + 7 * 0.75) / 11)
+    # Recall exactly 3/10 must count as reaching the 0.3 point (the devkit's t = 0:0.1:1).
+    ranked = [1, 1, 1, -1, -1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1, 1]
+    recall_03 = (4 * 1 + 7 * 10 / 17) / 11  # points 0..0.3 precision 1, then 10/17 at recall 1
+    assert _ap(ranked, eleven_point=True) == pytest.approx(recall_03)
+
+
+def test_all_point_ap_is_sklearn_where_precision_never_rises_and_above_it_elsewhere():
+    monotone = [1, 1, -1, 1, -1, -1]
+    for ranked in (monotone, [1, -1, 1, 1]):
+        scores = list(range(len(ranked), 0, -1))
+        sk = average_precision_score([r > 0 for r in ranked], scores)
+        ours = _ap(ranked, eleven_point=False)
+        assert ours == pytest.approx(sk) if ranked is monotone else ours > sk + 0.02
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        scores = torch.randperm(30, generator=generator).float()[:, None]
+        truth = torch.where(torch.rand(30, 1, generator=generator) < 0.3, 1, -1)
+        truth[0] = 1
+        ours = float(class_average_precisions(scores, truth, eleven_point=False)[0])
+        assert ours >= average_precision_score(truth[:, 0] > 0, scores[:, 0]) - 1e-12
+
+
+def test_difficult_only_images_are_ignored_by_ap_and_loss_and_classes_without_positives_are_nan():
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.1, 0.4]])
+    ignored = torch.tensor([[1, -1], [0, -1], [-1, -1], [1, -1]], dtype=torch.int8)
+    without = torch.tensor([[1, -1], [-1, -1], [1, -1]], dtype=torch.int8)
+    kept = scores[[0, 2, 3]]
+    for eleven in (True, False):
+        got = class_average_precisions(scores, ignored, eleven)
+        assert got[0] == class_average_precisions(kept, without, eleven)[0]
+        assert math.isnan(got[1])
+    # The second image's logit for class 0 (difficult only) does not move the loss.
+    logits = scores.clone()
+    logits[1, 0] = 50.0
+    assert _bce(logits, ignored) == _bce(scores, ignored)
+    counted = ignored.clone()
+    counted[1, 0] = 1  # were it a positive, the logit would count
+    assert _bce(logits, counted) != _bce(scores, counted)
+
+
+def test_transfer_cli_classifies_with_every_choice_made_on_val(voc, tmp_path, monkeypatch, capsys):
+    splits = {name: read_voc(voc.root, name).class_targets() for name in SIZES}
+    scored: list[str] = []
+    real = voc_classification.class_average_precisions
+
+    def spy(scores, targets, eleven_point=True):
+        scored.append(next(name for name, t in splits.items() if torch.equal(t, targets)))
+        return real(scores, targets, eleven_point)
+
+    monkeypatch.setattr(voc_classification, "class_average_precisions", spy)
+    fitted: list[int] = []  # rows each probe or fine-tuning was trained on
+    fit, tune = voc_classification._fit_linear, voc_classification.tuned_copy
+
+    def fit_spy(x, targets, decay):
+        fitted.append(len(x))
+        return fit(x, targets, decay)
+
+    def tune_spy(model, outputs, images, *args, **kwargs):
+        fitted.append(len(images))
+        return tune(model, outputs, images, *args, **kwargs)
+
+    monkeypatch.setattr(voc_classification, "_fit_linear", fit_spy)
+    monkeypatch.setattr(voc_classification, "tuned_copy", tune_spy)
+    out = tmp_path / "out"
+    argv = [
+        "transfer",
+        "voc07",
+        "random-init",
+        f"data_root={voc.root}",
+        "image_size=24",
+        "widths=4,8",
+        "progress=false",
+        "--finetune",
+        "1",
+        "--finetune-lr",
+        "0.05,0.01",
+        "--layers",
+        "conv2,neck",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    results = json.loads((out / "transfer.json").read_text())
+    assert results["images"] == SIZES and results["classes"] == list(VOC_CLASSES)
+    source = results["sources"]["0-random-init"]
+    assert source["image_size"] == 24 and source["arch"] == "small"
+    linear, tuned = source["protocols"]["linear"], source["protocols"]["finetune"]["all"]
+    assert set(linear) == {"conv2", "neck"}
+    for run in [*linear.values(), tuned]:
+        assert run["chosen_on"] == "val" and run["fit_on"] == "trainval"
+        test = run["test"]
+        assert set(test) == {"map11", "map_all", "ap11", "ap_all", "classes_scored"}
+        assert test["classes_scored"] == 3 and 0 <= test["map11"] <= 1
+        aps = [ap for ap in test["ap11"].values() if ap is not None]
+        assert len(aps) == 3 and test["map11"] == pytest.approx(sum(aps) / 3)
+        assert test["ap11"]["aeroplane"] is None  # no aeroplane in the fixture
+    assert linear["neck"]["weight_decay"] in results["settings"]["weight_decays"]
+    assert set(tuned["val_map11_by_lr"]) == {"0.05", "0.01"}
+    assert tuned["lr"] == max((0.05, 0.01), key=lambda lr: tuned["val_map11_by_lr"][f"{lr:g}"])
+    # Test scored once per protocol (each AP variant), after every choice; choices on val only.
+    assert scored.count("test") == 2 * 3 and "train" not in scored
+    assert scored[-2:] == ["test", "test"] and set(scored) == {"val", "test"}
+    trainval = SIZES["train"] + SIZES["val"]  # fits on train, then one final fit each on trainval
+    assert set(fitted) == {SIZES["train"], trainval} and fitted.count(trainval) == 3
+    markdown = (out / "transfer.md").read_text()
+    assert "| **mAP** |" in markdown and "chosen on val" in markdown
+
+
+def test_transfer_cli_refuses_bad_sources_and_data_in_one_line(voc, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "o")]
+    for argv, expected in (
+        (["raw-pixels", f"data_root={voc.root}"], "raw-pixels has none"),
+        (["random-init", f"data_root={tmp_path}", "image_size=16"], "download=true"),
+        (["random-init", f"data_root={voc.root}"], "give image_size=N"),
+        (["random-init", f"data_root={voc.root}", "image_size=16", "--layers", "fc9"], "fc9"),
+        (["random-init", "image_size=16", "--finetune-lr", "0,1"], "--finetune-lr"),
+    ):
+        assert main(["transfer", "voc07", *argv, *out]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
