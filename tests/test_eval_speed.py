@@ -44,8 +44,8 @@ def test_the_decay_walk_chooses_what_trying_every_decay_chooses(monkeypatch):
     x, y = _overlapping(300, 0)
     test_x, test_y = _overlapping(200, 1)
     fits = []
-    real = probes._fit_lbfgs
-    monkeypatch.setattr(probes, "_fit_lbfgs", lambda *a, **k: fits.append(a[3]) or real(*a, **k))
+    real = probes.fit_lbfgs
+    monkeypatch.setattr(probes, "fit_lbfgs", lambda *a, **k: fits.append(a[3]) or real(*a, **k))
     walked = linear_probe(x, y, test_x, test_y, weight_decays=DECAYS, solver="lbfgs")
     tried = sorted(set(fits))
     monkeypatch.setattr(probes, "PATIENCE", len(DECAYS))

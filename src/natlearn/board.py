@@ -30,9 +30,10 @@ PROJECTOR_SAMPLE = 1000  # points TensorBoard's projector shows at once without 
 def uses_tensorboard(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` was trained with ``logger=tensorboard``."""
     config = run_dir / "config.yaml"
-    return config.is_file() and (yaml.safe_load(config.read_text()) or {}).get(
-        "logger"
-    ) == "tensorboard"
+    return (
+        config.is_file()
+        and (yaml.safe_load(config.read_text()) or {}).get("logger") == "tensorboard"
+    )
 
 
 def _epoch_steps(run_dir: Path) -> dict[int, int]:

@@ -20,7 +20,18 @@ from torch import nn
 from natlearn.devices import resolve_device
 from natlearn.evaluate.fit import fit_minibatches
 
-__all__ = ["ProbeResult", "WEIGHT_DECAYS", "linear_probe", "standardiser", "topk_accuracy"]
+__all__ = [
+    "PATIENCE",
+    "ProbeResult",
+    "WEIGHT_DECAYS",
+    "best_decay",
+    "cpu_threads",
+    "decay_walk",
+    "fit_lbfgs",
+    "linear_probe",
+    "standardiser",
+    "topk_accuracy",
+]
 
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -104,8 +115,8 @@ def linear_probe(
         train_x: (n_train, f) features; train_y: (n_train,) int64 labels in [0, classes).
         test_x: (n_test, f) features; test_y: (n_test,) labels, used only for the final score.
         threads: CPU threads for the fit on features of more than 5e7 numbers (None: as set);
-            smaller ones always fit on one (see :func:`_threads`). Callers that run several probes
-            at once pass their share.
+            smaller ones always fit on one (see :func:`cpu_threads`). Callers that run several
+            probes at once pass their share.
     """
     device = resolve_device()
     standardise = standardiser(train_x)
@@ -115,7 +126,7 @@ def linear_probe(
     if solver == "auto":
         solver = "lbfgs" if x.numel() <= 5e7 else "adam"
     single = x.numel() <= 5e7 and x.device.type == "cpu"
-    with _threads(1 if single else threads):
+    with cpu_threads(1 if single else threads):
         final, best, scores = _choose_and_fit(
             x, y, classes, weight_decays, solver, epochs, batch_size, lr, progress
         )
@@ -134,7 +145,7 @@ def linear_probe(
 
 
 @contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
+def cpu_threads(count: int | None) -> Iterator[None]:
     """Run the block on ``count`` CPU threads (None: as set). Probes on up to 5e7 numbers run on
     one: their ops are small, so OpenMP threads gain little, and threads that wait for each other at
     every op are 3-10x slower when another process shares the cores (measured on 2 shared cores:
@@ -172,18 +183,18 @@ def _choose_and_fit(
             torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device).chunk(3)
         )
         scores: list[float | None] = [None] * len(weight_decays)
-        for i in _decay_walk(weight_decays, scores):
+        for i in decay_walk(weight_decays, scores):
             correct = 0
             for k, held in enumerate(folds):
                 fit = torch.cat([f for j, f in enumerate(folds) if j != k])
-                params = _fit_lbfgs(x[fit], y[fit], classes, weight_decays[i])
+                params = fit_lbfgs(x[fit], y[fit], classes, weight_decays[i])
                 with torch.no_grad():
                     correct += int((_logits(x[held], params).argmax(dim=1) == y[held]).sum())
             scores[i] = correct / len(x)
-        best = _best(scores)
+        best = best_decay(scores)
         # From zero, as every fit: most stop at max_iter short of the optimum, so a warm start would
         # end elsewhere (1 digit in 599 moved either way when it was tried).
-        final = _linear(*_fit_lbfgs(x, y, classes, weight_decays[best]))
+        final = _linear(*fit_lbfgs(x, y, classes, weight_decays[best]))
     else:
         # Large data: every decay at once as one wide layer on 90%, the best on the other 10% is
         # kept.
@@ -198,7 +209,7 @@ def _choose_and_fit(
                 .mean(dim=0)
                 .tolist()
             )
-            best = _best(scores)
+            best = best_decay(scores)
             final = nn.utils.skip_init(nn.Linear, x.shape[1], classes, device=device)
             final.weight.copy_(layer.weight.view(heads, classes, -1)[best])
             final.bias.copy_(layer.bias.view(heads, classes)[best])
@@ -209,7 +220,7 @@ PATIENCE = 2
 """The L-BFGS decay search stops after this many decays in a row below the best so far."""
 
 
-def _decay_walk(weight_decays: Sequence[float], scores: list[float | None]) -> Iterator[int]:
+def decay_walk(weight_decays: Sequence[float], scores: list[float | None]) -> Iterator[int]:
     """Indices of ``weight_decays`` to try, largest decay first; the caller fills ``scores[i]``
     (held-out accuracy) before asking for the next. Stops after :data:`PATIENCE` decays in a row
     score below the best so far: held-out accuracy rises to one peak as the decay falls, and the
@@ -223,7 +234,7 @@ def _decay_walk(weight_decays: Sequence[float], scores: list[float | None]) -> I
             return
 
 
-def _best(scores: Sequence[float | None]) -> int:
+def best_decay(scores: Sequence[float | None]) -> int:
     """The index of the best held-out score; ties go to the earlier decay (as listed)."""
     tried = [i for i, score in enumerate(scores) if score is not None]
     return max(tried, key=lambda i: (scores[i], -i))
@@ -242,7 +253,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return layer
 
 
-def _fit_lbfgs(
+def fit_lbfgs(
     x: torch.Tensor,
     y: torch.Tensor,
     classes: int,

@@ -231,7 +231,7 @@ def evaluate_network(
     test = extract_features(model, test_set.images, wanted, crop_size, **view, desc="test")
     say(
         f"features of {len(train_set):,} train + {len(test_set):,} test images, "
-        f"{len(wanted)} layer(s): {time.perf_counter() - extracting:.1f} s",
+        f"{len(wanted)} layer{'s' * (len(wanted) != 1)}: {time.perf_counter() - extracting:.1f} s",
         settings.progress,
     )
     last = model.conv_names[-1]

@@ -45,10 +45,10 @@ from natlearn.evaluate.average_precision import average_precision, precision_rec
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.probes import (
     WEIGHT_DECAYS,
-    _best,
-    _decay_walk,
-    _fit_lbfgs,
-    _threads,
+    best_decay,
+    cpu_threads,
+    decay_walk,
+    fit_lbfgs,
     standardiser,
 )
 from natlearn.evaluate.transfer import tuned_copy
@@ -201,12 +201,12 @@ def _bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _fit_linear(x: torch.Tensor, targets: torch.Tensor, decay: float) -> Callable:
     """The BCE probe of one decay on (n, f) features: standardised by these features, fit by
-    L-BFGS from zero (:func:`natlearn.evaluate.probes._fit_lbfgs`); returns features -> logits."""
+    L-BFGS from zero (:func:`natlearn.evaluate.probes.fit_lbfgs`); returns features -> logits."""
     standardise = standardiser(x)
     # One thread, as linear_probe fits features of up to 5e7 numbers: OpenMP threads waiting for
     # each other at every small op are several times slower on shared cores.
-    with _threads(1 if x.numel() <= 5e7 and x.device.type == "cpu" else None):
-        weight, bias = _fit_lbfgs(standardise(x), targets, targets.shape[1], decay, loss=_bce)
+    with cpu_threads(1 if x.numel() <= 5e7 and x.device.type == "cpu" else None):
+        weight, bias = fit_lbfgs(standardise(x), targets, targets.shape[1], decay, loss=_bce)
     return lambda features: standardise(features) @ weight.T + bias
 
 
@@ -221,11 +221,11 @@ def _linear_probe(
     started = time.perf_counter()
     decays = settings.weight_decays
     by_decay: list[float | None] = [None] * len(decays)
-    for i in _decay_walk(decays, by_decay):
+    for i in decay_walk(decays, by_decay):
         probe = _fit_linear(features["train"], targets["train"], decays[i])
         with torch.no_grad():
             by_decay[i] = _mean(class_average_precisions(probe(features["val"]), targets["val"]))
-    best = _best(by_decay)
+    best = best_decay(by_decay)
     trainval = torch.cat([features["train"], features["val"]])
     probe = _fit_linear(trainval, torch.cat([targets["train"], targets["val"]]), decays[best])
     with torch.no_grad():
