@@ -76,3 +76,20 @@ def test_resnet_benchmark_quick_trains_and_scores_rows_next_to_lightlys_table(tm
     config = (tmp_path / "cifar_resnet-quick" / "nat-simclr" / "config.yaml").read_text()
     assert "color_jitter: 0.5" in config and "arch: resnet18" in config
     assert (ROOT / "docs" / "results.md").read_text() == docs_before
+
+
+def test_eval_speed_quick_times_compare_and_its_reuse_without_touching_docs(tmp_path):
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    results = ROOT / "benchmarks" / "results" / "eval_speed.json"
+    before = results.read_text() if results.exists() else None
+    done = run_script("eval_speed.py", "--quick", "--work", str(tmp_path), folder="benchmarks")
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads((tmp_path / "quick" / "eval_speed_quick.json").read_text())["rows"]["after"]
+    assert row["first"]["wall_s"] > 0 and row["first"]["cpu_s"] > 0
+    assert row["code"]["reuses_eval_json"] and all(row["second"]["reused"].values())
+    assert set(row["top1"]) == {"nat", "random-init", "sup", "raw-pixels"}
+    assert 0.1 < row["top1"]["nat"]["linear"]["neck"] <= 1
+    assert len(row["first"]["load_before"]) == 3
+    assert "| after |" in done.stdout
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == docs
+    assert (results.read_text() if results.exists() else None) == before
