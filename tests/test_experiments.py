@@ -93,3 +93,32 @@ def test_eval_speed_quick_times_compare_and_its_reuse_without_touching_docs(tmp_
     assert "| after |" in done.stdout
     assert (ROOT / "docs" / "benchmarks.md").read_text() == docs
     assert (results.read_text() if results.exists() else None) == before
+
+
+def test_detection_standin_quick_writes_a_voc_layout_and_scores_three_backbones(tmp_path):
+    docs = (ROOT / "docs" / "results.md").read_text()
+    kept = ROOT / "experiments" / "results" / "detection_standin.json"
+    measured = kept.read_text() if kept.exists() else None
+    done = run_script("detection_standin.py", "--quick", "--runs", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = tmp_path / "detection_standin-quick"
+    main = runs / "voc" / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main"
+    listed = {name: (main / f"{name}.txt").read_text().split() for name in ("train", "val", "test")}
+    assert sorted(listed["train"] + listed["val"]) == (main / "trainval.txt").read_text().split()
+    assert not set(listed["test"]) & set(listed["train"] + listed["val"])
+    results = json.loads((runs / "results.json").read_text())
+    assert set(results["results"]) == {"nat", "random-init", "supervised"}
+    for row in results["results"].values():
+        assert 0 <= row["map11"] <= 1 and 0 <= row["map_all"] <= 1
+        assert row["test_images"] == len(listed["test"])
+    assert "| supervised |" in done.stdout
+    # a fine-tuning is reused only for the same backbone weights (and settings)
+    cached = runs / "scores" / "test-nat-lr0.01.json"
+    stored = json.loads(cached.read_text())
+    cached.write_text(json.dumps({**stored, "weights": "another backbone"}))
+    again = run_script("detection_standin.py", "--quick", "--runs", str(tmp_path))
+    assert again.returncode == 0, again.stderr[-2000:]
+    refitted = [line.split(":")[0] for line in again.stdout.splitlines() if ": mAP11" in line]
+    assert refitted == ["test-nat-lr0.01"]
+    assert (ROOT / "docs" / "results.md").read_text() == docs
+    assert (kept.read_text() if kept.exists() else None) == measured

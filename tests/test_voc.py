@@ -260,3 +260,49 @@ def test_transfer_cli_refuses_bad_sources_and_data_in_one_line(voc, tmp_path, ca
         assert main(["transfer", "voc07", *argv, *out]) == 2
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1, err
+
+
+def test_transfer_cli_detects_with_the_lr_chosen_on_val_and_test_scored_once(
+    voc, tmp_path, monkeypatch
+):
+    from natlearn.evaluate import detection
+
+    calls: list[tuple[int, int, float]] = []  # (train images, scored images, lr) of each run
+    real = detection.detection_transfer
+
+    def spy(network, train, test, settings, progress=True):
+        calls.append((len(train), len(test), settings.lr))
+        return real(network, train, test, settings, progress)
+
+    monkeypatch.setattr(detection, "detection_transfer", spy)
+    out = tmp_path / "out"
+    argv = ["random-init", f"data_root={voc.root}", "image_size=24", "widths=4,8", "progress=false"]
+    detect = ["--detect-size", "32", "--detect-epochs", "1", "--detect-lr", "0.02,0.01"]
+    assert main(["transfer", "voc07", *argv, "--task", "detect", *detect, "--out", str(out)]) == 0
+    found = json.loads((out / "transfer.json").read_text())["sources"]["0-random-init"]["detection"]
+    trainval = SIZES["train"] + SIZES["val"]
+    assert calls[:2] == [(SIZES["train"], SIZES["val"], 0.02), (SIZES["train"], SIZES["val"], 0.01)]
+    assert calls[2:] == [(trainval, SIZES["test"], found["lr"])]  # test once, after the choice
+    tried = (0.02, 0.01)  # the best val mAP; a tie goes to the earlier one
+    chosen = max(tried, key=lambda lr: (found["val_map11"][f"{lr:g}"] or -1, -tried.index(lr)))
+    assert found["lr"] == chosen and found["lr_chosen_on"] == "val"
+    assert found["settings"]["image_size"] == 32 and found["test_images"] == SIZES["test"]
+    assert 0 <= found["map11"] <= 1 and 0 <= found["map_all"] <= 1
+    markdown = (out / "transfer.md").read_text()
+    assert "| class | detection (mAP@0.5) (AP11 / AP all) |" in markdown
+    assert f"- detection (mAP@0.5): lr {found['lr']:g} (chosen on val), 1 epochs" in markdown
+
+
+def test_transfer_cli_refuses_bad_detection_options_before_any_work(voc, tmp_path, capsys):
+    base = ["transfer", "voc07", "random-init", f"data_root={voc.root}", "image_size=16"]
+    out = ["--task", "detect", "--out", str(tmp_path / "o")]
+    for flags, expected in (
+        (["--detect-layer", "neck"], "needs a feature map"),
+        (["--detect-layer", "conv9"], "--detect-layer conv9: no such layer"),
+        (["--detect-epochs", "0"], "epochs=0 must be >= 1"),
+        (["--detect-lr", "x"], "--detect-lr"),
+    ):
+        assert main([*base, *flags, *out]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()

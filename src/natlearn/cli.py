@@ -268,6 +268,19 @@ def _parser() -> argparse.ArgumentParser:
         default="0.01",
         help="fine-tuning learning rate; several (comma-separated): chosen on val",
     )
+    add("--detect-size", type=int, default=600, help="detection: images' short side (default 600)")
+    add("--detect-epochs", type=int, default=10, help="detection: fine-tuning epochs (default 10)")
+    add("--detect-batch-size", type=int, default=4, help="detection: images per step (default 4)")
+    add(
+        "--detect-lr",
+        default="0.01",
+        help="detection learning rate; several (comma-separated): chosen on val mAP",
+    )
+    add(
+        "--detect-layer",
+        default="",
+        help="detection: the trunk block whose map Faster R-CNN uses (default the last conv block)",
+    )
 
     add = command("report", "one markdown page of a run: config, curves, evaluations, figures")
     add("run_dir")

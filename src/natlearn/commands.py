@@ -439,6 +439,7 @@ def transfer_command(args: argparse.Namespace) -> None:
     import dataclasses
     import time
 
+    from natlearn.data.voc import read_voc07
     from natlearn.devices import resolve_device
     from natlearn.evaluate import voc_classification as voc
     from natlearn.progress import say
@@ -472,13 +473,16 @@ def transfer_command(args: argparse.Namespace) -> None:
     base = _source_config(checkpoints[0], None, overrides) if checkpoints else None
     spec = load_checkpoint(checkpoints[0])["network"] if checkpoints else None
     configs = {source: _source_config(source, base, overrides) for source in sources}
+    detect = _detection_settings(args)
+    detect_lrs = _numbers(args.detect_lr, "--detect-lr")
     for source, config in configs.items():  # every source readable, every layer known, first
         _check_layers(config, source, layers=list(settings.layers) if settings.linear else [])
+        if detect is not None and detect.layer is not None:
+            _check_layers(config, source, detect_layer=[detect.layer])
         if source == "random-init":  # a checkpoint always knows its size
             _transfer_image_size(checked.image_size, config, spec, source)
-    detect = _detection_settings(args.task)
     root = given.get("data_root") or "data"
-    data = voc.read_voc07(root, checked.download)
+    data = read_voc07(root, checked.download)
     counts = {name: len(getattr(data, name)) for name in ("train", "val", "test")}
     results: dict = {
         "benchmark": args.benchmark,
@@ -530,13 +534,9 @@ def transfer_command(args: argparse.Namespace) -> None:
         if args.task in ("classify", "both"):
             entry.update(voc.classification_transfer(model, data, size, settings, images))
         if detect is not None:
-            from natlearn.data.voc import VOCSplit
-            from natlearn.evaluate.detection import detection_transfer
+            from natlearn.evaluate.detection import voc07_detection
 
-            trainval = VOCSplit(data.train.images + data.val.images, data.classes)
-            entry["detection"] = detection_transfer(
-                model, trainval, data.test, detect, settings.progress
-            )
+            entry["detection"] = voc07_detection(model, data, detect, detect_lrs, settings.progress)
         entry["seconds_total"] = time.perf_counter() - started
         results["sources"][name] = entry
         voc.write_transfer(out, results)  # after each source: a crash keeps the finished ones
@@ -559,16 +559,21 @@ def _numbers(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
-def _detection_settings(task: str):
-    """The detection settings for ``--task detect|both`` (None for classify), or a one-line error
-    when natlearn's detection transfer is not installed."""
-    if task == "classify":
+def _detection_settings(args: argparse.Namespace):
+    """The detection settings of ``--task detect|both`` from the --detect-* options, checked now
+    (None for classify)."""
+    if args.task == "classify":
         return None
-    try:
-        from natlearn.evaluate.detection import DetectionSettings
-    except ImportError:
+    if args.detect_layer == "neck":
         raise NatlearnError(
-            f"--task {task}: this natlearn has no detection transfer "
-            "(natlearn.evaluate.detection); use --task classify"
-        ) from None
-    return DetectionSettings()
+            "--detect-layer neck: the detector needs a feature map; give a conv block or stage "
+            "(e.g. conv4, layer4)"
+        )
+    from natlearn.evaluate.detection import DetectionSettings
+
+    return DetectionSettings(
+        image_size=args.detect_size,
+        layer=args.detect_layer or None,
+        epochs=args.detect_epochs,
+        batch_size=args.detect_batch_size,
+    ).resolved()

@@ -16,7 +16,15 @@ import torch
 
 from natlearn.errors import NatlearnError
 
-__all__ = ["VOC_CLASSES", "VOC_IMAGE_SETS", "VOCImage", "VOCSplit", "read_voc"]
+__all__ = [
+    "VOC07",
+    "VOC_CLASSES",
+    "VOC_IMAGE_SETS",
+    "VOCImage",
+    "VOCSplit",
+    "read_voc",
+    "read_voc07",
+]
 
 # The official order (the devkit's VOCopts.classes): class index i is VOC_CLASSES[i].
 VOC_CLASSES: tuple[str, ...] = (
@@ -203,3 +211,33 @@ def _objects(xml: Path, jpeg: Path) -> list[tuple[str, tuple[float, float, float
             "needs <name> and <bndbox> with numeric xmin, ymin, xmax, ymax"
         ) from None
     return found
+
+
+@dataclass(frozen=True)
+class VOC07:
+    """VOC2007's splits for transfer: fit on ``train``, choose on ``val``, refit on both,
+    score ``test``."""
+
+    train: VOCSplit
+    val: VOCSplit
+    test: VOCSplit
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
+
+
+def read_voc07(root: str | Path, download: bool = False) -> VOC07:
+    """VOC2007 train, val and test from ``root`` (torchvision's layout), val and test read with
+    train's classes. Raises NatlearnError (one line) when a split is missing or val holds no
+    positive (nothing to choose by)."""
+    train = read_voc(root, "train", download=download)
+    val = read_voc(root, "val", download=download, classes=train.classes)
+    test = read_voc(root, "test", download=download, classes=train.classes)
+    for name, split in (("val", val), ("test", test)):
+        if not bool((split.class_targets() > 0).any()):
+            raise NatlearnError(
+                f"the {name} split of {root} holds no non-difficult object, so no AP can be "
+                f"measured on it; give a {name} split with annotated objects"
+            )
+    return VOC07(train, val, test)

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from natlearn.data.voc import VOCImage, VOCSplit
+from natlearn.data.voc import VOC07, VOCImage, VOCSplit
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.average_precision import average_precision, precision_recall
 from natlearn.evaluate.fit import fit_minibatches
+from natlearn.evaluate.probes import cpu_threads
 from natlearn.models import Network
 from natlearn.progress import say, steps
 
@@ -37,6 +38,7 @@ __all__ = [
     "NetworkBackbone",
     "detection_model",
     "detection_transfer",
+    "voc07_detection",
     "voc_detection_ap",
 ]
 
@@ -239,23 +241,17 @@ def detection_transfer(
         raise NatlearnError("detection transfer needs images in both the train and test splits")
     for split, name in ((train, "train"), (test, "test")):
         _check_boxes(split, name)
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.seed)
-            model = detection_model(network, len(train.classes), settings)
-            started = time.perf_counter()
-            losses = _fine_tune(model, train, settings, progress)
-            trained = time.perf_counter()
-            detections = _detect(model, test, settings.batch_size, progress)
+    with cpu_threads(settings.threads or None), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = detection_model(network, len(train.classes), settings)
+        started = time.perf_counter()
+        losses = _fine_tune(model, train, settings, progress)
+        trained = time.perf_counter()
+        detections = _detect(model, test, settings.batch_size, progress)
         scores = voc_detection_ap(
             detections, test.images, len(test.classes), settings.iou_threshold
         )
         tested = time.perf_counter()
-    finally:
-        torch.set_num_threads(threads)
     ap11 = dict(zip(test.classes, scores["ap11"], strict=True))
     ap_all = dict(zip(test.classes, scores["ap_all"], strict=True))
     return {
@@ -272,6 +268,40 @@ def detection_transfer(
         "test_images": len(test),
         "seconds": {"train": round(trained - started, 1), "test": round(tested - trained, 1)},
     }
+
+
+def voc07_detection(
+    network: Network,
+    data: VOC07,
+    settings: DetectionSettings,
+    lrs: Sequence[float] = (),
+    progress: bool = True,
+) -> dict:
+    """Detection transfer by the VOC2007 protocol: with several learning rates ``lrs``, each
+    fine-tunes on ``data.train`` and is scored on ``data.val`` (11-point mAP); the best (or the one
+    given; none: ``settings.lr``) fine-tunes on train + val and is scored once on ``data.test``.
+
+    Returns:
+        :func:`detection_transfer`'s results on test, with ``lr``, ``lr_chosen_on`` (``val`` or
+        ``given``) and ``val_map11`` (lr -> val 11-point mAP, when there was a choice).
+    """
+    lrs = tuple(lrs) or (settings.lr,)
+    val_map11: dict[str, float | None] = {}
+    if len(lrs) > 1:
+        for lr in lrs:
+            say(f"detection: lr {lr:g}, fit on train, scored on val", progress)
+            tried = dataclasses.replace(settings, lr=lr)
+            found = detection_transfer(network, data.train, data.val, tried, progress)
+            val_map11[f"{lr:g}"] = found["map11"]
+        # ties and unscored choices go to the earlier lr, as listed
+        chosen = max(lrs, key=lambda lr: (val_map11[f"{lr:g}"] or -1.0, -lrs.index(lr)))
+    else:
+        chosen = lrs[0]
+    trainval = VOCSplit(data.train.images + data.val.images, data.classes)
+    final = dataclasses.replace(settings, lr=chosen)
+    results = detection_transfer(network, trainval, data.test, final, progress)
+    chosen_on = "val" if len(lrs) > 1 else "given"
+    return {**results, "lr": chosen, "lr_chosen_on": chosen_on, "val_map11": val_map11}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

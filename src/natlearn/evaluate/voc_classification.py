@@ -39,8 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.data import Augmentation, center_crop
-from natlearn.data.voc import VOCSplit, read_voc
-from natlearn.errors import NatlearnError
+from natlearn.data.voc import VOC07, VOCSplit
 from natlearn.evaluate.average_precision import average_precision, precision_recall
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.probes import (
@@ -59,12 +58,10 @@ from natlearn.progress import say, steps
 
 __all__ = [
     "ClassifySettings",
-    "VOC07",
     "class_average_precisions",
     "classification_transfer",
     "decode_images",
     "format_transfer",
-    "read_voc07",
     "write_transfer",
 ]
 
@@ -92,36 +89,6 @@ class ClassifySettings:
     batch_size: int = 64
     crop_scale: float = 0.25
     progress: bool = True
-
-
-@dataclass(frozen=True)
-class VOC07:
-    """VOC2007's splits for classification: fit on ``train``, choose on ``val``, refit on both,
-    score ``test``."""
-
-    train: VOCSplit
-    val: VOCSplit
-    test: VOCSplit
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.train.classes
-
-
-def read_voc07(root: str | Path, download: bool = False) -> VOC07:
-    """VOC2007 train, val and test from ``root`` (torchvision's layout), val and test read with
-    train's classes. Raises NatlearnError (one line) when a split is missing or val holds no
-    positive (nothing to choose by)."""
-    train = read_voc(root, "train", download=download)
-    val = read_voc(root, "val", download=download, classes=train.classes)
-    test = read_voc(root, "test", download=download, classes=train.classes)
-    for name, split in (("val", val), ("test", test)):
-        if not bool((split.class_targets() > 0).any()):
-            raise NatlearnError(
-                f"the {name} split of {root} holds no non-difficult object, so no AP can be "
-                f"measured on it; give a {name} split with annotated objects"
-            )
-    return VOC07(train, val, test)
 
 
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
@@ -377,39 +344,31 @@ def classification_transfer(
 
 
 def format_transfer(results: dict) -> str:
-    """Markdown: per source, a row per class (AP of each protocol, 11-point / all-point), then
-    mAP; the settings chosen and the time follow."""
+    """Markdown: per source, a row per class (AP of each protocol, 11-point / all-point, and of
+    detection when it ran), then mAP; the settings chosen and the time follow."""
     parts = []
     for name, source in results["sources"].items():
         runs = [
-            (f"{protocol} {where}", run)
-            for protocol, found in source["protocols"].items()
+            (f"{protocol} {where}", run["test"], f"{_chosen(run)}; {run['seconds']:.1f} s")
+            for protocol, found in source.get("protocols", {}).items()
             for where, run in found.items()
         ]
-        found = source.get("detection")
-        detection = (
-            f"\n\ndetection (Faster R-CNN): mAP {found['map11']:.4f} (11-point), "
-            f"{found['map_all']:.4f} (all-point)"
-            if found and found.get("map11") is not None
-            else ""
-        )
-        if not runs:
-            parts.append(f"## {name}\n\n{source['setup']}{detection}")
-            continue
-        classes = list(runs[0][1]["test"]["ap11"])
+        if "detection" in source:
+            found = source["detection"]
+            seconds = sum(found["seconds"].values())
+            runs.append(("detection (mAP@0.5)", found, f"{_chosen_lr(found)}; {seconds:.1f} s"))
+        classes = list(runs[0][1]["ap11"]) if runs else []
         rows = [
-            [c, *(_pair(run["test"]["ap11"][c], run["test"]["ap_all"][c]) for _, run in runs)]
+            [c, *(_pair(scores["ap11"][c], scores["ap_all"][c]) for _, scores, _ in runs)]
             for c in classes
         ]
         rows.append(
-            ["**mAP**", *(_pair(run["test"]["map11"], run["test"]["map_all"]) for _, run in runs)]
+            ["**mAP**", *(_pair(scores["map11"], scores["map_all"]) for _, scores, _ in runs)]
         )
-        header = ["class", *(f"{label} (AP11 / AP all)" for label, _ in runs)]
-        chosen = [f"- {label}: {_chosen(run)}; {run['seconds']:.1f} s" for label, run in runs]
+        header = ["class", *(f"{label} (AP11 / AP all)" for label, _, _ in runs)]
+        chosen = [f"- {label}: {how}" for label, _, how in runs]
         parts.append(
-            f"## {name}\n\n{source['setup']}\n\n{table(header, rows)}\n\n"
-            + "\n".join(chosen)
-            + detection
+            f"## {name}\n\n{source['setup']}\n\n{table(header, rows)}\n\n" + "\n".join(chosen)
         )
     return "\n\n".join(parts)
 
@@ -430,13 +389,16 @@ def _chosen(run: dict) -> str:
     return f"lr {run['lr']:g} ({how}), {run['epochs']} epochs on {run['fit_on']}"
 
 
+def _chosen_lr(detection: dict) -> str:
+    how = "chosen on val" if detection["lr_chosen_on"] == "val" else "the one given"
+    epochs, size = detection["settings"]["epochs"], detection["settings"]["image_size"]
+    return f"lr {detection['lr']:g} ({how}), {epochs} epochs at {size} px on trainval"
+
+
 def write_transfer(out: str | Path, results: dict) -> None:
     """``out/transfer.json`` and ``out/transfer.md``, written atomically."""
     out = Path(out)
     text = json.dumps(results, indent=2, allow_nan=False) + "\n"
     atomic_write(out / "transfer.json", lambda tmp: tmp.write_text(text))
-    markdown = (
-        f"# Pascal VOC 2007 classification transfer\n\n{results['setup']}\n\n"
-        f"{format_transfer(results)}\n"
-    )
+    markdown = f"# Pascal VOC 2007 transfer\n\n{results['setup']}\n\n{format_transfer(results)}\n"
     atomic_write(out / "transfer.md", lambda tmp: tmp.write_text(markdown))
