@@ -263,12 +263,23 @@ def test_two_ranks_stream_a_folder_and_skip_an_unreadable_image(tmp_path):
 def two_nodes(out: Path, *extra: str, fault_on_one: str = "") -> list[subprocess.CompletedProcess]:
     """Two ``torchrun --nnodes 2 --nproc-per-node 1`` launchers meeting at a c10d rendezvous on
     127.0.0.1, as the README's multi-node line does on real hosts; ``fault_on_one`` kills the first
-    launcher's process at that point (NATLEARN_FAULT)."""
+    launcher's process at that point (NATLEARN_FAULT).
+
+    The rendezvous store is hosted here rather than by one launcher (``is_host=0`` for both):
+    a launcher hosting it may exit while the other still writes its goodbye to the store, which
+    then fails with RendezvousConnectionError on a loaded machine; a long-lived store (as on a
+    real cluster's head node) removes that race from what the test measures."""
     import socket
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
 
     with socket.socket() as probe:  # a free port for this rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    store = TCPStore(
+        "127.0.0.1", port, is_master=True, multi_tenant=True, timeout=timedelta(seconds=300)
+    )
     command = [
         sys.executable,
         "-m",
@@ -283,6 +294,8 @@ def two_nodes(out: Path, *extra: str, fault_on_one: str = "") -> list[subprocess
         f"127.0.0.1:{port}",
         "--rdzv-id",
         f"nat-{port}",
+        "--rdzv-conf",
+        "is_host=0,read_timeout=300",
         "-m",
         "natlearn",
         "train",
@@ -310,6 +323,7 @@ def two_nodes(out: Path, *extra: str, fault_on_one: str = "") -> list[subprocess
             node.kill()
             stdout, stderr = node.communicate()
         finished.append(subprocess.CompletedProcess(command, node.returncode, stdout, stderr))
+    del store  # the launchers are gone: close the rendezvous
     return finished
 
 

@@ -82,12 +82,10 @@ def test_an_unlabelled_flat_folder_asked_for_a_probe_gets_one_clear_error(
     for i in range(6):
         Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(flat / f"{i}.png")
     assert main(["eval", "random-init", f"data={flat}", "widths=[8,16]"]) == 2
-    err = capsys.readouterr().err
-    assert (
-        err.count("\n") == 1
-        and "unlabelled flat folder" in err
-        and "one sub-folder per class" in err
-    )
+    *progress, error = capsys.readouterr().err.splitlines()
+    assert error.startswith("natlearn: error:")
+    assert "unlabelled flat folder" in error and "one sub-folder per class" in error
+    assert all(f"{flat}: decoded 6 images" in line for line in progress)  # what it read, then why
 
 
 def _overlapping_classes(

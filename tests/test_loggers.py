@@ -179,3 +179,30 @@ def test_sigkill_while_checkpointing_an_epoch_leaves_one_value_per_step(tmp_path
     _assert_epochs_match_the_log(_scalars(out), _log(out), steps=2)
     assert [step for step, _ in _scalars(out)["step/loss"]] == [2, 4]
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
+
+
+def test_a_resumed_writer_sorts_after_the_last_one_even_in_the_same_second(tmp_path):
+    """TensorBoard reads event files in name order; with the per-process counter at 9 -> 10 a
+    second writer of the same second would sort first (".10" < ".9") and its steps be dropped."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from natlearn.loggers import TensorBoardLogger
+
+    def counter(folder: Path) -> str:
+        (path,) = folder.glob("events.out.tfevents.*")
+        return path.name.rsplit(".", 1)[1]
+
+    for spare in range(10):  # push the counter of the next writer to ...9
+        SummaryWriter(str(tmp_path / f"spare{spare}")).close()
+        if counter(tmp_path / f"spare{spare}").endswith("8"):
+            break
+    folder = tmp_path / "tensorboard"
+    first = TensorBoardLogger(folder, steps_done=0)  # the crashed run's last epoch, later redone
+    first.log_epoch(10, {"epoch": 1})
+    first.close()
+    second = TensorBoardLogger(folder, steps_done=5)
+    second.log_epoch(10, {"epoch": 2})
+    second.close()
+    files = sorted(path.name for path in folder.glob("events.out.tfevents.*"))
+    assert files[0].endswith("9") and files[-1].endswith("0")  # written in this order
+    assert _scalars(tmp_path)["epoch/epoch"] == [(10, 2.0)]

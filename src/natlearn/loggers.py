@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -93,6 +94,7 @@ class TensorBoardLogger:
         if steps_done == 0:  # a new run: events left here belong to one --overwrite discarded
             for stale in folder.glob("events.out.tfevents.*"):
                 stale.unlink()
+        _after_last_events_file(folder)
         # Events a killed run wrote past the checkpoint resumed from are hidden by TensorBoard
         # (purge_step); the steps retrained here log them again, once.
         self.writer = SummaryWriter(str(folder), purge_step=steps_done + 1)
@@ -108,6 +110,19 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _after_last_events_file(folder: Path) -> None:
+    """Wait, if need be, until a new events file's name sorts after those in ``folder``.
+
+    TensorBoard reads a folder's files in name order, ``events.out.tfevents.SECOND.HOST.PID.N``,
+    and drops what a later file's steps overwrite. A writer opened in the same second as the
+    last one (a resume in the same process) would be ordered by its counter ``N`` as text, so
+    ``.10`` before ``.9``: the resumed run's events would be read first and overwritten by the
+    crashed run's."""
+    seconds = [int(path.name.split(".")[3]) for path in folder.glob("events.out.tfevents.*")]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
 
 
 class CsvLogger:

@@ -21,7 +21,6 @@ from natlearn.devices import resolve_device
 from natlearn.evaluate.fit import fit_minibatches
 
 __all__ = [
-    "PATIENCE",
     "ProbeResult",
     "WEIGHT_DECAYS",
     "best_decay",
