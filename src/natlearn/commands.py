@@ -118,15 +118,22 @@ def _eval_layers(args: argparse.Namespace, config: Config, source: str) -> None:
     _check_layers(config, source, layers=_names(args.layers), knn_layers=_names(args.knn_layers))
 
 
-# Eval sources that are not checkpoints; the last two have no network (features of the images).
-_BASELINES = ("random-init", "raw-pixels", "hand-crafted")
+# Eval sources that are not checkpoints: random init, and two without a network (features of the
+# images alone).
+_NO_NETWORK = ("raw-pixels", "hand-crafted")
+_BASELINES = ("random-init", *_NO_NETWORK)
+
+
+def _progress(overrides: list[str]) -> bool:
+    """The ``progress=`` of a command's key=value settings (progress=false: quiet)."""
+    return apply_overrides(Config(), overrides).progress
 
 
 def _source_config(source: str, base: Config | None, overrides: list[str]) -> Config | None:
     """The config of an eval source with the data overrides (None for raw-pixels and
     hand-crafted), its checkpoint loaded and checked now rather than after the sources before it
     were evaluated."""
-    if source in ("raw-pixels", "hand-crafted"):
+    if source in _NO_NETWORK:
         return None
     if source == "random-init":
         return apply_overrides(base or Config(), overrides)
@@ -206,7 +213,7 @@ def eval_command(args: argparse.Namespace) -> None:
     base, overrides = _split_preset(args.settings) if baseline else (None, args.settings)
     settings = _eval_settings(args)
     config = _source_config(args.source, base, _data_overrides(overrides))
-    settings.progress = apply_overrides(Config(), overrides).progress  # progress=false: quiet
+    settings.progress = _progress(overrides)
     if config is not None:
         _eval_layers(args, config, args.source)
     out = Path(args.out) if args.out else _run_folder(args.source, Path(".")) / "eval"
@@ -264,7 +271,7 @@ def compare_command(args: argparse.Namespace) -> None:
         config = _source_config(source, base, overrides)
         if config is not None:
             _eval_layers(args, config, source)
-    settings.progress = apply_overrides(Config(), overrides).progress  # progress=false: quiet
+    settings.progress = _progress(overrides)
     results = {}
     for index, source in enumerate(sources):
         started, name = time.perf_counter(), f"{index}-{_run_folder(source, Path(source)).name}"
@@ -344,7 +351,7 @@ def evolution_command(args: argparse.Namespace) -> None:
     from natlearn.evaluate.evolution import evolution
 
     settings, overrides = _eval_settings(args), _data_overrides(args.settings)
-    settings.progress = apply_overrides(Config(), overrides).progress  # progress=false: quiet
+    settings.progress = _progress(overrides)
     run_dir = Path(args.run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise NatlearnError(
@@ -450,7 +457,7 @@ def transfer_command(args: argparse.Namespace) -> None:
             "transfer needs at least one source: run folders, checkpoint .pt files or random-init, "
             "before the key=value settings"
         )
-    fixed = [source for source in sources if source in ("raw-pixels", "hand-crafted")]
+    fixed = [source for source in sources if source in _NO_NETWORK]
     if fixed:
         raise NatlearnError(
             f"transfer {args.benchmark} fine-tunes and probes networks; {fixed[0]} has none: give "
@@ -467,7 +474,7 @@ def transfer_command(args: argparse.Namespace) -> None:
         linear=not args.no_linear,
         finetune_epochs=args.finetune,
         finetune_lrs=lrs,
-        progress=apply_overrides(Config(), overrides).progress,
+        progress=_progress(overrides),
     )
     checkpoints = [source for source in sources if source != "random-init"]
     base = _source_config(checkpoints[0], None, overrides) if checkpoints else None

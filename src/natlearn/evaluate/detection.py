@@ -29,7 +29,7 @@ from natlearn.data.voc import VOC07, VOCImage, VOCSplit
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.average_precision import average_precision, precision_recall
 from natlearn.evaluate.fit import fit_minibatches
-from natlearn.evaluate.probes import cpu_threads
+from natlearn.evaluate.probes import best_index, cpu_threads
 from natlearn.models import Network
 from natlearn.progress import say, steps
 
@@ -293,8 +293,8 @@ def voc07_detection(
             tried = dataclasses.replace(settings, lr=lr)
             found = detection_transfer(network, data.train, data.val, tried, progress)
             val_map11[f"{lr:g}"] = found["map11"]
-        # ties and unscored choices go to the earlier lr, as listed
-        chosen = max(lrs, key=lambda lr: (val_map11[f"{lr:g}"] or -1.0, -lrs.index(lr)))
+        # a val mAP of None (no class scored) ranks last
+        chosen = lrs[best_index([val_map11[f"{lr:g}"] or -1.0 for lr in lrs])]
     else:
         chosen = lrs[0]
     trainval = VOCSplit(data.train.images + data.val.images, data.classes)

@@ -12,7 +12,12 @@ from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate import labelled_splits
 from natlearn.evaluate.figures import figure_title, line_plot
-from natlearn.evaluate.reuse import checkpoint_network, eval_key, random_init_network
+from natlearn.evaluate.reuse import (
+    checkpoint_network,
+    eval_key,
+    find_reusable,
+    random_init_network,
+)
 from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.markdown import table
@@ -20,20 +25,6 @@ from natlearn.models import initial_model
 from natlearn.progress import progress_enabled, say, steps
 
 __all__ = ["evolution"]
-
-
-def _reusable_row(key: dict, files: list[Path]) -> tuple[Path, dict] | None:
-    """(file, {"protocols", "seconds"}) of an earlier evaluation with this key: a row of an
-    ``evolution.json`` or an ``eval.json``."""
-    for path in files:
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        for row in stored if isinstance(stored, list) else [stored]:
-            if isinstance(row, dict) and row.get("key") == key and "protocols" in row:
-                return path, {"protocols": row["protocols"], "seconds": row.get("seconds", 0.0)}
-    return None
 
 
 def evolution(
@@ -77,11 +68,13 @@ def evolution(
         network = checkpoint_network(path) if path is not None else random_init_network(config)
         key = eval_key(network, settings, train_set, test_set, crop_size)
         what = f"evolution [{index + 1}/{len(paths) + 1}]: epoch {epoch}"
-        found = _reusable_row(key, earlier)
+        found = find_reusable(key, earlier)
         if found is not None:
+            path_found, stored = found
             same = "same network, settings and data"
-            say(f"{what}: reusing {found[0]} ({same})", settings.progress)
-            rows.append({"epoch": epoch, **found[1], "key": key})
+            say(f"{what}: reusing {path_found} ({same})", settings.progress)
+            measured = {"protocols": stored["protocols"], "seconds": stored.get("seconds", 0.0)}
+            rows.append({"epoch": epoch, **measured, "key": key})
             continue
         say(f"{what} ({path or 'random init'})", settings.progress)
         model = initial_model(config, train_set) if state is None else network_from_state(state)

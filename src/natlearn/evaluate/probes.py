@@ -23,7 +23,7 @@ from natlearn.evaluate.fit import fit_minibatches
 __all__ = [
     "ProbeResult",
     "WEIGHT_DECAYS",
-    "best_decay",
+    "best_index",
     "cpu_threads",
     "decay_walk",
     "fit_lbfgs",
@@ -190,7 +190,7 @@ def _choose_and_fit(
                 with torch.no_grad():
                     correct += int((_logits(x[held], params).argmax(dim=1) == y[held]).sum())
             scores[i] = correct / len(x)
-        best = best_decay(scores)
+        best = best_index(scores)
         # From zero, as every fit: most stop at max_iter short of the optimum, so a warm start would
         # end elsewhere (1 digit in 599 moved either way when it was tried).
         final = _linear(*fit_lbfgs(x, y, classes, weight_decays[best]))
@@ -208,7 +208,7 @@ def _choose_and_fit(
                 .mean(dim=0)
                 .tolist()
             )
-            best = best_decay(scores)
+            best = best_index(scores)
             final = nn.utils.skip_init(nn.Linear, x.shape[1], classes, device=device)
             final.weight.copy_(layer.weight.view(heads, classes, -1)[best])
             final.bias.copy_(layer.bias.view(heads, classes)[best])
@@ -233,8 +233,9 @@ def decay_walk(weight_decays: Sequence[float], scores: list[float | None]) -> It
             return
 
 
-def best_decay(scores: Sequence[float | None]) -> int:
-    """The index of the best held-out score; ties go to the earlier decay (as listed)."""
+def best_index(scores: Sequence[float | None]) -> int:
+    """The index of the best held-out score (None: not tried); ties go to the earlier choice (as
+    listed): a weight decay here, a learning rate in the VOC transfer."""
     tried = [i for i, score in enumerate(scores) if score is not None]
     return max(tried, key=lambda i: (scores[i], -i))
 

@@ -95,13 +95,15 @@ def eval_key(network: dict, settings, train_set, test_set, crop_size: int) -> di
 
 
 def find_reusable(key: dict, candidates: Iterable[Path]) -> tuple[Path, dict] | None:
-    """The first ``eval.json`` among ``candidates`` (files; missing or unreadable ones are skipped)
-    whose stored key equals ``key``, with its results."""
+    """The first evaluation among ``candidates`` whose stored key equals ``key``, with its file:
+    an ``eval.json`` (one evaluation) or a row of an ``evolution.json`` (a list of them). Missing
+    or unreadable files are skipped."""
     for path in dict.fromkeys(Path(p) for p in candidates):
         try:
             stored = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(stored, dict) and stored.get("key") == key:
-            return path, stored
+        for row in stored if isinstance(stored, list) else [stored]:
+            if isinstance(row, dict) and row.get("key") == key and "protocols" in row:
+                return path, row
     return None

@@ -44,7 +44,7 @@ from natlearn.evaluate.average_precision import average_precision, precision_rec
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.probes import (
     WEIGHT_DECAYS,
-    best_decay,
+    best_index,
     cpu_threads,
     decay_walk,
     fit_lbfgs,
@@ -192,7 +192,7 @@ def _linear_probe(
         probe = _fit_linear(features["train"], targets["train"], decays[i])
         with torch.no_grad():
             by_decay[i] = _mean(class_average_precisions(probe(features["val"]), targets["val"]))
-    best = best_decay(by_decay)
+    best = best_index(by_decay)
     trainval = torch.cat([features["train"], features["val"]])
     probe = _fit_linear(trainval, torch.cat([targets["train"], targets["val"]]), decays[best])
     with torch.no_grad():
@@ -256,7 +256,7 @@ def _finetune(
             val_scores = _network_scores(tuned, images["val"], size)
             by_lr[f"{lr:g}"] = _mean(class_average_precisions(val_scores, targets["val"]))
             say(f"finetune lr {lr:g}: val mAP {by_lr[f'{lr:g}']:.4f}", settings.progress)
-        lr = lrs[max(range(len(lrs)), key=lambda i: (by_lr[f"{lrs[i]:g}"], -i))]
+        lr = lrs[best_index([by_lr[f"{lr:g}"] for lr in lrs])]
     else:
         lr = lrs[0]
     trainval_images = torch.cat([images["train"], images["val"]])
