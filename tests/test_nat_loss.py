@@ -91,3 +91,28 @@ def test_indexed_dataset_yields_each_sample_with_its_index():
 def test_nat_loss_refuses_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         NATLoss(num_images=12, dim=4, **settings)
+
+
+def test_nat_loss_refuses_repeated_negative_and_out_of_range_ids():
+    """A sampler with replacement repeats images within a batch: the re-assignment would hand two
+    targets to one image and drop one from the assignment, so every call refuses it, as it
+    refuses ids that would wrap (negative) or overrun the data set."""
+    n = 64
+    nat_loss = NATLoss(n, dim=8, seed=0)
+    outputs = torch.randn(n, 8)
+    sampled = torch.multinomial(torch.ones(n), n, replacement=True, generator=torch.Generator())
+    assert sampled.unique().numel() < n  # what RandomSampler(replacement=True) gives
+    for epoch in (0, 1):  # a re-assignment epoch and one without
+        with pytest.raises(ValueError, match=r"more than once; .*sample without replacement"):
+            nat_loss(outputs, sampled, epoch)
+    with pytest.raises(IndexError, match=r"must lie in \[0, 64\) .*got range \[-1, 62\]"):
+        nat_loss(outputs, torch.arange(-1, 63), 0)
+    with pytest.raises(IndexError, match=r"must lie in \[0, 64\) .*got range \[1, 64\]"):
+        nat_loss(outputs, torch.arange(1, 65), 1)
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        nat_loss(outputs, torch.arange(n).float(), 1)
+    before = nat_loss.nat.assignment.image_to_target.clone()
+    nat_loss(outputs, torch.randperm(n), 0)  # a valid batch still re-assigns
+    held = nat_loss.nat.assignment.image_to_target
+    assert held.unique().numel() == n
+    assert not torch.equal(before, held)

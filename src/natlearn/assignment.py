@@ -69,9 +69,40 @@ class Assignment:
         return self.n
 
     def __getitem__(self, image_ids: torch.Tensor) -> torch.Tensor:
-        """Target ids currently held by ``image_ids`` (int64, same shape and device)."""
+        """Target ids currently held by the batch ``image_ids`` (int64, same shape and device)."""
         image_ids = torch.as_tensor(image_ids)
-        return self.image_to_target[image_ids.cpu()].to(image_ids.device)
+        return self.image_to_target[self.batch_ids(image_ids)].to(image_ids.device)
+
+    def batch_ids(self, image_ids: torch.Tensor) -> torch.Tensor:
+        """``image_ids`` as int64 CPU indices, checked to name distinct images of ``range(n)``.
+
+        A repeated id would let the batch's one-to-one problem hand two targets to one image and
+        drop the other from the assignment (the sorted-multiset check cannot see it), and a
+        negative id would silently index from the end: both are refused here, where every lookup
+        and re-assignment passes.
+        """
+        ids = torch.as_tensor(image_ids)
+        if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise TypeError(
+                f"image ids must be a 1-D integer tensor (the data set's indices), got a "
+                f"{ids.dim()}-D {ids.dtype} tensor"
+            )
+        ids = ids.cpu().to(torch.int64)
+        if not ids.numel():
+            return ids
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.n:
+            raise IndexError(
+                f"image ids must lie in [0, {self.n}) (the indices of the {self.n} images the "
+                f"targets were made for), got range [{low}, {high}]"
+            )
+        if torch.unique(ids).numel() != ids.numel():
+            raise ValueError(
+                f"a batch names {ids.numel() - torch.unique(ids).numel()} image(s) more than once; "
+                "every image holds one target, so batches must sample without replacement "
+                "(a RandomSampler(replacement=True) or a padded DistributedSampler repeats images)"
+            )
+        return ids
 
     def reassign(
         self, image_ids: torch.Tensor, outputs: torch.Tensor, targets: NoiseTargets
@@ -121,7 +152,7 @@ class Assignment:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(ids, the targets they hold, the candidate targets, the spare slots drawn): the batch's
         problem."""
-        ids = torch.as_tensor(image_ids).cpu().to(torch.int64)
+        ids = self.batch_ids(image_ids)
         current = self.image_to_target[ids]
         m = self.spare_targets
         spare_slots = (
