@@ -1,0 +1,44 @@
+"""Set-up on a fresh machine: the README's test command is what CI runs, and it installs a pinned
+environment, while the library's own requirements stay open ranges."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    """A requirement's project name, normalised as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group()).lower()
+
+
+def _readme_test_command() -> str:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    return lines[lines.index(next(x for x in lines if x.startswith("# 2. "))) + 1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim_in_a_fresh_environment():
+    command = _readme_test_command()
+    assert command.startswith('pip install -e ".[test]" -c requirements/test.txt && ')
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert any(line.startswith(command) for line in ci.splitlines()), ci
+    assert ci.index("python -m venv") < ci.index(command)  # a new environment, then the command
+
+
+def test_the_test_environment_pins_every_requirement_and_the_library_keeps_ranges():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    wanted = [*project["dependencies"], *extras["test"], *extras["docs"]]
+    assert not [r for r in project["dependencies"] if "==" in r]
+    pins = {}
+    for line in (ROOT / "requirements" / "test.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), line
+            pins[_name(name)] = version
+    missing = {_name(r) for r in wanted if not r.startswith("natlearn[")} - pins.keys()
+    assert not missing, f"not pinned in requirements/test.txt: {sorted(missing)}"
+    assert "natlearn" not in pins  # the checkout itself is installed, never a pinned release
