@@ -4,11 +4,10 @@ docs/benchmarks.md (markdown, date and machine facts come from :mod:`natlearn.ma
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from natlearn import markdown
-from natlearn.files import atomic_write
+from natlearn.files import write_record
 from natlearn.markdown import hardware, today
 
 __all__ = [
@@ -63,9 +62,8 @@ def cifar10_folder(path: str, quick: bool) -> Path | None:
 
 
 def write_json(name: str, payload: dict) -> Path:
-    path = ROOT / "benchmarks" / "results" / f"{name}.json"
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
-    return path
+    """``benchmarks/results/<name>.json``, its paths relative to the repository."""
+    return write_record(ROOT / "benchmarks" / "results" / f"{name}.json", payload, ROOT)
 
 
 def write_section(name: str, body: str) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from natlearn import markdown
 from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.evaluate import EvalSettings, evaluate_network
-from natlearn.files import atomic_write
+from natlearn.files import write_record
 from natlearn.models import Network
 from natlearn.presets import load_preset
 
@@ -29,10 +28,8 @@ LAYERS = ["conv2", "conv3"]  # the short protocol's conv layers
 
 
 def write_json(name: str, payload: dict) -> Path:
-    """``experiments/results/<name>.json``."""
-    path = RESULTS / f"{name}.json"
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
-    return path
+    """``experiments/results/<name>.json``, its paths relative to the repository."""
+    return write_record(RESULTS / f"{name}.json", payload, ROOT)
 
 
 def write_section(name: str, body: str) -> Path:

@@ -42,3 +42,18 @@ def test_the_test_environment_pins_every_requirement_and_the_library_keeps_range
     missing = {_name(r) for r in wanted if not r.startswith("natlearn[")} - pins.keys()
     assert not missing, f"not pinned in requirements/test.txt: {sorted(missing)}"
     assert "natlearn" not in pins  # the checkout itself is installed, never a pinned release
+
+
+def test_committed_results_name_no_machine_paths():
+    """Records under experiments/results and benchmarks/results name data relative to the
+    repository (``../shared/data/cifar10``), never the absolute path of the machine that ran
+    them."""
+    from natlearn.files import relative_paths
+
+    here = {"data": str(ROOT.parent / "shared" / "data" / "cifar10"), "run": str(ROOT / "runs")}
+    assert relative_paths(here, ROOT) == {"data": "../shared/data/cifar10", "run": "runs"}
+    beside = re.compile(re.escape(str(ROOT.parent)) + r"/|/work/|/root/|/home/")
+    for folder in ("experiments/results", "benchmarks/results"):
+        for record in sorted((ROOT / folder).glob("*.json")):
+            found = beside.search(record.read_text(encoding="utf-8"))
+            assert found is None, f"{record.relative_to(ROOT)} names a machine path: {found[0]}"

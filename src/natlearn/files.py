@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write", "current_umask"]
+__all__ = ["atomic_write", "current_umask", "relative_paths", "write_record"]
 
 
 def current_umask() -> int:
@@ -53,3 +56,35 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def relative_paths(value: Any, root: Path) -> Any:
+    """``value`` (JSON-like) with every absolute path inside ``root`` or beside it written
+    relative to ``root``: ``/x/repo/runs/a`` -> ``runs/a``, ``/x/shared/data`` ->
+    ``../shared/data``. Paths elsewhere (a scratch folder in /tmp) are kept as they are."""
+    root = Path(root).resolve()
+    end = r"(?![\w.-])"  # the prefix as whole path components: /x/repo, not /x/repository
+
+    def strip(text: str) -> str:
+        inside, beside = re.escape(str(root)), re.escape(str(root.parent))
+        text = re.sub(inside + "/", "", text)  # /x/repo/runs/a -> runs/a
+        text = re.sub(inside + end, ".", text)  # /x/repo -> .
+        if root.parent != root:
+            text = re.sub(beside + "(?=/)|" + beside + end, "..", text)  # /x/shared -> ../shared
+        return text
+
+    if isinstance(value, str):
+        return strip(value)
+    if isinstance(value, dict):
+        return {strip(k): relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [relative_paths(v, root) for v in value]
+    return value
+
+
+def write_record(path: Path, payload: dict, root: Path) -> Path:
+    """A results record ``path`` (JSON, written atomically) whose paths are relative to the
+    repository ``root`` (:func:`relative_paths`), so a committed record names no one's machine."""
+    text = json.dumps(relative_paths(payload, root), indent=2) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    return Path(path)
