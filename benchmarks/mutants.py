@@ -230,8 +230,8 @@ MUTANTS = [
         "on their own "
         "training images)",
         "data/splits.py",
-        '    if split == "all":\n        return listing, listing, False\n',
-        "    if True:\n        return listing, listing, False\n",
+        '    if split == "all":\n        return FolderSplit(listing, listing, "held-out")\n',
+        '    if True:\n        return FolderSplit(listing, listing, "held-out")\n',
         (f"{HONEST}::test_a_plain_class_folder_is_scored_on_held_out_images_near_chance",),
     ),
     Mutant(

@@ -538,7 +538,8 @@ def report(payload: dict) -> str:
             f"{settings['batch_size']}, flips, lr {selection['lr']:g} for all three backbones, "
             f"chosen by mean held-out mAP (fit on train, scored on val: 70% / 30% of trainval; "
             f"{tried}), never on "
-            "test. VOC scoring (IoU > 0.5, greedy by score, duplicates false positives); "
+            "test. VOC scoring as the devkit does it (IoU >= 0.5, greedy by score, duplicates "
+            "false positives; 11-point AP at np.arange(0, 1.1, 0.1)); "
             "per-class columns are 11-point AP.",
             "",
             table(header, body),

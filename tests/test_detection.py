@@ -4,14 +4,17 @@ fine-tune of Faster R-CNN on the VOC fixture."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from natlearn.data.voc import VOCImage, VOCSplit, read_voc
 from natlearn.errors import NatlearnError
+from natlearn.evaluate import detection
 from natlearn.evaluate.average_precision import average_precision
 from natlearn.evaluate.detection import (
     DetectionSettings,
@@ -73,11 +76,12 @@ def test_detections_of_the_wrong_class_or_place_are_false_positives():
 
 
 def _devkit_ap(rec: np.ndarray, prec: np.ndarray, use_07: bool) -> float:
-    """py-faster-rcnn's voc_eval.voc_ap, verbatim in substance: the reference implementation."""
+    """py-faster-rcnn's voc_eval.voc_ap, verbatim in substance: the reference implementation (its
+    thresholds np.arange(0.0, 1.1, 0.1) as they come, no tolerance)."""
     if use_07:
         ap = 0.0
         for t in np.arange(0.0, 1.1, 0.1):
-            p = 0 if np.sum(rec >= t - 1e-12) == 0 else np.max(prec[rec >= t - 1e-12])
+            p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
             ap += p / 11.0
         return ap
     mrec = np.concatenate(([0.0], rec, [1.0]))
@@ -98,6 +102,61 @@ def test_average_precision_matches_the_devkit_formula(seed):
     for use_07 in (True, False):
         ours = average_precision(torch.from_numpy(prec), torch.from_numpy(rec), use_07)
         assert ours == pytest.approx(_devkit_ap(rec, prec, use_07), abs=1e-12)
+
+
+def test_a_recall_of_exactly_three_tenths_does_not_reach_the_devkits_03_point():
+    """The reviewer's ranking: 3 hits, 7 misses, 7 hits, of 10 positives. Recall 3/10 is 0.3 in
+    floating point, below np.arange's 0.30000000000000004: the devkit scores 0.7005 (a tolerance
+    gave 0.7380). Scored through the detection path, one box per image."""
+    hits = [True] * 3 + [False] * 7 + [True] * 7
+    truth = [_truth([A], [0]) for _ in range(10)]
+    found = [_found([], [], []) for _ in range(10)]
+    for rank, hit in enumerate(hits):  # the k-th hit finds image k's box; a miss lands beside
+        image = int(sum(hits[:rank])) if hit else rank % 10
+        extra = _found([A if hit else B], [1.0 - rank / 100], [0])
+        found[image] = {k: torch.cat([found[image][k], extra[k]]) for k in extra}
+    tp = np.cumsum(hits)
+    rec, prec = tp / 10, tp / np.arange(1, len(hits) + 1)
+    reference = _devkit_ap(rec, prec, use_07=True)
+    assert reference == pytest.approx((3 + 8 * 10 / 17) / 11) and round(reference, 4) == 0.7005
+    scores = voc_detection_ap(found, truth, 1)
+    assert scores["ap11"][0] == pytest.approx(reference, abs=1e-12)
+    assert average_precision(torch.from_numpy(prec), torch.from_numpy(rec)) == scores["ap11"][0]
+
+
+def _devkit_iou(bb, bbgt) -> float:
+    """VOCevaldet.m's overlap of two boxes in VOC's 1-based inclusive pixels, its formula."""
+    bi = [max(bb[0], bbgt[0]), max(bb[1], bbgt[1]), min(bb[2], bbgt[2]), min(bb[3], bbgt[3])]
+    iw, ih = bi[2] - bi[0] + 1, bi[3] - bi[1] + 1
+    if iw <= 0 or ih <= 0:
+        return -math.inf
+    ua = (
+        (bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1)
+        + (bbgt[2] - bbgt[0] + 1) * (bbgt[3] - bbgt[1] + 1)
+        - iw * ih
+    )
+    return iw * ih / ua
+
+
+def _ours(devkit_box) -> list[float]:
+    """A devkit box (1-based inclusive pixels) in our continuous coordinates, as the reader reads
+    the XML: [xmin - 1, xmax)."""
+    xmin, ymin, xmax, ymax = devkit_box
+    return [xmin - 1, ymin - 1, xmax, ymax]
+
+
+def test_a_detection_overlapping_exactly_half_by_the_devkits_formula_is_a_true_positive():
+    """The devkit: ovmax >= 0.5 on boxes of width x2 - x1 + 1. Box 1..10 (XML) against 1..20 in y:
+    IoU 100 / 200 exactly, found. Against 1..21: 100 / 210, missed (adding the +1 to our
+    0-based boxes would make it 121 / 242 = 0.5, found)."""
+    gt = (1, 1, 10, 10)
+    for detected, found_it in (((1, 1, 10, 20), True), ((1, 1, 10, 21), False)):
+        overlap = _devkit_iou(detected, gt)
+        assert (overlap >= 0.5) is found_it and (overlap == 0.5) is found_it
+        scores = voc_detection_ap(
+            [_found([_ours(detected)], [0.9], [0])], [_truth([_ours(gt)], [0])], 1
+        )
+        assert scores["ap11"] == [1.0 if found_it else 0.0]
 
 
 def test_voc_ap_agrees_with_torchmetrics_where_the_protocols_coincide():
@@ -188,3 +247,46 @@ def test_fine_tuning_on_the_fixture_is_seeded_and_reports_both_aps(tmp_path):
     torch.manual_seed(2)
     again = detection_transfer(network, train, test, settings, progress=False)
     assert again["losses"] == first["losses"] and again["ap_all"] == first["ap_all"]
+
+
+def test_the_detector_is_built_on_the_networks_device():
+    """CI has no GPU: a network on the meta device stands for one on cuda. The backbone's probe,
+    its trunk and the new RPN and box heads must all live there."""
+    network = _network("rgb").to("meta")
+    model = detection_model(network, 3, DetectionSettings(image_size=40).resolved())
+    assert model.backbone.out_channels == 16
+    where = {t.device.type for t in [*model.parameters(), *model.buffers()]}
+    assert where == {"meta"}
+
+
+class _DeviceCheckingDetector(nn.Module):
+    """Stands in for Faster R-CNN on the meta device (a device other than the CPU, as CI has no
+    GPU): it asserts every image and target it is given is on the device of its parameters, and
+    answers on the CPU (a loss; no detections), as the real one's answers come back."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, device="meta"))
+        self.backbone = nn.Module()
+        self.backbone.layer = "conv3"
+        self.seen: list[str] = []
+
+    def forward(self, images, targets=None):
+        given = [*images, *(t for target in targets or [] for t in target.values())]
+        assert all(t.device == self.weight.device for t in given), {t.device for t in given}
+        self.seen.append("train" if self.training else "test")
+        if self.training:
+            return {"loss": torch.ones((), requires_grad=True)}
+        empty = torch.zeros(0, 4)
+        return [{"boxes": empty, "scores": empty[:, 0], "labels": empty[:, 0].long()}] * len(images)
+
+
+def test_fine_tuning_and_detection_feed_the_model_on_its_device(tmp_path, monkeypatch):
+    write_voc_fixture(tmp_path, sizes={"train": 4, "val": 0, "test": 3})
+    train = read_voc(tmp_path, "trainval")
+    test = read_voc(tmp_path, "test", classes=train.classes)
+    stub = _DeviceCheckingDetector()
+    monkeypatch.setattr(detection, "detection_model", lambda *args: stub)
+    settings = DetectionSettings(image_size=48, epochs=1, batch_size=2)
+    found = detection_transfer(_network(), train, test, settings, progress=False)
+    assert stub.seen == ["train", "train", "test", "test"] and found["map11"] == 0.0

@@ -110,8 +110,8 @@ def test_concurrent_probes_give_the_results_of_probes_in_turn(digits_subsets, mo
         in_turn = evaluate_network(model, train_set, test_set, 8, settings)["protocols"]
         monkeypatch.setattr(transfer, "MAX_CONCURRENT_PROBES", 4)
 
-        def spy(probes_):
-            for item in real_run(probes_):
+        def spy(probes_, device):
+            for item in real_run(probes_, device):
                 workers.append(torch.get_num_threads())
                 yield item
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
 from natlearn.files import atomic_write
 from natlearn.models import Network, build_model
+from natlearn.presets import apply_overrides
 
 __all__ = [
     "FORMAT",
@@ -37,6 +39,8 @@ __all__ = [
     "set_rng_state",
     "load_model",
     "network_from_state",
+    "evaluation_config",
+    "trained_image_size",
 ]
 
 FORMAT = "natlearn-checkpoint-v1"
@@ -320,3 +324,30 @@ def network_from_state(state: dict) -> Network:
 def load_model(path: str | Path) -> Network:
     """The trained network of a checkpoint file, in eval mode on the CPU."""
     return network_from_state(load_checkpoint(path))
+
+
+def evaluation_config(
+    state: dict, overrides: dict[str, object] | list[str] | tuple[str, ...] = ()
+) -> tuple[Config, str]:
+    """The config to evaluate or embed a loaded checkpoint's network with, and where its image size
+    came from (for the start-up summary): the training config, then ``overrides``. A run trained
+    with ``image_size=0`` (each folder's first image's side) reads any folder at the size it
+    trained at, as its filters expect, unless ``overrides`` set image_size."""
+    overrides = list(overrides) if isinstance(overrides, tuple) else overrides
+    config = Config.from_checkpoint(state["config"], overrides)
+    if apply_overrides(Config(image_size=-1), overrides).image_size != -1:
+        return config, "image_size= given"
+    if config.image_size:
+        return config, "the run's image_size"
+    size = trained_image_size(state)
+    if size is None:
+        return config, "the first image's side: the run did not record the size it trained at"
+    return dataclasses.replace(config, image_size=size), "the size the run trained at"
+
+
+def trained_image_size(state: dict) -> int | None:
+    """The side of the images a checkpoint's run trained on. Checkpoints written before it was
+    recorded give it when their crop was the whole image (crop_size=0); None otherwise."""
+    if "data" in state:
+        return state["data"]["image_size"]
+    return state["network"]["image_size"] if not state["config"].get("crop_size") else None

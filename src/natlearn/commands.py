@@ -12,6 +12,7 @@ from pathlib import Path
 from natlearn.checkpoint import (
     checkpoint_file,
     checkpoint_paths,
+    evaluation_config,
     latest_checkpoint,
     load_checkpoint,
     network_from_state,
@@ -142,7 +143,7 @@ def _source_config(source: str, base: Config | None, overrides: list[str]) -> Co
             f"{source!r} does not exist; give a run folder, a checkpoint .pt file "
             "(RUN/checkpoints/epoch_NNNN.pt), random-init, raw-pixels or hand-crafted"
         )
-    return Config.from_checkpoint(load_checkpoint(source)["config"], overrides)
+    return evaluation_config(load_checkpoint(source), overrides)[0]
 
 
 def _run_folder(source: str, otherwise: Path) -> Path:
@@ -197,8 +198,7 @@ def demo_command(args: argparse.Namespace) -> None:
 
     results = run_demo(args.out, apply_overrides(load_preset("digits"), args.settings))
     print(format_table(results))
-    gap = results["gap_recovered"]
-    print(f"NAT recovers {gap:.0%} of the random-init -> supervised gap" if gap is not None else "")
+    print(f"NAT (penultimate linear probe): {results['gap_note']}")
     print(
         f"wrote {Path(args.out) / 'results.json'}, results.md, loss_curve.png, neighbours.png "
         f"({results['setup']['seconds']} s)"
@@ -293,7 +293,10 @@ def compare_command(args: argparse.Namespace) -> None:
 def neighbors_command(args: argparse.Namespace) -> None:
     """``natlearn neighbors`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.board import uses_tensorboard, write_projector
-    from natlearn.evaluate import extract_features, labelled_splits
+    from natlearn.data import ImageRows
+    from natlearn.devices import resolve_device
+    from natlearn.evaluate import labelled_splits
+    from natlearn.evaluate.features import network_features
     from natlearn.evaluate.figures import figure_title, neighbours_figure
 
     out = _figure_path(args.out)
@@ -301,28 +304,33 @@ def neighbors_command(args: argparse.Namespace) -> None:
         if value < 1:
             raise NatlearnError(f"{name} {value} must be >= 1")
     state = load_checkpoint(args.checkpoint)
-    config = Config.from_checkpoint(state["config"], args.settings)
+    config, _ = evaluation_config(state, args.settings)
     _check_layers(config, args.checkpoint, layer=[args.layer])
-    model, (train_set, test_set) = network_from_state(state), labelled_splits(config)
+    device = resolve_device(apply_overrides(Config(), args.settings).device)
+    train_set, test_set = labelled_splits(config, state, args.checkpoint)
     if args.k > len(train_set):
         raise NatlearnError(
             f"--k {args.k} is more than the {len(train_set)} training images; lower --k"
         )
     size = config.resolve(train_set.image_size).crop_size
-    view = {"crop": config.crop, "scale": config.crop_scale}
-    train_features, test_features = (
-        extract_features(model, data.images, [args.layer], size, **view)[args.layer]
-        for data in (train_set, test_set)
+    view = {"crop": config.crop, "scale": config.crop_scale, "workers": config.workers}
+    model = network_from_state(state).to(device)
+    # A streamed folder is read a batch at a time; the figure decodes only the images it shows.
+    (train_features, train_rows), (test_features, test_rows) = (
+        network_features(model, data, [args.layer], size, **view) for data in (train_set, test_set)
     )
+    train_features, test_features = train_features[args.layer], test_features[args.layer]
+    test_images = ImageRows(test_set, test_rows)
+    test_labels = test_set.labels[test_rows]
     panels = {args.layer: (train_features, test_features)}
     figure = neighbours_figure(
         panels,
-        train_set.images,
-        test_set.images,
+        ImageRows(train_set, train_rows),
+        test_images,
         out,
         args.queries,
         args.k,
-        labels=(train_set.labels, test_set.labels),
+        labels=(train_set.labels[train_rows], test_labels),
         classes=train_set.classes,
         title=figure_title(state["config"], state["epoch"], args.layer),
     )
@@ -330,8 +338,7 @@ def neighbors_command(args: argparse.Namespace) -> None:
     run = _run_folder(args.checkpoint, Path(args.checkpoint))
     if uses_tensorboard(run):
         tag = f"{args.layer}, epoch {state['epoch']}"
-        images = test_set.images
-        write_projector(run, test_features, images, test_set.labels, train_set.classes, tag)
+        write_projector(run, test_features, test_images, test_labels, train_set.classes, tag)
     _refresh_board(args.checkpoint)
 
 
@@ -484,10 +491,14 @@ def transfer_command(args: argparse.Namespace) -> None:
     detect_lrs = _numbers(args.detect_lr, "--detect-lr")
     for source, config in configs.items():  # every source readable, every layer known, first
         _check_layers(config, source, layers=list(settings.layers) if settings.linear else [])
-        if detect is not None and detect.layer is not None:
-            _check_layers(config, source, detect_layer=[detect.layer])
+        if detect is not None:
+            from natlearn.evaluate.detection import detection_layer
+
+            trunk = feature_layers(config.arch, config.widths)[:-2]  # less neck and head
+            detection_layer(config.arch, trunk, detect.layer)
         if source == "random-init":  # a checkpoint always knows its size
             _transfer_image_size(checked.image_size, config, spec, source)
+    device = resolve_device(apply_overrides(Config(), overrides).device)
     root = given.get("data_root") or "data"
     data = read_voc07(root, checked.download)
     counts = {name: len(getattr(data, name)) for name in ("train", "val", "test")}
@@ -508,7 +519,7 @@ def transfer_command(args: argparse.Namespace) -> None:
         ),
         "sources": {},
     }
-    device, decoded, out = resolve_device(), {}, Path(args.out)
+    decoded, out = {}, Path(args.out)
     for index, source in enumerate(sources):
         started, config = time.perf_counter(), configs[source]
         name = f"{index}-{_run_folder(source, Path(source)).name}"
@@ -538,14 +549,15 @@ def transfer_command(args: argparse.Namespace) -> None:
         }
         if source != "random-init":
             entry["checkpoint"] = str(checkpoint_file(source))
+        results["sources"][name] = entry
         if args.task in ("classify", "both"):
             entry.update(voc.classification_transfer(model, data, size, settings, images))
+            voc.write_transfer(out, results)  # now: a failure in detection keeps these
         if detect is not None:
             from natlearn.evaluate.detection import voc07_detection
 
             entry["detection"] = voc07_detection(model, data, detect, detect_lrs, settings.progress)
         entry["seconds_total"] = time.perf_counter() - started
-        results["sources"][name] = entry
         voc.write_transfer(out, results)  # after each source: a crash keeps the finished ones
         took = f"{entry['seconds_total']:.0f} s"
         say(f"transfer [{index + 1}/{len(sources)}]: {source} done, {took}", settings.progress)
@@ -571,11 +583,6 @@ def _detection_settings(args: argparse.Namespace):
     (None for classify)."""
     if args.task == "classify":
         return None
-    if args.detect_layer == "neck":
-        raise NatlearnError(
-            "--detect-layer neck: the detector needs a feature map; give a conv block or stage "
-            "(e.g. conv4, layer4)"
-        )
     from natlearn.evaluate.detection import DetectionSettings
 
     return DetectionSettings(

@@ -18,6 +18,7 @@ from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
 from natlearn.evaluate.figures import figure_title, neighbours_figure, training_curves
+from natlearn.evaluate.uncertainty import gap_note, with_error
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Network, initial_model
@@ -96,12 +97,16 @@ def format_table(results: dict) -> str:
         "weighted 20-NN top-1",
         "best layer (chosen on held-out train images): test top-1",
     ]
+    n = results["test_images"]
     cells = []
     for name in ROWS:
         row = results[name]
-        best = f"{row['best_layer']} {row['best_layer_top1']:.4f}"
-        cells.append([name, f"{row['linear_probe_top1']:.4f}", f"{row['knn_top1']:.4f}", best])
-    return table(header, cells)
+        best = f"{row['best_layer']} {with_error(row['best_layer_top1'], n)}"
+        linear, knn = (with_error(row[key], n) for key in ("linear_probe_top1", "knn_top1"))
+        cells.append([name, linear, knn, best])
+    return table(header, cells) + (
+        f"\n\n(top-1 ± its binomial standard error over the {n:,} test images)"
+    )
 
 
 def run_demo(
@@ -145,11 +150,9 @@ def run_demo(
         ),
     }
     results: dict = {name: _score(*features[name], train_set, test_set) for name in ROWS}
-    gap = results["supervised"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]
-    results["gap_recovered"] = (
-        (results["nat"]["linear_probe_top1"] - results["random_init"]["linear_probe_top1"]) / gap
-        if gap > 0
-        else None
+    results["test_images"] = n = len(test_set)
+    results["gap_recovered"], results["gap_note"] = gap_note(
+        *((results[name]["linear_probe_top1"], n) for name in ("nat", "random_init", "supervised"))
     )
     results["setup"] = {
         "data": (

@@ -62,6 +62,9 @@ class Run:
             "epoch": epochs_done,
             "config": self.config.to_dict(),
             "network": network_spec(self.data, self.resolved.crop_size),
+            # What evaluation reads the run's images by: the size it trained at (for image_size=0),
+            # and which folder split it pre-trained on (natlearn.data.splits.check_split).
+            "data": {"image_size": self.data.image_size, "split": self.data.split_record},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "objective": self.objective.state_dict(),

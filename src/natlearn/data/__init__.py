@@ -1,7 +1,14 @@
 """Data: data sets by name or folder (uint8 tensors, decoded once) and batch augmentation."""
 
 from natlearn.data.augment import Augmentation, center_crop, eval_view
-from natlearn.data.datasets import DATASETS, ImageData, ImageDataset, load_dataset, require_labels
+from natlearn.data.datasets import (
+    DATASETS,
+    ImageData,
+    ImageDataset,
+    ImageRows,
+    load_dataset,
+    require_labels,
+)
 from natlearn.data.indexed import IndexedDataset
 from natlearn.data.stream import StreamingFolder
 
@@ -10,6 +17,7 @@ __all__ = [
     "Augmentation",
     "ImageData",
     "ImageDataset",
+    "ImageRows",
     "IndexedDataset",
     "StreamingFolder",
     "center_crop",

@@ -18,11 +18,18 @@ import torch
 from natlearn.config import BadImagePolicy, DataMode
 from natlearn.data.folder import decode_folder, default_cache_dir, first_image_size
 from natlearn.data.memory import ImageDataset
-from natlearn.data.splits import split_listing, split_note
+from natlearn.data.splits import split_listing, split_note, split_record
 from natlearn.data.stream import StreamingFolder
 from natlearn.errors import NatlearnError
 
-__all__ = ["ImageData", "ImageDataset", "DATASETS", "load_dataset", "require_labels"]
+__all__ = [
+    "ImageData",
+    "ImageDataset",
+    "ImageRows",
+    "DATASETS",
+    "load_dataset",
+    "require_labels",
+]
 
 # Folders whose decoded images would exceed this stream from disk instead (data_mode=auto).
 MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -52,6 +59,9 @@ class ImageData(Protocol):
     std: tuple[float, ...]
     split_note: str
     files: list[Path] | None  # a folder's image files, one per index; None for named data sets
+    # A folder split's natlearn.data.splits.split_record (None for named data sets): stored with a
+    # run, so evaluation can check that it scores the test split pre-training left out.
+    split_record: dict | None
 
     def __len__(self) -> int: ...
 
@@ -77,6 +87,27 @@ class ImageData(Protocol):
         """``(ids, images)`` per batch of ``batch_ids`` on ``device``: images (b, C, H, W) uint8.
         A stream with ``on_bad_image=skip`` may deliver fewer ids than asked for."""
         ...
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images (n, C, H, W) at ``indices``, on the CPU (a stream decodes them now)."""
+        ...
+
+
+class ImageRows:
+    """The images of ``rows`` of a data set, read when indexed: what a figure shows of a few of a
+    streamed folder's images without decoding it whole. ``images[i]`` (an int or 0-dim tensor) is
+    row ``rows[i]``'s uint8 (C, H, W) image; ``images[ids]`` (a 1-dim tensor) stacks them."""
+
+    def __init__(self, data: ImageData, rows: torch.Tensor):
+        self.data, self.rows = data, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int | torch.Tensor) -> torch.Tensor:
+        index = torch.as_tensor(index)
+        images = self.data.read(self.rows[index.reshape(-1)])
+        return images if index.dim() else images[0]
 
 
 def require_labels(dataset: ImageData, purpose: str) -> torch.Tensor:
@@ -183,23 +214,24 @@ def _folder(
     seed: int,
     test_fraction: float,
 ) -> ImageData:
-    whole, part, sub_folders = split_listing(path, split, seed, test_fraction)
-    labelled = bool(whole.classes)
+    folder_split = split_listing(path, split, seed, test_fraction)
+    whole, part = folder_split.whole, folder_split.part
+    record = split_record(path, split, folder_split, seed, test_fraction)
     size = image_size or first_image_size(whole)  # the whole folder's: one size for every split
+
+    def note(count: int, total: int) -> str:
+        return split_note(path, split, folder_split.layout, seed, test_fraction, count, total)
+
     if mode == "stream" or (
         mode == "auto" and len(whole.files) * 3 * size * size > MEMORY_LIMIT_BYTES
     ):
-        note = split_note(
-            path,
-            split,
-            labelled,
-            sub_folders,
-            seed,
-            test_fraction,
-            len(part.files),
-            len(whole.files),
+        return StreamingFolder(
+            part,
+            size,
+            on_bad_image,
+            split_note=note(len(part.files), len(whole.files)),
+            split_record=record,
         )
-        return StreamingFolder(part, size, on_bad_image, split_note=note)
     # The whole folder is decoded (and cached) once; a split takes its rows, so train and test share
     # one cache file.
     decoded = decode_folder(whole, size, on_bad_image, default_cache_dir() if cache else None)
@@ -218,9 +250,13 @@ def _folder(
             )
         images, labels = images[rows], labels[rows]
         files = [files[i] for i in rows.tolist()]
-    note = split_note(path, split, labelled, sub_folders, seed, test_fraction, len(images), total)
     return ImageDataset.from_images(
-        images, labels if labelled else None, whole.classes, note, files
+        images,
+        labels if whole.classes else None,
+        whole.classes,
+        note(len(images), total),
+        files,
+        record,
     )
 
 

@@ -25,6 +25,7 @@ from natlearn.progress import say, steps
 
 __all__ = [
     "FolderListing",
+    "class_folders",
     "scan_folder",
     "decode_image",
     "try_decode",
@@ -67,7 +68,7 @@ def scan_folder(root: Path) -> FolderListing:
     warning naming the first."""
     if not root.is_dir():
         raise NatlearnError(f"data folder {root} does not exist; give an existing folder of images")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = class_folders(root)
     if subdirs:
         pairs = [
             (f, label)
@@ -104,6 +105,12 @@ def scan_folder(root: Path) -> FolderListing:
             stacklevel=3,
         )
     return FolderListing(root, [f for f, _ in pairs], [label for _, label in pairs], classes)
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of ``root``, sorted by name (hidden ones are not classes): label i is
+    the i-th."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _visible_file(path: Path, base: Path) -> bool:

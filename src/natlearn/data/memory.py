@@ -22,6 +22,8 @@ class ImageDataset:
         mean, std: per-channel statistics of the images in [0, 1], for the input layer.
         split_note: where the images came from (which split of what), for evaluation reports.
         files: a folder's image files, one per row (None for named data sets).
+        split_record: a folder split's :func:`natlearn.data.splits.split_record` (None for named
+            data sets).
     """
 
     images: torch.Tensor
@@ -31,6 +33,7 @@ class ImageDataset:
     std: tuple[float, ...]
     split_note: str = ""
     files: list[Path] | None = None
+    split_record: dict | None = None
     _on_device: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
@@ -41,6 +44,7 @@ class ImageDataset:
         classes: list[str],
         split_note: str,
         files: list[Path] | None = None,
+        split_record: dict | None = None,
     ) -> ImageDataset:
         """A data set of ``images``, with their channel statistics."""
         return cls(
@@ -50,6 +54,7 @@ class ImageDataset:
             *_channel_stats(images),
             split_note=split_note,
             files=files,
+            split_record=split_record,
         )
 
     def __len__(self) -> int:
@@ -83,7 +88,12 @@ class ImageDataset:
             self.std,
             note,
             files,
+            self.split_record,
         )
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at ``indices``."""
+        return self.images[indices]
 
     def batches(
         self, batch_ids: Sequence[torch.Tensor], device: torch.device, workers: int = 0

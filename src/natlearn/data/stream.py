@@ -29,7 +29,8 @@ class StreamingFolder(Dataset):
 
     A file that cannot be decoded comes back as a zero image with index ``-1 - i``, so the main
     process can stop naming it (``on_bad_image=error``) or drop it from the batch (``skip``).
-    ``split_note`` says where the images came from (default: the listing's folder).
+    ``split_note`` says where the images came from (default: the listing's folder);
+    ``split_record``, which folder split they are (:func:`natlearn.data.splits.split_record`).
     """
 
     def __init__(
@@ -39,9 +40,11 @@ class StreamingFolder(Dataset):
         on_bad_image: BadImagePolicy = "error",
         stats_sample: int = 512,
         split_note: str = "",
+        split_record: dict | None = None,
     ):
         self.listing, self.size, self.on_bad_image = listing, size, on_bad_image
         self.split_note = split_note or str(listing.root)
+        self.split_record = split_record
         self.labels = torch.tensor(listing.labels, dtype=torch.int64) if listing.classes else None
         self.classes = listing.classes
         self._reported: set[int] = set()
@@ -88,6 +91,19 @@ class StreamingFolder(Dataset):
         picked.split_note = f"{self.split_note}; a subset of {len(chosen)} of them"
         picked._reported = set()
         return picked
+
+    def read(self, indices: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at ``indices`` (n, 3, size, size), decoded now in this process: the few
+        a figure shows. An unreadable one is a one-line error naming it."""
+        arrays = []
+        for index in indices.tolist():
+            array = try_decode(self.listing.files[index], self.size)
+            if array is None:
+                raise NatlearnError(
+                    f"{self.listing.files[index]} is not a readable image; remove it"
+                )
+            arrays.append(torch.from_numpy(array).permute(2, 0, 1))
+        return torch.stack(arrays) if arrays else torch.zeros(0, 3, self.size, self.size)
 
     @property
     def may_drop(self) -> bool:

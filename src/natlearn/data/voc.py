@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from natlearn.errors import NatlearnError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 __all__ = [
     "VOC07",
@@ -22,6 +26,7 @@ __all__ = [
     "VOC_IMAGE_SETS",
     "VOCImage",
     "VOCSplit",
+    "load_image",
     "read_voc",
     "read_voc07",
 ]
@@ -211,6 +216,23 @@ def _objects(xml: Path, jpeg: Path) -> list[tuple[str, tuple[float, float, float
             "needs <name> and <bndbox> with numeric xmin, ymin, xmax, ymax"
         ) from None
     return found
+
+
+def load_image(path: Path, mode: str = "RGB") -> Image:
+    """The image file of a VOC split, decoded in PIL ``mode`` (``RGB``, or ``L`` for a gray
+    network). Raises NatlearnError (one line, naming the file) when it is truncated, corrupt or
+    no image: classification and detection transfer read images through here alike."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)  # decodes the whole file, inside the try
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's: truncated, corrupt, not an image
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise NatlearnError(
+            f"cannot read image {path} ({reason}); restore the file, or remove its id from the "
+            "ImageSets/Main lists"
+        ) from None
 
 
 @dataclass(frozen=True)

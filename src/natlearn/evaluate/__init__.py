@@ -9,9 +9,15 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import checkpoint_file, load_checkpoint, network_from_state
+from natlearn.checkpoint import (
+    checkpoint_file,
+    evaluation_config,
+    load_checkpoint,
+    network_from_state,
+)
 from natlearn.config import Config
 from natlearn.data import require_labels
+from natlearn.data.splits import check_split
 from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.knn import knn_classify
@@ -59,11 +65,24 @@ RANDOM_INIT, RAW_PIXELS, HAND_CRAFTED = "random-init", "raw-pixels", "hand-craft
 FIXED_FEATURES = {RAW_PIXELS: evaluate_pixels, HAND_CRAFTED: evaluate_handcrafted}
 
 
-def labelled_splits(config: Config):
-    """(train, test) labelled splits of the config's data set for fitting and scoring probes."""
+def labelled_splits(config: Config, state: dict | None = None, run: str = ""):
+    """(train, test) labelled splits of the config's data set for fitting and scoring probes.
+
+    Args:
+        state: the loaded checkpoint of ``run`` being evaluated: a held-out test split must be the
+            one its pre-training left out (:func:`natlearn.data.splits.check_split`).
+    """
     train, test = config.load_data("train"), config.load_data("test")
     for split, data in (("train", train), ("test", test)):
         require_labels(data, f"evaluation ({split} split)")
+    if state is not None:
+        pretrained = state.get("data", {}).get("split")
+        trained_on = state["config"]["data"]
+        folders = {Path(trained_on).resolve()}
+        if pretrained is not None:
+            folders.add(Path(pretrained["folder"]))
+        same = config.data == trained_on or Path(config.data).resolve() in folders
+        check_split(pretrained, train.split_record, same, run)
     return train, test
 
 
@@ -80,14 +99,17 @@ def start_up_summary(
     test_set,
     settings: EvalSettings,
     crop_size: int,
+    device: torch.device,
     model=None,
+    size_note: str = "",
 ) -> str:
-    """What an evaluation is about to do, in three lines: the data as found, what is scored, and
-    the protocols on the machine."""
+    """What an evaluation is about to do, in three lines: the data as found (``size_note``: where
+    the image size came from), what is scored, and the protocols on ``device``."""
+    size = f"{train_set.image_size} px" + (f" ({size_note})" if size_note else "")
     data = (
         f"data: {config.data}: {len(train_set):,} train images ({train_set.split_note}), "
         f"{len(test_set):,} test images ({test_set.split_note}), {len(train_set.classes)} "
-        f"classes; {train_set.image_size} px, {_view(settings, crop_size)}"
+        f"classes; {size}, {_view(settings, crop_size)}"
     )
     if model is None:
         what = "the view" if source == RAW_PIXELS else "dense HOG -> bag of words"
@@ -106,7 +128,7 @@ def start_up_summary(
         protocols.append(f"MLP on {model.conv_names[-1]}")
     if settings.finetune_epochs and model is not None:
         protocols.append(f"fine-tuning {settings.finetune_epochs} epochs")
-    machine = f"{resolve_device()}, {torch.get_num_threads()} threads"
+    machine = f"{device}, {torch.get_num_threads()} threads"
     return "\n".join([data, scored, f"protocols: {'; '.join(protocols) or 'none'}; {machine}"])
 
 
@@ -130,21 +152,24 @@ def evaluate(
         source: a checkpoint path, or ``random-init`` / ``raw-pixels`` / ``hand-crafted`` (their
             network and data come from ``base``).
         overrides: ``key=value`` changes to the data settings (e.g. ``data=...``,
-            ``data_root=...``).
+            ``data_root=...``), and ``device=`` (default auto: the GPU when one is visible; never
+            the device a checkpoint trained on). A checkpoint reads images at the size it trained
+            at unless ``image_size=`` is given
+            (:func:`~natlearn.checkpoint.evaluation_config`).
         base: the config of random-init / raw-pixels / hand-crafted (default: natlearn's
             defaults).
         reuse: ``eval.json`` files that may hold this evaluation already (missing ones are fine).
     """
     state = None if source == RANDOM_INIT or source in FIXED_FEATURES else load_checkpoint(source)
-    config = (
-        Config.from_checkpoint(state["config"], overrides)
-        if state
-        else apply_overrides(base or Config(), overrides)
-    )
+    device = resolve_device(apply_overrides(Config(), overrides).device)
+    if state:
+        config, size_note = evaluation_config(state, overrides)
+    else:
+        config, size_note = apply_overrides(base or Config(), overrides), ""
     config = dataclasses.replace(config, progress=settings.progress)
     settings = settings.matching(config)
     with progress_enabled(settings.progress):  # decoding a folder says how far it is
-        train_set, test_set = labelled_splits(config)
+        train_set, test_set = labelled_splits(config, state, source)
     crop_size = config.resolve(train_set.image_size).crop_size
     if source in FIXED_FEATURES:
         from natlearn.evaluate.handcrafted import BAG_OF_WORDS, ORIENTATIONS
@@ -168,15 +193,16 @@ def evaluate(
         if out is not None and Path(out).resolve() != path.parent.resolve():
             write_eval(Path(out), results)
         return results
-    if source in FIXED_FEATURES:
-        summary = start_up_summary(source, config, train_set, test_set, settings, crop_size)
-        say(summary, settings.progress)
-        results = FIXED_FEATURES[source](train_set, test_set, crop_size, settings)
-    else:
+    model = None
+    if source not in FIXED_FEATURES:
         model = network_from_state(state) if state else initial_model(config, train_set).eval()
-        summary = start_up_summary(source, config, train_set, test_set, settings, crop_size, model)
-        say(summary, settings.progress)
-        device = resolve_device()
+    summary = start_up_summary(
+        source, config, train_set, test_set, settings, crop_size, device, model, size_note
+    )
+    say(summary, settings.progress)
+    if model is None:
+        results = FIXED_FEATURES[source](train_set, test_set, crop_size, settings, device)
+    else:
         results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
     results = {
         "model": source,

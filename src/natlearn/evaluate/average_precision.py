@@ -4,9 +4,17 @@ detection scoring, so both protocols interpolate the same way."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["average_precision", "precision_recall"]
+__all__ = ["ELEVEN_POINTS", "average_precision", "precision_recall"]
+
+# The 11-point recall thresholds exactly as py-faster-rcnn's voc_ap draws them (np.arange(0.0, 1.1,
+# 0.1)), with no tolerance: in floating point 0.3, 0.6 and 0.7 come out a hair above their decimal
+# value, so a recall of exactly 3/10 does not reach the 0.3 point (nor does the devkit's 0:0.1:1 at
+# 0.3). MATLAB's colon fills its upper half down from 1, so there 0.6 and 0.7 are exact: the two
+# references differ at those two points only.
+ELEVEN_POINTS = torch.from_numpy(np.arange(0.0, 1.1, 0.1))
 
 
 def precision_recall(
@@ -35,15 +43,15 @@ def average_precision(
 ) -> float:
     """AP of a precision/recall curve ((n,) each, in rank order; recall non-decreasing).
 
-    ``eleven_point``: VOC2007's mean over recall r in {0, 0.1, ..., 1} of the highest precision at
-    recall >= r (0 where none); otherwise the area under the curve after making precision
-    monotone (VOC2010+). An empty curve has AP 0.
+    ``eleven_point``: VOC2007's mean over the 11 thresholds t of :data:`ELEVEN_POINTS` of the
+    highest precision at recall >= t (0 where none); otherwise the area under the curve after
+    making precision monotone (VOC2010+). An empty curve has AP 0.
     """
     precision, recall = precision.to(torch.float64), recall.to(torch.float64)
     if eleven_point:
         total = 0.0
-        for r in torch.linspace(0, 1, 11, dtype=torch.float64):
-            reached = recall >= r - 1e-12  # r is 0.1 * k in floating point
+        for t in ELEVEN_POINTS.tolist():
+            reached = recall >= t
             total += float(precision[reached].max()) if bool(reached.any()) else 0.0
         return total / 11
     zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)

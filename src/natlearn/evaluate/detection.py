@@ -5,12 +5,16 @@ The paper transfers NAT to Pascal VOC2007 detection with Fast R-CNN; Faster R-CN
 detector with a learnt region proposal network instead of selective search, and is what torchvision
 maintains. Every layer of the backbone is fine-tuned, as in the paper.
 
-Scoring (:func:`voc_detection_ap`) follows the VOC devkit: per class, detections ranked by score
-are matched greedily to the unmatched ground-truth box of highest IoU (> 0.5); a match to a
+Scoring (:func:`voc_detection_ap`) follows the VOC devkit's VOCevaldet: per class, detections
+ranked by score are each matched to the ground-truth box of highest IoU in their image (the first
+of equals), a true positive when that IoU is >= 0.5 and the box is not yet found; a match to a
 ``difficult`` box counts neither as a true nor as a false positive, a second detection of a box is
 a false positive, and recall counts the non-difficult boxes only. Boxes are continuous pixel
 coordinates (:class:`natlearn.data.voc.VOCImage`: ``[xmin - 1, xmax)`` of the XML's inclusive
 1-based pixels), so a box's area is the devkit's ``(xmax - xmin + 1) * (ymax - ymin + 1)``.
+
+Everything runs on the network's device: the detector is built there and each image is moved
+there; detections come back to the CPU to be scored.
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from natlearn.data.voc import VOC07, VOCImage, VOCSplit
+from natlearn.data.voc import VOC07, VOCImage, VOCSplit, load_image
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.average_precision import average_precision, precision_recall
 from natlearn.evaluate.fit import fit_minibatches
 from natlearn.evaluate.probes import best_index, cpu_threads
 from natlearn.models import Network
+from natlearn.models.timm_backbone import is_timm_arch, timm_fixed_input_size, timm_model_name
 from natlearn.progress import say, steps
 
 __all__ = [
     "DetectionSettings",
     "NetworkBackbone",
+    "detection_layer",
     "detection_model",
     "detection_transfer",
     "voc07_detection",
@@ -102,6 +108,30 @@ class DetectionSettings:
         return dataclasses.replace(self, max_size=max_size, anchor_sizes=tuple(sizes))
 
 
+def detection_layer(arch: str, trunk: Sequence[str], layer: str | None) -> str:
+    """The trunk block the detector reads on a network of ``arch`` whose trunk blocks are
+    ``trunk`` (in order): ``layer``, or the last block (the paper's conv5).
+
+    Checked from the config alone, so ``natlearn transfer`` refuses before any work (one line,
+    NatlearnError): a layer that is no trunk block (``neck`` and ``head`` hold no feature map), and
+    a network that takes one input size only (a timm ViT or Swin): the detector resizes each image
+    with its aspect kept, so sizes vary from image to image.
+    """
+    if is_timm_arch(arch) and timm_fixed_input_size(timm_model_name(arch)):
+        raise NatlearnError(
+            f"arch={arch} takes images of one fixed size only, but the detector feeds it images "
+            "of varying size (resized with their aspect kept); detect with a convolutional "
+            "network (e.g. arch=resnet18, timm:resnet18, timm:convnext_atto), or --task classify"
+        )
+    chosen = layer or trunk[-1]
+    if chosen not in trunk:
+        raise NatlearnError(
+            f"detection layer {chosen!r} (--detect-layer) is not a trunk block of arch={arch}: "
+            f"the detector needs a feature map; give one of {', '.join(trunk)}"
+        )
+    return chosen
+
+
 class NetworkBackbone(nn.Module):
     """A natlearn network's input layer and trunk up to ``layer``, as a torchvision detection
     backbone: the input layer (normalisation, gray or Sobel) runs here, so the trunk sees what it
@@ -112,19 +142,13 @@ class NetworkBackbone(nn.Module):
 
     def __init__(self, network: Network, layer: str | None = None, probe_size: int = 64):
         super().__init__()
-        names = network.conv_names
-        self.layer = layer or names[-1]
-        if self.layer not in names:
-            raise NatlearnError(
-                f"detection layer {self.layer!r} is not a trunk block of this network; "
-                f"give one of {', '.join(names)}"
-            )
+        self.layer = detection_layer(network.arch, network.conv_names, layer)
         # Only the input layer and trunk: the neck and head are neither trained nor saved.
         self.input, self.convs = network.input, network.convs
         with torch.no_grad():
             was_training = self.training
             self.eval()  # BatchNorm on one probe image in train mode would update its statistics
-            probe = torch.zeros(1, 3, probe_size, probe_size)
+            probe = torch.zeros(1, 3, probe_size, probe_size, device=_device(network))
             self.out_channels = int(self(probe).shape[1])
             self.train(was_training)
 
@@ -138,12 +162,17 @@ class NetworkBackbone(nn.Module):
         raise AssertionError(f"trunk never produced {self.layer}")  # checked in __init__
 
 
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def detection_model(network: Network, num_classes: int, settings: DetectionSettings) -> nn.Module:
     """Faster R-CNN on a copy of ``network``'s trunk (``settings`` resolved): one feature map, the
     anchors and box head of ``settings``, ``num_classes`` object classes plus background. Its
     transform resizes to ``image_size`` and leaves the pixel values alone (mean 0, std 1): the
     network's input layer normalises them as in pre-training. New layers are drawn from the global
-    torch RNG."""
+    torch CPU RNG (the same draw on every device), then the model is moved to ``network``'s
+    device."""
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -151,7 +180,7 @@ def detection_model(network: Network, num_classes: int, settings: DetectionSetti
 
     backbone = NetworkBackbone(copy.deepcopy(network), settings.layer, settings.image_size)
     pool = 7  # torchvision's RoIAlign output (Fast R-CNN's RoI pooling to AlexNet's 6x6, near)
-    return FasterRCNN(
+    detector = FasterRCNN(
         backbone,
         min_size=settings.image_size,
         max_size=settings.max_size,
@@ -173,30 +202,28 @@ def detection_model(network: Network, num_classes: int, settings: DetectionSetti
         box_score_thresh=settings.score_threshold,
         box_detections_per_img=settings.detections_per_image,
     )
+    return detector.to(_device(network))
 
 
-def _read(image: VOCImage) -> torch.Tensor:
-    """The image as (3, H, W) float in [0, 1]."""
+def _read(image: VOCImage, device: torch.device) -> torch.Tensor:
+    """The image as (3, H, W) float in [0, 1] on ``device``."""
     import numpy as np
-    from PIL import Image
 
-    try:
-        with Image.open(image.path) as file:
-            pixels = np.asarray(file.convert("RGB"))
-    except OSError as error:
-        raise NatlearnError(f"cannot read image {image.path} ({error}); restore the file") from None
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
+    pixels = torch.from_numpy(np.array(load_image(image.path), dtype=np.uint8))
+    return pixels.to(device).permute(2, 0, 1).float() / 255
 
 
-def _target(image: VOCImage, width: int, flip: bool) -> dict[str, torch.Tensor]:
-    """The training target of an image: its non-difficult boxes (Fast R-CNN's VOC training leaves
-    difficult objects out), labels shifted by one past the background class 0; mirrored when
-    ``flip``."""
+def _target(
+    image: VOCImage, width: int, flip: bool, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The training target of an image on ``device``: its non-difficult boxes (Fast R-CNN's VOC
+    training leaves difficult objects out), labels shifted by one past the background class 0;
+    mirrored when ``flip``."""
     keep = ~image.difficult
     boxes, labels = image.boxes[keep].clone(), image.labels[keep] + 1
     if flip:
         boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
-    return {"boxes": boxes, "labels": labels}
+    return {"boxes": boxes.to(device), "labels": labels.to(device)}
 
 
 def _check_boxes(split: VOCSplit, name: str) -> None:
@@ -241,7 +268,12 @@ def detection_transfer(
         raise NatlearnError("detection transfer needs images in both the train and test splits")
     for split, name in ((train, "train"), (test, "test")):
         _check_boxes(split, name)
-    with cpu_threads(settings.threads or None), torch.random.fork_rng(devices=[]):
+    device = _device(network)
+    # The RPN and box sampler draw on the model's device: a GPU's generator is restored as well.
+    gpus = []
+    if device.type == "cuda":
+        gpus = [torch.cuda.current_device() if device.index is None else device.index]
+    with cpu_threads(settings.threads or None), torch.random.fork_rng(devices=gpus):
         torch.manual_seed(settings.seed)
         model = detection_model(network, len(train.classes), settings)
         started = time.perf_counter()
@@ -312,7 +344,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def _fine_tune(
     model: nn.Module, train: VOCSplit, settings: DetectionSettings, progress: bool
 ) -> list[float]:
-    """Train ``model`` in place; the mean loss of each epoch."""
+    """Train ``model`` in place, on its device; the mean loss of each epoch."""
+    device = _device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
@@ -326,10 +359,10 @@ def _fine_tune(
         nonlocal done
         images, targets = [], []
         for i in ids.tolist():
-            image = _read(train.images[i])
+            image = _read(train.images[i], device)
             flip = settings.flip and bool(torch.rand((), generator=generator) < 0.5)
             images.append(image.flip(-1) if flip else image)
-            targets.append(_target(train.images[i], image.shape[-1], flip))
+            targets.append(_target(train.images[i], image.shape[-1], flip, device))
         loss = sum(model(images, targets).values())
         if not torch.isfinite(loss):
             raise NatlearnError(
@@ -365,15 +398,17 @@ def _fine_tune(
 def _detect(
     model: nn.Module, test: VOCSplit, batch_size: int, progress: bool
 ) -> list[dict[str, torch.Tensor]]:
-    """Detections of every test image: ``boxes`` (k, 4) in its pixels, ``scores`` (k,), ``labels``
-    (k,) 0-based class indices."""
+    """Detections of every test image, on the CPU: ``boxes`` (k, 4) in its pixels, ``scores``
+    (k,), ``labels`` (k,) 0-based class indices."""
+    device = _device(model)
     model.eval()
     found: list[dict[str, torch.Tensor]] = []
     batches = range(0, len(test), batch_size)
     with torch.inference_mode():
         for start in steps(batches, "detecting", enabled=progress, every=10.0, unit="batches"):
-            images = [_read(image) for image in test.images[start : start + batch_size]]
+            images = [_read(image, device) for image in test.images[start : start + batch_size]]
             for output in model(images):
+                output = {key: value.cpu() for key, value in output.items()}
                 found.append({**output, "labels": output["labels"] - 1})
     return found
 
@@ -420,10 +455,15 @@ def voc_detection_ap(
             gt_boxes, hard = gt[i]
             best, overlap = 0, 0.0
             if len(gt_boxes):
-                iou = box_iou(boxes[d : d + 1].float(), gt_boxes.float())[0]
+                # Our boxes are continuous 0-based coordinates: a ground-truth box is [x1 - 1, x2)
+                # of the XML's 1-based inclusive pixels x1..x2 (data.voc), a detection is
+                # torchvision's continuous box, the devkit's (x1 + 1, y1 + 1, x2, y2). So the
+                # devkit's IoU with its +1 widths (x2 - x1 + 1) is the plain IoU here, no +1;
+                # float64 as MATLAB's. argmax: the first of equal overlaps (`if ov > ovmax`).
+                iou = box_iou(boxes[d : d + 1].double(), gt_boxes.double())[0]
                 best = int(iou.argmax())
                 overlap = float(iou[best])
-            if overlap <= iou_threshold:  # the devkit's test: ovmax > ovthresh
+            if overlap < iou_threshold:  # the devkit's test: ovmax >= VOCopts.minoverlap
                 fp[rank] = True
             elif hard[best]:
                 continue  # a difficult box found: neither right nor wrong

@@ -32,20 +32,19 @@ import dataclasses
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from natlearn.checkpoint import load_checkpoint, network_from_state
+from natlearn.checkpoint import evaluation_config, load_checkpoint, network_from_state
 from natlearn.config import Config
-from natlearn.data import DATASETS, ImageData, ImageDataset
+from natlearn.data import DATASETS, ImageData
 from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
-from natlearn.evaluate.features import FEATURE_BUDGET, batch_features
+from natlearn.evaluate.features import FEATURE_BUDGET, batch_features, image_batches
 from natlearn.files import atomic_write
 from natlearn.models import Network, feature_layers
 from natlearn.presets import apply_overrides
@@ -64,12 +63,14 @@ class Embedding:
     dims: int
     layer: str
     source: str
+    image_size: str = ""  # the side images were read at, and where it came from
 
     def summary(self) -> str:
         """The closing line of ``natlearn embed``: what was written and how to load it."""
+        size = f" read at {self.image_size}" if self.image_size else ""
         return (
             f"wrote {self.features} ({self.rows:,} x {self.dims:,} float32, layer {self.layer} of "
-            f"{self.source}) and its index {self.index}; load them with "
+            f"{self.source}{size}) and its index {self.index}; load them with "
             f'np.load("{self.features}", mmap_mode="r") and pandas.read_csv("{self.index}")'
         )
 
@@ -115,7 +116,10 @@ def embed(
     (:func:`natlearn.data.eval_view`), conv maps average-pooled to about ``max_dims`` values
     (:func:`~natlearn.evaluate.features.pool_conv_map`); ``neck`` is the penultimate layer, ``head``
     the NAT output. ``progress=`` and ``device=`` among ``overrides`` apply (default: a progress bar
-    on a terminal, a line per tenth otherwise; the GPU when there is one), not the run's.
+    on a terminal, a line per tenth otherwise; the GPU when there is one), not the run's. Images are
+    read at the size the network trained at unless ``image_size=`` is given
+    (:func:`~natlearn.checkpoint.evaluation_config`). A streamed folder (``data_mode=stream``, or
+    one over 4 GiB decoded) is read a batch at a time by ``workers`` DataLoader processes.
 
     Args:
         checkpoint: a run folder (its newest checkpoint), a checkpoint .pt file, or a checkpoint
@@ -131,7 +135,7 @@ def embed(
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     name = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
     overrides = dict(overrides) if isinstance(overrides, dict) else list(overrides)
-    config = Config.from_checkpoint(state["config"], overrides)
+    config, size_note = evaluation_config(state, overrides)
     asked = apply_overrides(Config(), overrides)  # the user's progress= and device=, not the run's
     config = dataclasses.replace(config, progress=asked.progress)
     valid = feature_layers(config.arch, config.widths)
@@ -157,7 +161,8 @@ def embed(
 
     atomic_write(out, write_both)
     notes = "; ".join(part.split_note for part in parts.values())
-    return Embedding(out, index_path(out), shape[0], shape[1], layer, notes)
+    size = f"{first.image_size} px ({size_note})"
+    return Embedding(out, index_path(out), shape[0], shape[1], layer, notes, size)
 
 
 def _write(
@@ -174,13 +179,14 @@ def _write(
     """Write the features of ``parts`` (split name -> data) into a .npy at ``path``, a batch at a
     time, and their index lines (``columns``) to a csv at ``index_file``; returns (rows, dims)."""
     total, row, matrix = sum(len(data) for data in parts.values()), 0, None
+    device = next(model.parameters()).device
     named, root = config.data in DATASETS, Path(config.data)
     shown = _Progress(total, config.progress)
     with open(index_file, "w", newline="") as handle, shown:
         index = csv.writer(handle)
         index.writerow(columns)
         for split, data in parts.items():
-            for ids, images in _batches(data, model, batch_size, config.workers):
+            for ids, images in image_batches(data, batch_size, device, config.workers):
                 values = batch_features(model, images, [layer], **view)[layer].numpy()
                 if matrix is None:  # the width is known once the first batch is through
                     matrix = np.lib.format.open_memmap(
@@ -214,21 +220,6 @@ def _check_channels(model: Network, parts: Iterable[ImageData], name: str) -> No
                 f"{name} takes {expected}-channel images (input=rgb), but {part.split_note} has "
                 f"{part.channels}; embed images like the ones it was trained on"
             )
-
-
-def _batches(
-    data: ImageData, model: Network, batch_size: int, workers: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(ids, uint8 images on the model's device)`` in order: in-memory images a batch at a time
-    (as :func:`~natlearn.evaluate.features.extract_features` moves them), a streamed folder through
-    its DataLoader workers."""
-    device = next(model.parameters()).device
-    if isinstance(data, ImageDataset):
-        for start in range(0, len(data), batch_size):
-            stop = min(start + batch_size, len(data))
-            yield torch.arange(start, stop), data.images[start:stop].to(device)
-        return
-    yield from data.batches(torch.arange(len(data)).split(batch_size), device, workers)
 
 
 def _relative(path: Path, root: Path) -> str:

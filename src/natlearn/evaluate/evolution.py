@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from natlearn.checkpoint import checkpoint_paths, load_checkpoint, network_from_state
+from natlearn.checkpoint import (
+    checkpoint_paths,
+    evaluation_config,
+    load_checkpoint,
+    network_from_state,
+)
 from natlearn.config import Config
 from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
@@ -22,6 +27,7 @@ from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import initial_model
+from natlearn.presets import apply_overrides
 from natlearn.progress import progress_enabled, say, steps
 
 __all__ = ["evolution"]
@@ -35,9 +41,10 @@ def evolution(
 ) -> list[dict]:
     """Evaluate the random initialisation (epoch 0) and every kept checkpoint of ``run_dir``.
 
-    Keep checkpoints along a run with ``keep_every=N`` at training time. Writes
-    ``out/evolution.json``, ``evolution.md`` and ``evolution.png`` (default
-    ``out = run_dir/evolution``).
+    Keep checkpoints along a run with ``keep_every=N`` at training time. ``overrides`` change the
+    data settings and pick the ``device=`` (default auto), as for
+    :func:`natlearn.evaluate.evaluate`. Writes ``out/evolution.json``, ``evolution.md`` and
+    ``evolution.png`` (default ``out = run_dir/evolution``).
 
     Returns:
         one row per epoch: {"epoch": E, "protocols": {protocol: {layer: {"top1": ...}}}}.
@@ -50,12 +57,13 @@ def evolution(
             "train with keep_every=N to keep some along the run"
         )
     first = load_checkpoint(paths[0])
-    config = Config.from_checkpoint(first["config"], overrides or [])
+    overrides = overrides or []
+    device = resolve_device(apply_overrides(Config(), overrides).device)  # never the run's own
+    config, _ = evaluation_config(first, overrides)
     with progress_enabled(settings.progress):
-        train_set, test_set = labelled_splits(config)
+        train_set, test_set = labelled_splits(config, first, str(run_dir))
     crop_size = config.resolve(train_set.image_size).crop_size
     settings = settings.matching(config)
-    device = resolve_device()
     out = Path(out) if out else run_dir / "evolution"
     # Rows of an earlier evolution.json, and the run's eval.json, are reused where they measured the
     # same network, settings and data (their "key"); the rest is evaluated.

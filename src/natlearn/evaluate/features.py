@@ -1,21 +1,24 @@
 """Frozen features: extracted once (eval mode, inference mode, centre crop), pooled to a fixed
-budget."""
+budget, from images in memory or streamed from disk a batch at a time."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from natlearn.data import eval_view
+from natlearn.data import ImageData, ImageDataset, eval_view
 from natlearn.models import Network
 from natlearn.progress import steps
 
 __all__ = [
     "batch_features",
     "extract_features",
+    "image_batches",
+    "image_features",
+    "network_features",
     "pool_conv_map",
     "DEEPCLUSTER_POOLS",
     "FEATURE_BUDGET",
@@ -49,7 +52,80 @@ def pool_conv_map(
     return F.adaptive_avg_pool2d(feature_map, side).flatten(1)
 
 
+def image_batches(
+    data: torch.Tensor | ImageData, batch_size: int, device: torch.device, workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(ids, uint8 images on device)`` of every image of ``data`` in order, ``batch_size`` at a
+    time: in-memory images (a uint8 (n, C, H, W) tensor or an :class:`ImageDataset`) moved a batch
+    at a time, never all at once; a streamed folder read from disk by ``workers`` DataLoader
+    processes, so it is never decoded whole. A stream with ``on_bad_image=skip`` leaves unreadable
+    files out: their ids are missing."""
+    images = data.images if isinstance(data, ImageDataset) else data
+    if isinstance(images, torch.Tensor):
+        for start in range(0, len(images), batch_size):
+            stop = min(start + batch_size, len(images))
+            yield torch.arange(start, stop), images[start:stop].to(device)
+        return
+    yield from data.batches(torch.arange(len(data)).split(batch_size), device, workers)
+
+
 @torch.inference_mode()
+def image_features(
+    data: torch.Tensor | ImageData,
+    features: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    device: torch.device,
+    batch_size: int = 256,
+    workers: int = 0,
+    progress: bool = False,
+    desc: str = "",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``features`` (uint8 images on ``device`` -> name -> (b, f) on the CPU) of every image of
+    ``data`` (see :func:`image_batches`), a batch at a time.
+
+    Returns:
+        (name -> (n, f) float32 on the CPU, the (n,) ids of the rows: all of ``data`` in order,
+        but a stream's unreadable files with ``on_bad_image=skip``).
+    """
+    chunks: dict[str, list[torch.Tensor]] = {}
+    ids = []
+    what = f"features of {len(data):,} {desc} images".replace("  ", " ")
+    batches = image_batches(data, batch_size, device, workers)
+    total = math.ceil(len(data) / batch_size)
+    for rows, images in steps(batches, what, total, progress, every=5.0, unit="batches"):
+        ids.append(rows)
+        for name, value in features(images).items():
+            chunks.setdefault(name, []).append(value)
+    return {name: torch.cat(parts) for name, parts in chunks.items()}, torch.cat(ids)
+
+
+def network_features(
+    model: Network,
+    data: torch.Tensor | ImageData,
+    layers: Sequence[str],
+    crop_size: int,
+    batch_size: int = 256,
+    max_dims: int = FEATURE_BUDGET,
+    progress: bool = False,
+    crop: str = "pad",
+    scale: float = 0.25,
+    desc: str = "",
+    workers: int = 0,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """:func:`extract_features` of in-memory or streamed ``data``, with the ids of its rows (see
+    :func:`image_features`)."""
+    model.eval()
+    device = next(model.parameters()).device
+    return image_features(
+        data,
+        lambda images: batch_features(model, images, layers, crop_size, max_dims, crop, scale),
+        device,
+        batch_size,
+        workers,
+        progress,
+        desc,
+    )
+
+
 def extract_features(
     model: Network,
     images: torch.Tensor,
@@ -69,17 +145,8 @@ def extract_features(
     Returns:
         layer name -> (n, features) float32 on the CPU.
     """
-    model.eval()
-    device = next(model.parameters()).device
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    starts = range(0, len(images), batch_size)
-    what = f"features of {len(images):,} {desc} images".replace("  ", " ")
-    for start in steps(starts, what, enabled=progress, every=5.0, unit="batches"):
-        batch = images[start : start + batch_size].to(device)
-        features = batch_features(model, batch, layers, crop_size, max_dims, crop, scale)
-        for name, value in features.items():
-            chunks[name].append(value)
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
+    view = {"crop": crop, "scale": scale, "progress": progress, "desc": desc}
+    return network_features(model, images, layers, crop_size, batch_size, max_dims, **view)[0]
 
 
 @torch.inference_mode()

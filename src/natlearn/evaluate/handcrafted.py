@@ -43,12 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from natlearn.data import eval_view
+from natlearn.data import ImageData, eval_view
 from natlearn.errors import NatlearnError
+from natlearn.evaluate.features import image_features
 
 __all__ = [
     "BAG_OF_WORDS",
     "ORIENTATIONS",
+    "bag_of_words",
     "cell_size",
     "dense_hog",
     "encode",
@@ -190,27 +192,44 @@ def hand_crafted(
     Returns:
         (n_train, 5 * words) and (n_test, 5 * words) float32, deterministic for a given ``seed``.
     """
+    (train, _), (test, _) = bag_of_words(
+        train_images, test_images, crop_size, crop, scale, words, codebook_images, seed
+    )
+    return train, test
+
+
+def bag_of_words(
+    train: torch.Tensor | ImageData,
+    test: torch.Tensor | ImageData,
+    crop_size: int,
+    crop: str = "pad",
+    scale: float = 0.25,
+    words: int = BAG_OF_WORDS["words"],
+    codebook_images: int = BAG_OF_WORDS["codebook_images"],
+    seed: int = BAG_OF_WORDS["seed"],
+    workers: int = 0,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`hand_crafted` of images in memory or of a streamed folder (read a chunk at a time by
+    ``workers`` DataLoader processes, never whole): (features, the ids of their rows) of train and
+    of test (the ids: see :func:`~natlearn.evaluate.features.image_features`)."""
+    cpu = torch.device("cpu")
     cell = cell_size(crop_size)
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train_images), generator=generator)
-    sample = order[: min(codebook_images, len(train_images))].sort().values
-    codebook = fit_codebook(
-        torch.cat(
-            [
-                _descriptors(train_images[ids], crop_size, crop, scale, cell)
-                for ids in sample.split(_CHUNK)
-            ]
-        ),
-        words,
-        seed,
-    )
+    order = torch.randperm(len(train), generator=generator)
+    sample = order[: min(codebook_images, len(train))].sort().values
+    sampled = train[sample] if isinstance(train, torch.Tensor) else train.subset(sample)
 
-    def features(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [
-                encode(_descriptors(chunk, crop_size, crop, scale, cell), codebook)
-                for chunk in images.split(_CHUNK)
-            ]
-        )
+    def descriptors(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"hog": _descriptors(images, crop_size, crop, scale, cell)}
 
-    return features(train_images), features(test_images)
+    found, _ = image_features(sampled, descriptors, cpu, _CHUNK, workers)
+    codebook = fit_codebook(found["hog"], words, seed)
+
+    def features(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"words": encode(_descriptors(images, crop_size, crop, scale, cell), codebook)}
+
+    def encoded(data: torch.Tensor | ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+        found, rows = image_features(data, features, cpu, _CHUNK, workers)
+        return found["words"], rows
+
+    return encoded(train), encoded(test)

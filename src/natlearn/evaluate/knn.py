@@ -18,11 +18,13 @@ def knn_classify(
     test_y: torch.Tensor,
     k: int = 20,
     temperature: float = 0.07,
+    device: torch.device | None = None,
 ) -> ProbeResult:
     """Weighted k-NN (InstDisc/DINO): the k most cosine-similar training features vote with weight
     exp(similarity / temperature). Test rows are processed in chunks to bound memory. With fewer
-    than k training images every one votes; the result's ``k`` says how many did."""
-    device = resolve_device()
+    than k training images every one votes; the result's ``k`` says how many did. ``device``: where
+    the similarities are computed (None: the GPU when one is visible)."""
+    device = device or resolve_device()
     bank = F.normalize(train_x.float(), dim=1).to(device)
     k = min(k, len(bank))
     labels = train_y.to(device)

@@ -24,12 +24,14 @@ def mlp_probe(
     lr: float = 0.01,
     progress: bool = False,
     min_steps: int = 500,
+    device: torch.device | None = None,
 ) -> ProbeResult:
     """The paper's transfer protocol on frozen conv features: fresh fc6-fc8
     (Linear-BN-ReLU-Dropout(0.5), Linear-BN-ReLU, Linear), SGD with momentum 0.9 and cosine decay.
     Trained on cached features of centre crops (the paper also used random crops; caching makes the
-    protocol affordable on a CPU)."""
-    device = resolve_device()
+    protocol affordable on a CPU). ``device``: where it trains (None: the GPU when one is
+    visible)."""
+    device = device or resolve_device()
     standardise = standardiser(train_x)
     x, y = standardise(train_x).to(device), train_y.to(device)
     classes = int(train_y.max()) + 1

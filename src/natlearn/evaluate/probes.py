@@ -96,6 +96,7 @@ def linear_probe(
     solver: str = "auto",
     progress: bool = False,
     threads: int | None = None,
+    device: torch.device | None = None,
 ) -> ProbeResult:
     """Multinomial logistic regression on standardised frozen features.
 
@@ -116,8 +117,9 @@ def linear_probe(
         threads: CPU threads for the fit on features of more than 5e7 numbers (None: as set);
             smaller ones always fit on one (see :func:`cpu_threads`). Callers that run several
             probes at once pass their share.
+        device: where it is fit (None: the GPU when one is visible).
     """
-    device = resolve_device()
+    device = device or resolve_device()
     standardise = standardiser(train_x)
     x = standardise(train_x).to(device)
     y = train_y.to(device)

@@ -25,8 +25,9 @@ __all__ = [
 # Bump when a probe's code changes the numbers it gives: evaluations stored before are recomputed.
 PROTOCOL_VERSION = 2
 
-# Settings that do not change a number (only what is shown while it runs).
-_NOT_MEASURED = ("progress",)
+# Settings that do not change a number (what is shown while it runs, how many processes read a
+# streamed folder).
+_NOT_MEASURED = ("progress", "workers")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -52,8 +53,9 @@ def random_init_network(config) -> dict:
 
 def data_digest(dataset) -> str:
     """sha256 of a split's decoded images and labels (in order): a changed, added, removed or
-    relabelled image changes it. Data sets without images in memory fall back to their split note
-    and size."""
+    relabelled image changes it. A streamed folder (no images in memory) stands for them by its
+    split note, the side its images are read at, and each file's path, size and modification time,
+    as the decode cache keys a folder."""
     digest = hashlib.sha256()
     images = getattr(dataset, "images", None)
     labels = getattr(dataset, "labels", None)
@@ -61,7 +63,10 @@ def data_digest(dataset) -> str:
         digest.update(f"{tuple(images.shape)} {images.dtype}\n".encode())
         digest.update(images.contiguous().numpy().tobytes())
     else:
-        digest.update(f"{dataset.split_note}\n{len(dataset)}\n".encode())
+        digest.update(f"{dataset.split_note}\n{len(dataset)}\n{dataset.image_size}\n".encode())
+        for path in dataset.files or ():
+            stat = Path(path).stat()
+            digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     if labels is not None:
         digest.update(labels.to("cpu").contiguous().numpy().tobytes())
     return digest.hexdigest()

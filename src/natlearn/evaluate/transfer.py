@@ -21,13 +21,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from natlearn.data import Augmentation, ImageDataset, center_crop, eval_view
+from natlearn.data import Augmentation, ImageData, ImageDataset, center_crop, eval_view
 from natlearn.devices import resolve_device
-from natlearn.evaluate.features import extract_features
+from natlearn.errors import NatlearnError
+from natlearn.evaluate.features import image_features, network_features
 from natlearn.evaluate.fit import fit_minibatches
 from natlearn.evaluate.knn import knn_classify
 from natlearn.evaluate.mlp import mlp_probe
 from natlearn.evaluate.probes import ProbeResult, linear_probe, topk_accuracy
+from natlearn.evaluate.uncertainty import with_error
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Head, Network
@@ -66,11 +68,16 @@ class EvalSettings:
     crop_scale: float = 0.25
     flip: bool = True
     progress: bool = True
+    workers: int = 2  # DataLoader processes reading a streamed folder (the config's ``workers``)
 
     def matching(self, config) -> EvalSettings:
-        """These settings with the view and flips of the training ``config``."""
+        """These settings with the view, flips and stream workers of the training ``config``."""
         return dataclasses.replace(
-            self, crop=config.crop, crop_scale=config.crop_scale, flip=config.flip
+            self,
+            crop=config.crop,
+            crop_scale=config.crop_scale,
+            flip=config.flip,
+            workers=config.workers,
         )
 
 
@@ -98,10 +105,12 @@ def _probe_all(
     test_y: torch.Tensor,
     settings: EvalSettings,
     knn_layers: list[str],
+    device: torch.device,
     mlp: tuple[str, int] | None = None,
 ) -> dict:
     """Linear probes on ``settings.layers``' features (every key of ``train`` but k-NN-only ones),
-    k-NN on ``knn_layers``, and the MLP probe on ``mlp`` = (layer, hidden width) when given.
+    k-NN on ``knn_layers``, and the MLP probe on ``mlp`` = (layer, hidden width) when given, all
+    on ``device``.
 
     On a CPU the probes run at once, one thread each, on as many threads as torch is set to (at
     most :data:`MAX_CONCURRENT_PROBES`; the threads are shared out when fewer probes run): every
@@ -116,28 +125,48 @@ def _probe_all(
             settings.layers is None or layer in settings.layers or layer == "pixels"
         ):
             run = functools.partial(
-                _linear, x, train_y, x_test, test_y, settings.probe_epochs, settings.progress
+                _linear,
+                x,
+                train_y,
+                x_test,
+                test_y,
+                settings.probe_epochs,
+                settings.progress,
+                device,
             )
             probes.append(_Probe("linear", layer, dims, run, _linear_cost(n, dims, classes)))
         for k in settings.knn if layer in knn_layers else ():
-            run = functools.partial(_knn, x, train_y, x_test, test_y, k)
+            run = functools.partial(_knn, x, train_y, x_test, test_y, k, device)
             probes.append(_Probe(f"knn{k}", layer, dims, run, 1e-9 * n * len(x_test) * dims))
     if mlp is not None:
         layer, hidden = mlp
         x, dims = train[layer], train[layer].shape[1]
         run = functools.partial(
-            _mlp, x, train_y, test[layer], test_y, hidden, settings.probe_epochs, settings.progress
+            _mlp,
+            x,
+            train_y,
+            test[layer],
+            test_y,
+            hidden,
+            settings.probe_epochs,
+            settings.progress,
+            device,
         )
         probes.append(_Probe("mlp", layer, dims, run, _mlp_cost(n, dims, hidden, classes)))
     found = {}
     done = steps(
-        _run_probes(probes), "probes", len(probes), settings.progress, every=math.inf, unit="probes"
+        _run_probes(probes, device),
+        "probes",
+        len(probes),
+        settings.progress,
+        every=math.inf,
+        unit="probes",
     )
     for count, (probe, result, seconds) in enumerate(done, start=1):
         found[probe.protocol, probe.layer] = result
         say(
             f"[{count}/{len(probes)}] {probe.protocol} {probe.layer} ({probe.features:,} "
-            f"features): {_describe(result)}, {seconds:.1f} s",
+            f"features): {_describe(result, len(test_y))}, {seconds:.1f} s",
             settings.progress,
         )
     results: dict[str, dict[str, dict]] = {}
@@ -148,16 +177,18 @@ def _probe_all(
     return results
 
 
-def _linear(x, y, x_test, y_test, epochs, progress, threads) -> ProbeResult:
-    return linear_probe(x, y, x_test, y_test, epochs=epochs, progress=progress, threads=threads)
+def _linear(x, y, x_test, y_test, epochs, progress, device, threads) -> ProbeResult:
+    return linear_probe(
+        x, y, x_test, y_test, epochs=epochs, progress=progress, threads=threads, device=device
+    )
 
 
-def _knn(x, y, x_test, y_test, k, threads) -> ProbeResult:
-    return knn_classify(x, y, x_test, y_test, k=k)
+def _knn(x, y, x_test, y_test, k, device, threads) -> ProbeResult:
+    return knn_classify(x, y, x_test, y_test, k=k, device=device)
 
 
-def _mlp(x, y, x_test, y_test, hidden, epochs, progress, threads) -> ProbeResult:
-    return mlp_probe(x, y, x_test, y_test, hidden, epochs, progress=progress)
+def _mlp(x, y, x_test, y_test, hidden, epochs, progress, device, threads) -> ProbeResult:
+    return mlp_probe(x, y, x_test, y_test, hidden, epochs, progress=progress, device=device)
 
 
 def _linear_cost(n: int, dims: int, classes: int) -> float:
@@ -172,8 +203,10 @@ def _mlp_cost(n: int, dims: int, hidden: int, classes: int) -> float:
     return 1e-10 * steps * 256 * (dims * hidden + hidden * hidden + hidden * classes)
 
 
-def _describe(result: ProbeResult) -> str:
-    text = f"top-1 {result.top1:.4f}" + (f", top-5 {result.top5:.4f}" if result.top5 else "")
+def _describe(result: ProbeResult, test_images: int) -> str:
+    text = f"top-1 {with_error(result.top1, test_images)}" + (
+        f", top-5 {result.top5:.4f}" if result.top5 else ""
+    )
     if result.weight_decay is not None:
         decay, held_out = result.weight_decay, result.held_out_top1
         text += f" (weight decay {decay:g}, held-out train {held_out:.4f})"
@@ -182,10 +215,11 @@ def _describe(result: ProbeResult) -> str:
     return text
 
 
-def _run_probes(probes: list[_Probe]) -> Iterator[tuple[_Probe, ProbeResult, float]]:
+def _run_probes(
+    probes: list[_Probe], device: torch.device
+) -> Iterator[tuple[_Probe, ProbeResult, float]]:
     """(probe, result, seconds) of every probe, as they finish. Several at once on a CPU, the
     costliest first (the longest-processing-time rule: the last to finish is a short one)."""
-    device = resolve_device()
     cores = torch.get_num_threads()
     workers = min(cores, len(probes), MAX_CONCURRENT_PROBES) if device.type == "cpu" else 1
     if workers <= 1:  # one at a time, each on the threads it chooses (a GPU runs them in turn)
@@ -212,25 +246,40 @@ def _run_probes(probes: list[_Probe]) -> Iterator[tuple[_Probe, ProbeResult, flo
 
 def evaluate_network(
     model: Network,
-    train_set: ImageDataset,
-    test_set: ImageDataset,
+    train_set: ImageData,
+    test_set: ImageData,
     crop_size: int,
     settings: EvalSettings,
 ) -> dict:
     """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split
-    scores)."""
+    scores), on the model's device. A streamed folder is read a batch at a time, never whole."""
+    if settings.finetune_epochs and not all(
+        isinstance(data, ImageDataset) for data in (train_set, test_set)
+    ):
+        raise NatlearnError(
+            "fine-tuning trains on images in memory, but the data is streamed from disk "
+            "(data_mode=stream, or a folder over 4 GiB decoded); drop --finetune, or set "
+            "data_mode=memory if the decoded folder fits in memory"
+        )
     started = time.perf_counter()
+    device = next(model.parameters()).device
     layers = list(
         dict.fromkeys([*(settings.layers or [*model.conv_names, "neck"]), *settings.knn_layers])
     )  # k-NN layers too
     wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
     view = {"crop": settings.crop, "scale": settings.crop_scale, "progress": settings.progress}
     extracting = time.perf_counter()
-    # Extracted once: every probe below shares these features.
-    train = extract_features(model, train_set.images, wanted, crop_size, **view, desc="train")
-    test = extract_features(model, test_set.images, wanted, crop_size, **view, desc="test")
+    # Extracted once: every probe below shares these features. The labels follow the rows: a
+    # stream with on_bad_image=skip leaves unreadable files out.
+    (train, train_rows), (test, test_rows) = (
+        network_features(
+            model, data, wanted, crop_size, **view, desc=split, workers=settings.workers
+        )
+        for data, split in ((train_set, "train"), (test_set, "test"))
+    )
+    train_y, test_y = train_set.labels[train_rows], test_set.labels[test_rows]
     say(
-        f"features of {len(train_set):,} train + {len(test_set):,} test images, "
+        f"features of {len(train_y):,} train + {len(test_y):,} test images, "
         f"{len(wanted)} layer{'s' * (len(wanted) != 1)}: {time.perf_counter() - extracting:.1f} s",
         settings.progress,
     )
@@ -239,10 +288,11 @@ def evaluate_network(
     results = _probe_all(
         {k: train[k] for k in wanted},
         {k: test[k] for k in wanted},
-        train_set.labels,
-        test_set.labels,
+        train_y,
+        test_y,
         settings,
         list(settings.knn_layers),
+        device,
         mlp=(last, hidden) if settings.mlp else None,
     )
     if settings.finetune_epochs:
@@ -260,34 +310,58 @@ def evaluate_network(
 
 
 def evaluate_pixels(
-    train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings
+    train_set: ImageData,
+    test_set: ImageData,
+    crop_size: int,
+    settings: EvalSettings,
+    device: torch.device | None = None,
 ) -> dict:
-    """Raw pixels of the centre crop as features: the floor any representation should clear."""
+    """Raw pixels of the centre crop as features: the floor any representation should clear.
+    ``device``: where the views are cut and the probes run (None: the GPU when one is visible)."""
     started = time.perf_counter()
-    train_x, test_x = (
-        eval_view(data.images, crop_size, settings.crop, settings.crop_scale).flatten(1)
+    device = device or resolve_device()
+
+    def pixels(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        view = eval_view(images, crop_size, settings.crop, settings.crop_scale)
+        return {"pixels": view.flatten(1).cpu()}
+
+    (train_x, train_rows), (test_x, test_rows) = (
+        image_features(data, pixels, device, workers=settings.workers)
         for data in (train_set, test_set)
     )
-    return _evaluate_fixed("pixels", train_x, test_x, train_set, test_set, settings, started)
+    train_y, test_y = train_set.labels[train_rows], test_set.labels[test_rows]
+    return _evaluate_fixed(
+        "pixels", train_x["pixels"], test_x["pixels"], train_y, test_y, settings, device, started
+    )
 
 
 def evaluate_handcrafted(
-    train_set: ImageDataset, test_set: ImageDataset, crop_size: int, settings: EvalSettings
+    train_set: ImageData,
+    test_set: ImageData,
+    crop_size: int,
+    settings: EvalSettings,
+    device: torch.device | None = None,
 ) -> dict:
     """The paper's kind of hand-crafted baseline (:mod:`natlearn.evaluate.handcrafted`): dense HOG
-    of the evaluation view, a bag of visual words whose codebook is fit on training images only."""
-    from natlearn.evaluate.handcrafted import cell_size, hand_crafted
+    of the evaluation view, a bag of visual words whose codebook is fit on training images only.
+    ``device``: where the probes run (None: the GPU when one is visible); the features are computed
+    on the CPU."""
+    from natlearn.evaluate.handcrafted import bag_of_words, cell_size
 
     started = time.perf_counter()
-    train_x, test_x = hand_crafted(
-        train_set.images, test_set.images, crop_size, settings.crop, settings.crop_scale
+    device = device or resolve_device()
+    (train_x, train_rows), (test_x, test_rows) = bag_of_words(
+        train_set, test_set, crop_size, settings.crop, settings.crop_scale, workers=settings.workers
     )
+    train_y, test_y = train_set.labels[train_rows], test_set.labels[test_rows]
     say(
         f"hand-crafted: {len(train_x) + len(test_x):,} images -> {train_x.shape[1]:,} features, "
         f"{time.perf_counter() - started:.1f} s",
         settings.progress,
     )
-    results = _evaluate_fixed("hog-bow", train_x, test_x, train_set, test_set, settings, started)
+    results = _evaluate_fixed(
+        "hog-bow", train_x, test_x, train_y, test_y, settings, device, started
+    )
     cell = cell_size(crop_size)
     results["features"] = (
         f"dense HOG ({cell}-px cells, 2x2-cell blocks, 9 orientations, L2-Hys), a "
@@ -301,17 +375,16 @@ def _evaluate_fixed(
     name: str,
     train_x: torch.Tensor,
     test_x: torch.Tensor,
-    train_set: ImageDataset,
-    test_set: ImageDataset,
+    train_y: torch.Tensor,
+    test_y: torch.Tensor,
     settings: EvalSettings,
+    device: torch.device,
     started: float,
 ) -> dict:
     """Fixed (n, f) features of no network (raw pixels, hand-crafted) probed alike: the linear
     probe and k-NN on ``name``; no MLP (it probes a conv map) and nothing to fine-tune."""
     settings = dataclasses.replace(settings, layers=[name])
-    results = _probe_all(
-        {name: train_x}, {name: test_x}, train_set.labels, test_set.labels, settings, [name]
-    )
+    results = _probe_all({name: train_x}, {name: test_x}, train_y, test_y, settings, [name], device)
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
@@ -391,23 +464,34 @@ def tuned_copy(
 
 
 def format_eval(results: dict) -> str:
-    """Markdown: one row per layer, one column per protocol (top-1, and top-5 where measured)."""
+    """Markdown: one row per layer, one column per protocol (top-1 ± its standard error, and top-5
+    where measured)."""
     protocols = results["protocols"]
     layers = list(dict.fromkeys(layer for scores in protocols.values() for layer in scores))
 
     def cells(layer: str) -> list[str]:
-        return [layer, *(_cell(name, scores.get(layer)) for name, scores in protocols.items())]
+        return [
+            layer,
+            *(
+                _cell(name, scores.get(layer), results["test_images"])
+                for name, scores in protocols.items()
+            ),
+        ]
 
-    return table(["layer", *protocols], [cells(layer) for layer in layers])
+    return (
+        table(["layer", *protocols], [cells(layer) for layer in layers])
+        + "\n\n(top-1 ± its binomial standard error over the "
+        + f"{results['test_images']:,} test images)"
+    )
 
 
-def _cell(protocol: str, row: dict | None) -> str:
+def _cell(protocol: str, row: dict | None, test_images: int) -> str:
     if row is None:
         return ""
     top5 = f" / {row['top5']:.4f}" if "top5" in row else ""
     # A k-NN with fewer training images than its k says how many voted.
     used_k = f" (k={row['k']})" if "k" in row and protocol != f"knn{row['k']}" else ""
-    return f"{row['top1']:.4f}{top5}{used_k}"
+    return f"{with_error(row['top1'], test_images)}{top5}{used_k}"
 
 
 def write_eval(out: Path, results: dict) -> None:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.data import Augmentation, center_crop
-from natlearn.data.voc import VOC07, VOCSplit
+from natlearn.data.voc import VOC07, VOCSplit, load_image
 from natlearn.evaluate.average_precision import average_precision, precision_recall
 from natlearn.evaluate.features import extract_features
 from natlearn.evaluate.probes import (
@@ -94,8 +94,7 @@ class ClassifySettings:
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as image:
-        resized = image.convert(mode).resize((size, size), Image.BILINEAR)
+    resized = load_image(path, mode).resize((size, size), Image.BILINEAR)
     array = np.array(resized, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 

@@ -21,6 +21,7 @@ __all__ = [
     "TIMM_PREFIX",
     "TimmStages",
     "is_timm_arch",
+    "timm_fixed_input_size",
     "timm_model_name",
     "timm_network",
     "timm_stage_names",
@@ -94,15 +95,23 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
+def timm_fixed_input_size(name: str) -> bool:
+    """Whether timm model ``name`` takes one input size only (ViTs, Swin, ...: timm's own rule,
+    its pretrained config's ``fixed_input_size``)."""
+    import timm
+
+    config = timm.models.get_pretrained_cfg(name)
+    return config is not None and bool(getattr(config, "fixed_input_size", False))
+
+
 def _create(name: str, in_chans: int, image_size: int | None) -> nn.Module:
     """``timm.create_model(name, features_only=True, in_chans=...)``, with ``img_size`` for the
-    models that fix their input size (ViTs, Swin, ...: timm's own rule, their pretrained config's
-    ``fixed_input_size``). Parameters are drawn from the global torch RNG."""
+    models that fix their input size (:func:`timm_fixed_input_size`). Parameters are drawn from
+    the global torch RNG."""
     import timm
 
     kwargs = {}
-    config = timm.models.get_pretrained_cfg(name)
-    if image_size and config is not None and getattr(config, "fixed_input_size", False):
+    if image_size and timm_fixed_input_size(name):
         kwargs["img_size"] = image_size
     return timm.create_model(
         name, pretrained=False, features_only=True, in_chans=in_chans, **kwargs
