@@ -17,10 +17,11 @@ import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import fresh_machine
 import mutants
 from _report import ROOT, hardware, today  # benchmarks/ is on sys.path when run as a script
 from natlearn.files import atomic_write
-from natlearn.markdown import table
+from natlearn.markdown import marked, table
 
 TESTS = ROOT / "tests" / "reliability"
 
@@ -87,9 +88,14 @@ def main() -> int:
         "a resume whose config differs in what matters is refused with the fields listed "
         "(tests/test_train.py).",
     ]
-    # the mutant table comes from its own (slower) run: python benchmarks/mutants.py
+    # the mutant table and the fresh-machine check come from their own (slower) runs:
+    # python benchmarks/mutants.py, python benchmarks/fresh_machine.py
     if mutants.RESULTS.is_file():
         lines += ["", mutants.section(json.loads(mutants.RESULTS.read_text()))]
+    fresh = ROOT / "benchmarks" / "results" / f"{fresh_machine.NAME}.json"
+    if fresh.is_file():
+        body = fresh_machine.section(json.loads(fresh.read_text()))
+        lines += ["", marked(fresh_machine.NAME, body)]
     atomic_write(
         ROOT / "docs" / "reliability.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n")
     )

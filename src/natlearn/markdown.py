@@ -14,7 +14,7 @@ import torch
 
 from natlearn.files import atomic_write
 
-__all__ = ["hardware", "table", "today", "write_section"]
+__all__ = ["hardware", "marked", "table", "today", "write_section"]
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -35,14 +35,20 @@ def write_section(path: Path, name: str, body: str, title: str) -> Path:
     path = Path(path)
     intro = "Each section is written by the script it names; rerun it to refresh."
     text = path.read_text() if path.exists() else f"{title}\n\n{intro}\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.strip()}\n{end}"
+    block = marked(name, body)
+    start, end = block.splitlines()[0], block.splitlines()[-1]
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text, found = pattern.subn(lambda _: block, text)
     if not found:
         text = text.rstrip() + "\n\n" + block + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
+
+
+def marked(name: str, body: str) -> str:
+    """``body`` between the markers of section ``name`` (what :func:`write_section` replaces),
+    for a script that writes a whole page holding another script's section."""
+    return f"<!-- {name}:start -->\n{body.strip()}\n<!-- {name}:end -->"
 
 
 def hardware() -> str:
