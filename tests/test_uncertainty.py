@@ -21,6 +21,8 @@ def test_standard_error_is_the_binomial_one():
     assert within_noise(0.889, 1400, 0.898, 1400)
     assert within_noise(0.878, 1400, 0.898, 1400)  # 1.7 standard errors of the difference
     assert not within_noise(0.868, 1400, 0.898, 1400)  # 2.5
+    assert within_noise(1.0, 24, 1.0, 24)  # no difference is no gain, though the error is 0 at 1
+    assert not within_noise(1.0, 24, 0.0, 24)
     with pytest.raises(ValueError, match="at least one test image"):
         standard_error(0.5, 0)
 

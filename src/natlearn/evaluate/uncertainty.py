@@ -37,9 +37,9 @@ def difference_error(a: float, n_a: int, b: float, n_b: int) -> float:
 
 
 def within_noise(a: float, n_a: int, b: float, n_b: int) -> bool:
-    """Whether ``a`` and ``b`` differ by less than :data:`NOISE_ERRORS` standard errors of their
-    difference."""
-    return abs(a - b) < NOISE_ERRORS * difference_error(a, n_a, b, n_b)
+    """Whether ``a`` and ``b`` differ by no more than :data:`NOISE_ERRORS` standard errors of their
+    difference (two equal top-1s always: at 0 or 1 the binomial error is 0)."""
+    return abs(a - b) <= NOISE_ERRORS * difference_error(a, n_a, b, n_b)
 
 
 def gap_note(
