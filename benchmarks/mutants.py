@@ -50,6 +50,10 @@ DDP_STEP = (
 
 HONEST = "tests/test_honest_eval.py"
 NONFINITE = "tests/reliability/test_nonfinite.py"
+PINNED = "tests/test_pinned_behaviours.py"
+MID_EPOCH_RESUME = f"{PINNED}::test_a_mid_epoch_resume_trains_the_uninterrupted_batches_and_crops"
+HELD_OUT = f"{PINNED}::test_the_linear_probes_held_out_score_is_on_images_its_fit_never_saw"
+STANDARDISED = f"{PINNED}::test_a_probe_standardises_by_the_training_features_alone"
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,119 @@ MUTANTS = [
         '        self.objective.load_state_dict(state["objective"])\n',
         "",
         (RESUME, RESUMED_TARGETS),
+    ),
+    Mutant(
+        "spare-targets-dropped",
+        "the objective is built without the config's spare_targets: every run trains with no spare "
+        "targets whatever it was given",
+        "objectives.py",
+        "            spare_targets=config.spare_targets,\n",
+        "",
+        (f"{PINNED}::test_spare_targets_set_in_the_config_take_part_in_the_runs_reassignments",),
+    ),
+    Mutant(
+        "finetuned-net-scored-in-train-mode",
+        "fine-tuning hands its network back in train mode: test images are scored with BatchNorm "
+        "on the statistics of the chunk they land in",
+        "evaluate/transfer.py",
+        "    return tuned.eval()\n",
+        "    return tuned\n",
+        (f"{PINNED}::test_a_finetuned_network_scores_each_test_image_independently_of_its_batch",),
+    ),
+    Mutant(
+        "knn-votes-near-uniform",
+        "k-NN neighbours vote with weight exp(similarity * temperature), all near 1, instead of "
+        "exp(similarity / temperature)",
+        "evaluate/knn.py",
+        "(similarity / temperature).exp()",
+        "(similarity * temperature).exp()",
+        (f"{PINNED}::test_knn_votes_weigh_each_neighbour_by_exp_of_similarity_over_temperature",),
+    ),
+    Mutant(
+        "test-features-standardised-by-their-own-statistics",
+        "the linear probe standardises the test features by their own mean and std (a scaler fit "
+        "again on the test split) instead of the training features'",
+        "evaluate/probes.py",
+        "[final(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)]",
+        "[final(standardiser(test_x)(chunk).to(device)).cpu() for chunk in test_x.split(4096)]",
+        (f"{STANDARDISED}[linear]",),
+    ),
+    Mutant(
+        "mlp-standardised-with-test-features",
+        "the MLP probe standardises by the mean and std of the train and test features together",
+        "evaluate/mlp.py",
+        "    standardise = standardiser(train_x)\n",
+        "    standardise = standardiser(torch.cat([train_x, test_x]))\n",
+        (f"{STANDARDISED}[mlp]",),
+    ),
+    Mutant(
+        "reuse-key-blind-to-the-test-split",
+        "the reuse key digests the train split twice: an evaluation stored for another test split "
+        "is reused",
+        "evaluate/reuse.py",
+        '"test_data": data_digest(test_set),',
+        '"test_data": data_digest(train_set),',
+        (f"{PINNED}::test_the_reuse_key_changes_when_only_the_test_split_changes",),
+    ),
+    Mutant(
+        "mid-epoch-resume-reshuffles",
+        "a mid-epoch resume restores the epoch's generator before drawing its batch order: the "
+        "rest of the epoch trains other batches",
+        "train.py",
+        "    batch_ids = torch.tensor_split(torch.randperm(len(run.data), generator=generator), "
+        "num_batches)\n"
+        "    if state.generator is not None:  # continuing this epoch mid-way\n"
+        "        generator.set_state(state.generator)\n",
+        "    if state.generator is not None:  # continuing this epoch mid-way\n"
+        "        generator.set_state(state.generator)\n"
+        "    batch_ids = torch.tensor_split(torch.randperm(len(run.data), generator=generator), "
+        "num_batches)\n",
+        (MID_EPOCH_RESUME,),
+    ),
+    Mutant(
+        "mid-epoch-crops-not-saved",
+        "a mid-epoch checkpoint does not save the epoch's generator: the resumed steps draw other "
+        "crops and flips",
+        "train.py",
+        "state.seconds, state.generator = time.perf_counter() - started, generator.get_state()",
+        "state.seconds, state.generator = time.perf_counter() - started, None",
+        (MID_EPOCH_RESUME,),
+    ),
+    Mutant(
+        "cv-fold-inside-its-own-fit",
+        "the L-BFGS probe's cross-validation fits each fold's model on every training image, the "
+        "held-out fold included",
+        "evaluate/probes.py",
+        "fit = torch.cat([f for j, f in enumerate(folds) if j != k])",
+        "fit = torch.cat([f for j, f in enumerate(folds)])",
+        (f"{HELD_OUT}[lbfgs]",),
+    ),
+    Mutant(
+        "adam-held-out-inside-the-fit",
+        "the Adam probe trains on every training image, the 10% it chooses the weight decay on "
+        "included",
+        "evaluate/probes.py",
+        "    return order[cut:], order[:cut]\n",
+        "    return order, order[:cut]\n",
+        (f"{HELD_OUT}[adam]",),
+    ),
+    Mutant(
+        "voc-refit-with-the-last-decay-tried",
+        "the VOC linear probe reports the decay val chose but refits on trainval with the last "
+        "decay its search tried",
+        "evaluate/voc_classification.py",
+        'targets["val"]]), decays[best])',
+        'targets["val"]]), decays[i])',
+        (f"{PINNED}::test_the_voc_linear_probe_refits_on_trainval_with_the_decay_val_chose",),
+    ),
+    Mutant(
+        "evolution-rows-numbered-by-position",
+        "evolution labels its rows 0, 1, 2, ... instead of the epochs of the checkpoints they "
+        "evaluate",
+        "evaluate/evolution.py",
+        '        epoch = state["epoch"] if state is not None else 0\n',
+        "        epoch = index\n",
+        (f"{PINNED}::test_each_evolution_row_evaluates_the_checkpoint_of_its_epoch",),
     ),
 ]
 

@@ -486,8 +486,8 @@ def test_eval_and_compare_start_with_a_summary_and_end_naming_the_next_command(t
     captured = capsys.readouterr()
     data, network, protocols = captured.err.splitlines()[:3]
     assert re.fullmatch(
-        r"data: digits: 1,198 train images \(.*\), 599 test images \(.*\), 10 classes; 8 px, "
-        r"centre 8x8 crops",
+        r"data: digits: 1,198 train images \(.*\), 599 test images \(.*\), 10 classes; 8 px "
+        r"\(the size the run trained at\), centre 8x8 crops",
         data,
     )
     trained = r"network: small, [\d,]+ parameters, trained with nat; sobel input"
