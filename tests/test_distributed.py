@@ -344,5 +344,5 @@ def test_two_nodes_train_as_one_two_process_run_and_resume_after_a_node_dies(
     assert any(node.returncode != 0 for node in nodes)
     assert not (killed / "checkpoints" / "epoch_0002.pt").exists()
     nodes = two_nodes(killed, "--resume")
-    assert all(node.returncode == 0 for node in nodes), nodes[0].stderr[-2000:]
+    assert all(node.returncode == 0 for node in nodes), [node.stderr[-2000:] for node in nodes]
     assert_same_run(killed, two_rank_run)

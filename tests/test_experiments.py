@@ -122,3 +122,25 @@ def test_detection_standin_quick_writes_a_voc_layout_and_scores_three_backbones(
     assert refitted == ["test-nat-lr0.01"]
     assert (ROOT / "docs" / "results.md").read_text() == docs
     assert (kept.read_text() if kept.exists() else None) == measured
+
+
+def test_resnet_recipe_quick_scores_rows_on_held_out_train_images_only(tmp_path):
+    """The recipe study's smoke run: rows train, are scored on train images the runs never saw (a
+    screen has no test score), keep their per-epoch diagnostics, and leave docs/ and the JSON
+    alone."""
+    docs_before = (ROOT / "docs" / "results.md").read_text()
+    saved = ROOT / "benchmarks" / "results" / "resnet_recipe.json"
+    json_before = saved.read_text() if saved.exists() else None
+    args = ["--quick", "--runs", str(tmp_path), "--rows", "mlp,random-init"]
+    done = run_script("resnet_recipe.py", *args, folder="benchmarks")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "resnet_recipe" / "quick" / "results.json").read_text())["rows"]
+    assert [(row["name"], row["epochs"]) for row in rows] == [("mlp", 2), ("random-init", 0)]
+    assert all(0.1 < row["held_out"]["knn200"] <= 1 and "knn200" not in row for row in rows)
+    logged = rows[0]["history"][0].keys()
+    assert {"cosine", "h_norm", "grad_conv1", "grad_layer4", "grad_head"} <= logged
+    config = (tmp_path / "resnet_recipe" / "quick" / "mlp-s1111" / "config.yaml").read_text()
+    assert "head: mlp" in config and "arch: resnet18" in config
+    assert "| norm of h |" in done.stdout
+    assert (ROOT / "docs" / "results.md").read_text() == docs_before
+    assert (saved.read_text() if saved.exists() else None) == json_before

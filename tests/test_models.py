@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -104,3 +106,56 @@ def test_the_supervised_baseline_has_a_class_logit_head():
     assert (supervised.head.linear.out_features, supervised.head.normalize) == (10, False)
     square = build_model(Config(objective="supervised", loss="square", dim=8), _spec(16))
     assert (square.head.linear.out_features, square.head.normalize) == (8, True)
+
+
+@pytest.mark.parametrize("arch,neck", [("small", 16), ("resnet18", 512), ("alexnet", 4096)])
+@pytest.mark.parametrize("input_mode", ["rgb", "gray", "sobel"])
+def test_the_mlp_head_maps_the_unchanged_neck_through_fc_bn_relu_blocks_to_unit_outputs(
+    arch, neck, input_mode
+):
+    """head=mlp: the official fc-BN-ReLU layers of head_widths, then a map to d, then L2
+    normalisation; the probed neck is the backbone's pooled output, the same weights as with the
+    linear head at one seed."""
+    size = 64 if arch == "alexnet" else 16
+    config = Config(arch=arch, input=input_mode, widths=(8, 16), dim=8, head_widths=(24, 12))
+    torch.manual_seed(0)
+    linear = build_model(config, _spec(size))
+    torch.manual_seed(0)
+    mlp = build_model(Config(**{**config.to_dict(), "head": "mlp"}), _spec(size))
+    kinds = [type(layer).__name__ for layer in mlp.head.hidden]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2
+    assert [mlp.head.hidden[i].out_features for i in (0, 3)] == [24, 12]
+    assert (mlp.head.in_features, mlp.head.linear.in_features, mlp.head.linear.out_features) == (
+        neck,
+        12,
+        8,
+    )
+    assert len(linear.head.hidden) == 0 and linear.head.linear.in_features == neck
+    images = torch.rand(3, 3, size, size)
+    with torch.no_grad():
+        got = mlp.eval().features(images, ["neck", "head"])
+        assert torch.equal(got["neck"], linear.eval().backbone(images))
+    assert got["head"].shape == (3, 8)
+    assert torch.allclose(got["head"].norm(dim=1), torch.ones(3))
+
+
+def test_the_mlp_head_drops_out_after_its_first_layer_only_and_gives_logits_when_supervised():
+    nat = build_model(Config(head="mlp", head_widths=(8, 8, 8), head_dropout=0.5), _spec(16))
+    dropouts = [i for i, layer in enumerate(nat.head.hidden) if isinstance(layer, torch.nn.Dropout)]
+    assert dropouts == [3] and nat.head.hidden[3].p == 0.5
+    supervised = build_model(Config(head="mlp", objective="supervised"), _spec(16))
+    assert not supervised.head.normalize and supervised.head.linear.out_features == 10
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ({"head": "deep"}, "head='deep' is not valid; choose one of: linear, mlp"),
+        ({"head_widths": ()}, "head_widths=() must be a non-empty list"),
+        ({"head_widths": (8, 0)}, "head_widths=(8, 0) must be a non-empty list"),
+        ({"head_dropout": 1.0}, "head_dropout=1.0 must lie in [0, 1)"),
+    ],
+)
+def test_a_head_setting_that_cannot_work_is_refused_in_one_line(setting, message):
+    with pytest.raises(NatlearnError, match=re.escape(message)):
+        Config(**setting).validate()

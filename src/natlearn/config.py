@@ -4,7 +4,8 @@ the data and the machine by :meth:`Config.resolve`. Presets and ``key=value`` ov
 :mod:`natlearn.presets`.
 
 Every option the paper ablates is a field: input (rgb/gray/sobel), targets (sphere/discrete),
-loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim.
+loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim; and
+the head between the probed features and the targets (linear, or the official code's mlp).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ BadImagePolicy = Literal["error", "skip"]
 DataMode = Literal["auto", "memory", "stream"]
 InputMode = Literal["rgb", "gray", "sobel"]
 Arch = Literal["small", "alexnet", "resnet18", "resnet34", "resnet50"]
+HeadKind = Literal["linear", "mlp"]
 # arch also takes any ARCH_TIMM_PREFIX + timm model name ("timm:convnext_atto"): an open choice,
 # checked against timm by validate() (natlearn.models.timm_backbone), not a Literal value.
 ARCH_TIMM_PREFIX = "timm:"
@@ -119,6 +121,14 @@ class Config:
     """Channels of the small conv net's blocks."""
     dim: Locked[int] = 128
     """d: dimension of the output and of the targets (paper: 2048)."""
+    head: Locked[HeadKind] = "linear"
+    """What maps the probed pooled features (the neck) to the d-dim output: linear (one map) or mlp
+    (the official code's fc-BN-ReLU layers of head_widths, then a map to d; instance-discrimination
+    methods on ResNets train through such a projection head). Either is dropped from exports."""
+    head_widths: Locked[tuple[int, ...]] = (2048, 2048)
+    """Hidden widths of the mlp head (official, on AlexNet's 9216-d conv5: 4096, 4096)."""
+    head_dropout: float = 0.0
+    """Dropout after the mlp head's first hidden layer (official fc6: 0.5; 0 = none)."""
     # NAT
     objective: Locked[Objective] = "nat"
     """nat (noise as targets) or supervised (labels; a baseline on the same network)."""
@@ -250,6 +260,15 @@ class Config:
         if not self.widths or min(self.widths) < 1:
             raise NatlearnError(
                 f"widths={self.widths} must be a non-empty list of positive channel counts"
+            )
+        if not self.head_widths or min(self.head_widths) < 1:
+            raise NatlearnError(
+                f"head_widths={self.head_widths} must be a non-empty list of positive widths, "
+                "e.g. [2048,2048]"
+            )
+        if not 0 <= self.head_dropout < 1:
+            raise NatlearnError(
+                f"head_dropout={self.head_dropout} must lie in [0, 1) (official 0.5)"
             )
         if self.warmup_epochs >= max(self.epochs, 1) and self.warmup_epochs:
             raise NatlearnError(

@@ -20,7 +20,62 @@ from natlearn.loggers import Logger, NoLogger
 from natlearn.models import Network, initial_model, network_spec
 from natlearn.objectives import Objective, objective_for
 
-__all__ = ["EpochState", "Run", "build_run"]
+__all__ = ["Diagnostics", "EpochState", "Run", "build_run"]
+
+
+class Diagnostics:
+    """How fast each part of the network learns, logged per epoch beside the objective's
+    statistics: the gradient norm of each stage (``grad_conv1``, ``grad_layer1``, ... / the conv
+    blocks; ``grad_neck`` where the neck has weights; ``grad_head``) and, for a normalised output,
+    ``h_norm``, the mean norm of the head's output before the L2 normalisation (the gradient that
+    reaches the network through it scales with 1 / ||h||). Both come from the step itself (the
+    gradients it computed, a forward hook on the head's last linear map): no extra forward.
+    :meth:`close` removes the hook."""
+
+    def __init__(self, model: Network):
+        trunk = model.convs
+        if hasattr(trunk, "stage_names"):  # a timm trunk: its stages are not separate children
+            blocks = [("trunk", trunk)]
+        else:
+            blocks = list(trunk.named_children())
+        blocks += [("neck", model.neck), ("head", model.head)]
+        stages = {
+            name: params
+            for name, block in blocks
+            if (params := [p for p in block.parameters() if p.requires_grad])
+        }
+        self.stages = tuple(stages)
+        self._params = [p for params in stages.values() for p in params]
+        # Which stage each parameter belongs to: one fused norm per step, then a sum per stage.
+        self._stage_of = torch.tensor(
+            [i for i, params in enumerate(stages.values()) for _ in params],
+            device=self._params[0].device,
+        )
+        self._hook, self._h_norm = None, None
+        if model.head.normalize:
+            self._hook = model.head.linear.register_forward_hook(self._record)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*(f"grad_{stage}" for stage in self.stages), *(("h_norm",) if self._hook else ()))
+
+    def _record(self, module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self._h_norm = output.detach().float().norm(dim=1).mean()
+
+    def step(self) -> dict[str, torch.Tensor]:
+        """The statistics of the step whose forward and backward just ran (0-dim device
+        tensors)."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
+        squares = torch.stack(torch._foreach_norm(grads)).float() ** 2
+        norms = squares.new_zeros(len(self.stages)).index_add_(0, self._stage_of, squares).sqrt()
+        stats = {f"grad_{stage}": norm for stage, norm in zip(self.stages, norms, strict=True)}
+        if self._h_norm is not None:
+            stats["h_norm"] = self._h_norm
+        return stats
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
 
 
 @dataclass
@@ -48,8 +103,14 @@ class Run:
     optimizer: torch.optim.Optimizer
     augment: Augmentation
     folder: RunFolder
+    diagnostics: Diagnostics
     last_checkpoint: Path | None = None
     logger: Logger = field(default_factory=NoLogger)  # rank 0's is opened by train()
+
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """What a step reports: the objective's statistics and the diagnostics."""
+        return (*self.objective.statistics, *self.diagnostics.names)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -121,4 +182,5 @@ def build_run(config: Config, data: ImageData, ranks: Ranks | None = None) -> Ru
         optimizer,
         augment,
         RunFolder(config.out),
+        Diagnostics(model),
     )

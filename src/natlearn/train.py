@@ -51,6 +51,7 @@ __all__ = [
     "learning_rate",
     "pretraining_data",
     "run_epoch",
+    "subset_indices",
     "train",
     "train_step",
 ]
@@ -113,6 +114,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             epoch_state = None
     finally:
         run.logger.close()
+        run.diagnostics.close()
     if ranks.main and history:  # what a finished run leaves for evaluation and reuse
         copy_checkpoint(run.last_checkpoint, folder.last)
         export_backbone(folder.last, folder.backbone)
@@ -150,7 +152,7 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
         generator.set_state(state.generator)
     carried = state.sums if ranks.main else {}
     trained = state.step - state.skipped
-    sums = StepSums(run.objective.statistics, run.resolved.device, carried, trained)
+    sums = StepSums(run.statistics, run.resolved.device, carried, trained)
     shares = [ranks.shard(ids) for ids in batch_ids[state.step :]]
     batches = tqdm(
         run.data.batches(shares, run.resolved.device, config.workers),
@@ -226,8 +228,9 @@ def train_step(
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     check_finite("gradients", largest_gradient(run.model))
+    diagnostics = run.diagnostics.step()
     run.optimizer.step()
-    return {**stats, **loss_stats}
+    return {**stats, **loss_stats, **diagnostics}
 
 
 class StepSums:
@@ -287,12 +290,16 @@ def pretraining_data(config: Config) -> ImageData:
     config.resolve(data.image_size, len(data))
     if not config.subset:
         return data
+    return data.subset(subset_indices(config, len(data)))
+
+
+def subset_indices(config: Config, images: int) -> torch.Tensor:
+    """The sorted indices of the ``subset`` a run pre-trains on, out of a split of ``images``
+    (seeded by ``seed``: an experiment can hold the other images out)."""
     generator = torch.Generator().manual_seed(
-        int(np.random.SeedSequence([config.seed, len(data)]).generate_state(1)[0])
+        int(np.random.SeedSequence([config.seed, images]).generate_state(1)[0])
     )
-    return data.subset(
-        torch.randperm(len(data), generator=generator)[: config.subset].sort().values
-    )
+    return torch.randperm(images, generator=generator)[: config.subset].sort().values
 
 
 def learning_rate(config: Config, epoch: int) -> float:

@@ -342,16 +342,24 @@ def evaluate_handcrafted(
     settings: EvalSettings,
     device: torch.device | None = None,
 ) -> dict:
-    """The paper's kind of hand-crafted baseline (:mod:`natlearn.evaluate.handcrafted`): dense HOG
-    of the evaluation view, a bag of visual words whose codebook is fit on training images only.
-    ``device``: where the probes run (None: the GPU when one is visible); the features are computed
-    on the CPU."""
-    from natlearn.evaluate.handcrafted import bag_of_words, cell_size
+    """The paper's hand-crafted comparison in its strong, published form: Coates & Ng's k-means
+    features (:mod:`natlearn.evaluate.handcrafted`, with its ``SETTINGS``), normalisation,
+    whitening and centres fit on training images only. ``device``: where the features are
+    computed and the probes run (None: the GPU when one is visible)."""
+    from natlearn.evaluate import handcrafted
 
     started = time.perf_counter()
     device = device or resolve_device()
-    (train_x, train_rows), (test_x, test_rows) = bag_of_words(
-        train_set, test_set, crop_size, settings.crop, settings.crop_scale, workers=settings.workers
+    options = handcrafted.SETTINGS
+    (train_x, train_rows), (test_x, test_rows) = handcrafted.coates_ng(
+        train_set,
+        test_set,
+        crop_size,
+        settings.crop,
+        settings.crop_scale,
+        device,
+        settings.workers,
+        **options,
     )
     train_y, test_y = train_set.labels[train_rows], test_set.labels[test_rows]
     say(
@@ -359,14 +367,12 @@ def evaluate_handcrafted(
         f"{time.perf_counter() - started:.1f} s",
         settings.progress,
     )
-    results = _evaluate_fixed(
-        "hog-bow", train_x, test_x, train_y, test_y, settings, device, started
-    )
-    cell = cell_size(crop_size)
+    results = _evaluate_fixed("kmeans", train_x, test_x, train_y, test_y, settings, device, started)
     results["features"] = (
-        f"dense HOG ({cell}-px cells, 2x2-cell blocks, 9 orientations, L2-Hys), a "
-        f"{train_x.shape[1] // 5}-word k-means codebook fit on train images, triangle encoding, "
-        "1x1 + 2x2 pyramid, power + L2 normalised"
+        f"Coates & Ng k-means features: {options['patch']}x{options['patch']} patches at stride "
+        f"1, brightness/contrast normalised, ZCA-whitened, {options['centroids']:,} k-means "
+        f"centres fit on {options['patches']:,} patches of train images only, triangle "
+        f"encoding, sum-pooled over 4 quadrants: {train_x.shape[1]:,} features"
     )
     return results
 
@@ -441,7 +447,7 @@ def tuned_copy(
     tuned = copy.deepcopy(model).train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        tuned.head = Head(tuned.head.linear.in_features, outputs, normalize=False).to(device)
+        tuned.head = Head(tuned.head.in_features, outputs, normalize=False).to(device)
     optimizer = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     # One generator orders the batches and draws their crops and flips.
     generator = torch.Generator().manual_seed(0)

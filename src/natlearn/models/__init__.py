@@ -48,8 +48,8 @@ def network_spec(data: ImageData, crop_size: int) -> dict:
 
 def build_model(config: Config, spec: dict) -> Network:
     """The network ``config`` trains, for a :func:`network_spec`: a unit-norm ``dim`` output, or
-    class logits for the supervised cross-entropy baseline. Parameters are drawn from the global
-    torch RNG."""
+    class logits for the supervised cross-entropy baseline, through the ``head`` the config names.
+    Parameters are drawn from the global torch RNG."""
     logits = (
         config.objective == "supervised" and config.resolve(spec["image_size"]).loss == "softmax"
     )
@@ -58,12 +58,19 @@ def build_model(config: Config, spec: dict) -> Network:
     )
     out_dim = spec["num_classes"] if logits else config.dim
     if config.arch == "alexnet":
-        return alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
-    if config.arch in RESNETS:
-        return resnet(config.arch, input_layer, out_dim, spec["image_size"], not logits)
-    if is_timm_arch(config.arch):
-        return timm_network(config.arch, input_layer, out_dim, spec["image_size"], not logits)
-    return small_convnet(input_layer, out_dim, spec["image_size"], config.widths, not logits)
+        network = alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
+    elif config.arch in RESNETS:
+        network = resnet(config.arch, input_layer, out_dim, spec["image_size"], not logits)
+    elif is_timm_arch(config.arch):
+        network = timm_network(config.arch, input_layer, out_dim, spec["image_size"], not logits)
+    else:
+        network = small_convnet(input_layer, out_dim, spec["image_size"], config.widths, not logits)
+    if config.head == "mlp":
+        # Drawn after the trunk: at one seed, head=linear and head=mlp start from the same trunk.
+        network.head = Head(
+            network.head.in_features, out_dim, not logits, config.head_widths, config.head_dropout
+        )
+    return network
 
 
 def initial_model(config: Config, data: ImageData) -> Network:

@@ -1,4 +1,5 @@
-"""Networks: frozen input layer -> named conv blocks -> neck -> head (linear, then L2 normalise)."""
+"""Networks: frozen input layer -> named conv blocks -> neck -> head (linear or MLP, then L2
+normalise)."""
 
 from __future__ import annotations
 
@@ -21,18 +22,36 @@ ALEXNET_CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
 class Head(nn.Module):
-    """Linear map to the output dimension, then (for NAT) L2 normalisation.
+    """The layers between the probed features (the neck) and the targets: ``hidden`` (none for the
+    linear head; for the official MLP head, fc-BN-ReLU blocks of ``widths``, dropout after the
+    first), then a linear map to the output dimension, then (for NAT) L2 normalisation.
 
     Shapes: (b, in_features) -> (b, out_features), unit rows when ``normalize``.
     """
 
-    def __init__(self, in_features: int, out_features: int, normalize: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        normalize: bool = True,
+        widths: Sequence[int] = (),
+        dropout: float = 0.0,
+    ):
         super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
+        self.in_features = in_features
+        blocks, width = [], in_features
+        for i, hidden in enumerate(widths):
+            blocks += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            if i == 0 and dropout:  # the official fc6 alone has dropout
+                blocks.append(nn.Dropout(dropout))
+            width = hidden
+        # An empty Sequential holds no weights: a linear head keeps its checkpoint keys.
+        self.hidden = nn.Sequential(*blocks)
+        self.linear = nn.Linear(width, out_features)
         self.normalize = normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear(x)
+        y = self.linear(self.hidden(x))
         return F.normalize(y, dim=1) if self.normalize else y
 
 
