@@ -1,26 +1,35 @@
-"""The hand-crafted baseline (dense HOG -> k-means bag of words): its descriptors are skimage's HOG,
-its codebook sees training images only, it separates what orientation separates and nothing more,
-and ``natlearn eval`` / ``compare`` take it as a source like raw-pixels."""
+"""The hand-crafted baseline (Coates & Ng's k-means features): its convolution is the paper's
+pipeline on explicitly extracted patches, its whitening whitens, its fits see training images only,
+and ``natlearn eval`` / ``compare`` take it as a source like raw-pixels, reusing a stored evaluation
+only when every setting matches."""
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from natlearn.cli import main
 from natlearn.data import ImageDataset
-from natlearn.evaluate import EvalSettings, evaluate_handcrafted
-from natlearn.evaluate.handcrafted import cell_size, dense_hog, hand_crafted
+from natlearn.evaluate import EvalSettings, evaluate_handcrafted, handcrafted
+from natlearn.evaluate.handcrafted import coates_ng, fit_encoder, normalise
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"centroids": 8, "patches": 400, "iterations": 5}  # a fit of a fraction of a second
 
 
-def _noise(n: int, seed: int, size: int = 16) -> torch.Tensor:
-    """(n, 3, size, size) uint8 noise, smoothed so gradients have structure."""
+def _noise(n: int, seed: int, size: int = 12) -> torch.Tensor:
+    """(n, 3, size, size) uint8 noise, smoothed so patches have structure."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.rand(n, 3, size, size, generator=generator)
-    return (torch.nn.functional.avg_pool2d(noise, 3, 1, 1) * 255).to(torch.uint8)
+    return (F.avg_pool2d(noise, 3, 1, 1) * 255).to(torch.uint8)
 
 
-def _stripes(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def _stripes(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Class 0 vertical, class 1 horizontal stripes; random period, phase and two random colours."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
@@ -40,63 +49,100 @@ def _dataset(images: torch.Tensor, labels: torch.Tensor) -> ImageDataset:
     return ImageDataset(images, labels, ["a", "b"], (0.5,) * 3, (0.25,) * 3, "generated")
 
 
-def test_dense_hog_is_skimages_hog():
-    from skimage.feature import hog
-
-    images = _noise(3, seed=1, size=20).float() / 255
-    images[0, :, 5:9, :] = 1.0  # flat areas and exact 0 / 90 degree edges
-    for cell in (2, 4, 6):
-        ours = dense_hog(images, cell)
-        for image, mine in zip(images, ours, strict=True):
-            reference = hog(
-                image.permute(1, 2, 0).double().numpy(),
-                orientations=9,
-                pixels_per_cell=(cell, cell),
-                cells_per_block=(2, 2),
-                block_norm="L2-Hys",
-                channel_axis=-1,
-                feature_vector=False,
-            )
-            expected = torch.from_numpy(reference).reshape(mine.shape).float()
-            torch.testing.assert_close(mine, expected, atol=1e-6, rtol=0)
-    assert ours.shape == (3, 20 // 6 - 1, 20 // 6 - 1, 36)
-    assert [cell_size(side) for side in (8, 32, 96)] == [2, 4, 12]
+def _windows(images: torch.Tensor, patch: int = 6) -> torch.Tensor:
+    """Every patch x patch window of uint8 images, as (windows, D) float64 rows."""
+    views = images.double() / 255
+    return F.unfold(views, patch).transpose(1, 2).reshape(-1, views.shape[1] * patch**2)
 
 
-def test_features_are_deterministic_with_the_codebook_fit_on_train_only():
-    train, test, other_test = _noise(24, seed=2), _noise(10, seed=3), _noise(10, seed=4)
-    other_test[:5] = test[:5]
-    train_x, test_x = hand_crafted(train, test, 16, words=8)
-    assert train_x.shape == (24, 5 * 8) and test_x.shape == (10, 5 * 8)
-    assert train_x.dtype == torch.float32 and torch.isfinite(train_x).all()
-    torch.testing.assert_close(train_x.norm(dim=1), torch.ones(24))  # L2-normalised
-    again = hand_crafted(train, test, 16, words=8)
-    assert torch.equal(again[0], train_x) and torch.equal(again[1], test_x)
-    # Other test images: the same codebook, so the same train features and the same features for
-    # the test images the two sets share.
-    train_other, test_other = hand_crafted(train, other_test, 16, words=8)
-    assert torch.equal(train_other, train_x)
-    assert torch.equal(test_other[:5], test_x[:5])
-    # ... while other train images give another codebook.
-    assert not torch.equal(hand_crafted(_noise(24, seed=7), test, 16, words=8)[1], test_x)
+def test_the_convolution_is_the_pipeline_on_explicit_patches():
+    train, test = _noise(20, seed=1), _noise(3, seed=2, size=11)
+    encoder = fit_encoder(train, 12, **SMALL)
+    ours = encoder(test.float() / 255)
+    # The paper's steps on explicitly extracted windows, in float64.
+    x = normalise(_windows(test), encoder.normalise_eps)
+    w = (x - encoder.mean.double()) @ encoder.whiten.double()
+    z = torch.cdist(w, encoder.centres.double())
+    active = (z.mean(1, keepdim=True) - z).clamp_min(0).reshape(3, 6, 6, -1)  # 11 - 6 + 1 = 6
+    rows = [active[:, :3, :3], active[:, :3, 3:], active[:, 3:, :3], active[:, 3:, 3:]]
+    expected = torch.cat([q.sum((1, 2)) for q in rows], dim=1)
+    assert ours.shape == (3, 4 * SMALL["centroids"])
+    assert expected.abs().max() > 1  # quadrant sums of several windows, not all zero
+    torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_orientation_separates_stripes_while_noise_stays_at_chance():
+def _spy_on_fits(monkeypatch) -> dict[str, torch.Tensor]:
+    """What the whitening and k-means fits are given, once a fit has run."""
+    seen: dict[str, torch.Tensor] = {}
+    fit_whitening, kmeans = handcrafted.fit_whitening, handcrafted.kmeans
+
+    def whitening_spy(patches, eps):
+        seen["whitening"] = patches
+        return fit_whitening(patches, eps)
+
+    def kmeans_spy(x, k, iterations, seed):
+        seen["kmeans"] = x
+        return kmeans(x, k, iterations, seed)
+
+    monkeypatch.setattr(handcrafted, "fit_whitening", whitening_spy)
+    monkeypatch.setattr(handcrafted, "kmeans", kmeans_spy)
+    return seen
+
+
+def test_the_whitening_whitens_the_patches_k_means_is_fit_on(monkeypatch):
+    seen = _spy_on_fits(monkeypatch)
+    encoder = fit_encoder(_noise(40, seed=3), 12, **SMALL)
+    patches = seen["whitening"].double()
+    covariance = torch.cov(patches.T)
+    whiten = encoder.whiten.double()
+    torch.testing.assert_close(whiten, whiten.T, atol=1e-6, rtol=0)  # ZCA: symmetric
+    # W C W = C (C + eps I)^-1: unit variance along every direction whose variance is well above
+    # eps, none across directions.
+    eps = handcrafted.SETTINGS["zca_eps"]
+    expected = covariance @ torch.linalg.inv(covariance + eps * torch.eye(len(covariance)))
+    torch.testing.assert_close(whiten @ covariance @ whiten, expected, atol=1e-4, rtol=0)
+    assert (covariance - expected).abs().max() > 0.5  # unwhitened patches are far from it
+    whitened = (patches - encoder.mean.double()) @ whiten
+    torch.testing.assert_close(seen["kmeans"].double(), whitened, atol=1e-4, rtol=0)
+
+
+def test_normalisation_whitening_and_centres_see_train_images_only(monkeypatch):
+    train, test = _noise(10, seed=4), _noise(6, seed=5)
+    seen = _spy_on_fits(monkeypatch)
+    (train_x, _), (test_x, _) = coates_ng(train, test, 12, **SMALL)
+    eps = handcrafted.SETTINGS["normalise_eps"]
+    train_windows = normalise(_windows(train), eps).float()
+    test_windows = normalise(_windows(test), eps).float()
+    fitted = seen["whitening"]
+    assert len(fitted) == 400 and len(seen["kmeans"]) == 400
+    exact = "donot_use_mm_for_euclid_dist"
+    to_train = torch.cdist(fitted, train_windows, compute_mode=exact).min(1).values
+    assert to_train.max() < 1e-4  # each one a train window
+    assert torch.cdist(fitted, test_windows, compute_mode=exact).min() > 0.5  # none a test window
+    # Other test images: the same fits, so the same train features.
+    (again, _), _ = coates_ng(train, _noise(6, seed=6), 12, **SMALL)
+    assert torch.equal(again, train_x) and test_x.shape == (6, 4 * SMALL["centroids"])
+
+
+def test_stripes_orientation_is_separated_while_noise_stays_at_chance(monkeypatch):
+    for key, value in {**SMALL, "centroids": 32, "patches": 2000}.items():
+        monkeypatch.setitem(handcrafted.SETTINGS, key, value)
     settings = EvalSettings(knn=(20,), mlp=False, progress=False)
     stripes, labels = _stripes(240, seed=5)
     stripes_score = evaluate_handcrafted(
-        _dataset(stripes[:160], labels[:160]), _dataset(stripes[160:], labels[160:]), 32, settings
+        _dataset(stripes[:160], labels[:160]), _dataset(stripes[160:], labels[160:]), 16, settings
     )["protocols"]
-    noise = _noise(240, seed=6, size=32)
+    noise = _noise(240, seed=6, size=16)
     noise_score = evaluate_handcrafted(
-        _dataset(noise[:160], labels[:160]), _dataset(noise[160:], labels[160:]), 32, settings
+        _dataset(noise[:160], labels[:160]), _dataset(noise[160:], labels[160:]), 16, settings
     )["protocols"]
     for protocol in ("linear", "knn20"):
-        assert stripes_score[protocol]["hog-bow"]["top1"] >= 0.95, stripes_score
-        assert noise_score[protocol]["hog-bow"]["top1"] <= 0.8, noise_score
+        assert stripes_score[protocol]["kmeans"]["top1"] >= 0.95, stripes_score
+        assert noise_score[protocol]["kmeans"]["top1"] <= 0.8, noise_score
 
 
-def test_eval_takes_hand_crafted_like_raw_pixels(tmp_path, capsys):
+def test_eval_takes_hand_crafted_like_raw_pixels(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(handcrafted.SETTINGS, "centroids", 50)
     out = tmp_path / "eval"
     assert (
         main(["eval", "hand-crafted", "digits", "--knn", "20", "--no-linear", "--out", str(out)])
@@ -104,27 +150,43 @@ def test_eval_takes_hand_crafted_like_raw_pixels(tmp_path, capsys):
     )
     stored = json.loads((out / "eval.json").read_text())
     assert stored["model"] == "hand-crafted" and stored["objective"] == "none"
-    assert stored["data"] == "digits" and "hog-bow" in stored["protocols"]["knn20"]
-    assert "codebook fit on train images" in stored["features"]
-    assert "hog-bow" in capsys.readouterr().out
+    assert stored["data"] == "digits" and "kmeans" in stored["protocols"]["knn20"]
+    assert "train images only" in stored["features"] and "200 features" in stored["features"]
+    assert stored["key"]["network"]["centroids"] == 50
+    assert "kmeans" in capsys.readouterr().out
 
 
-def test_compare_takes_hand_crafted_next_to_raw_pixels(tmp_path):
-    out = tmp_path / "compare"
-    flags = ["--knn", "20", "--no-linear", "--out", str(out)]
-    assert main(["compare", "raw-pixels", "hand-crafted", *flags]) == 0
-    compared = json.loads((out / "compare.json").read_text())["results"]
-    assert [result["model"] for result in compared.values()] == ["raw-pixels", "hand-crafted"]
-    assert "hog-bow" in compared["1-hand-crafted"]["protocols"]["knn20"]
-
-
-def test_a_stored_evaluation_with_another_bag_of_words_is_not_reused(tmp_path, capsys, monkeypatch):
-    from natlearn.evaluate import handcrafted
-
+def test_compare_reuses_a_stored_evaluation_only_with_every_setting_equal(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(handcrafted.SETTINGS, "centroids", 50)
     flags = ["--knn", "20", "--no-linear", "--out", str(tmp_path / "compare")]
-    assert main(["compare", "hand-crafted", *flags]) == 0
+    assert main(["compare", "raw-pixels", "hand-crafted", *flags]) == 0
+    compared = json.loads((tmp_path / "compare" / "compare.json").read_text())["results"]
+    assert [result["model"] for result in compared.values()] == ["raw-pixels", "hand-crafted"]
+    assert "kmeans" in compared["1-hand-crafted"]["protocols"]["knn20"]
+    capsys.readouterr()
     assert main(["compare", "hand-crafted", *flags]) == 0
     assert "hand-crafted: reusing" in capsys.readouterr().err
-    monkeypatch.setitem(handcrafted.BAG_OF_WORDS, "words", 128)
-    assert main(["compare", "hand-crafted", *flags]) == 0
-    assert "reusing" not in capsys.readouterr().err
+    for key, value in (("centroids", 40), ("zca_eps", 0.01)):
+        monkeypatch.setitem(handcrafted.SETTINGS, key, value)
+        assert main(["compare", "hand-crafted", *flags]) == 0
+        assert "reusing" not in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a benchmark script in a subprocess
+def test_the_benchmark_quick_run_measures_digits_without_touching_docs():
+    docs = (ROOT / "docs" / "results.md").read_text()
+    record = ROOT / "benchmarks" / "results" / "handcrafted.json"
+    before = record.read_text() if record.exists() else None
+    script = ROOT / "benchmarks" / "handcrafted.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(done.stdout.splitlines()[-1])
+    assert row["data"] == "digits" and row["features"] == 4 * 50
+    assert row["top1"] > 0.9 and row["held_out_top1"] > 0.9  # raw pixels reach 97%
+    assert row["fit_minutes"] > 0 and row["encode_minutes"] > 0 and row["peak_memory_gb"] > 0
+    assert (ROOT / "docs" / "results.md").read_text() == docs
+    assert (record.read_text() if record.exists() else None) == before

@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "source",
         help="a run folder or checkpoint .pt, random-init (untrained), raw-pixels or hand-crafted "
-        "(dense HOG, bag of words)",
+        "(Coates & Ng k-means features)",
     )
     _settings(
         add,

@@ -112,7 +112,7 @@ def start_up_summary(
         f"classes; {size}, {_view(settings, crop_size)}"
     )
     if model is None:
-        what = "the view" if source == RAW_PIXELS else "dense HOG -> bag of words"
+        what = "the view" if source == RAW_PIXELS else "Coates & Ng k-means features"
         scored = f"features: {source} ({what})"
         layers = ["features"]
     else:
@@ -172,9 +172,9 @@ def evaluate(
         train_set, test_set = labelled_splits(config, state, source)
     crop_size = config.resolve(train_set.image_size).crop_size
     if source in FIXED_FEATURES:
-        from natlearn.evaluate.handcrafted import BAG_OF_WORDS, ORIENTATIONS
+        from natlearn.evaluate.handcrafted import SETTINGS
 
-        what = {"orientations": ORIENTATIONS, **BAG_OF_WORDS} if source == HAND_CRAFTED else {}
+        what = dict(SETTINGS) if source == HAND_CRAFTED else {}
         network: dict = {"features": source, **what}
     elif state is None:
         network = random_init_network(config)
