@@ -35,12 +35,11 @@ import torch
 from _report import ROOT, cifar10_option, hardware, today, write_json
 from natlearn import markdown
 from natlearn.checkpoint import latest_checkpoint
-from natlearn.config import Config
-from natlearn.devices import resolve_device
+from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits
 from natlearn.files import atomic_write
 from natlearn.models import initial_model
-from natlearn.presets import apply_overrides, load_preset
+from natlearn.presets import load_preset
 from natlearn.train import train
 
 SIMCLR = {"crop": "resized", "crop_scale": 0.08, "color_jitter": 0.5, "grayscale": 0.2}

@@ -32,8 +32,8 @@ import torch
 # benchmarks/ is on sys.path when run as a script
 from _report import ROOT, cifar10_folder, cifar10_option, hardware, today, write_json
 from natlearn import markdown
-from natlearn.config import Config
-from natlearn.devices import resolve_device
+from natlearn.config import Config, resolve_device
+from natlearn.data import load_split
 from natlearn.evaluate.handcrafted import SETTINGS, encode, fit_encoder
 from natlearn.evaluate.probes import WEIGHT_DECAYS, linear_probe
 from natlearn.evaluate.uncertainty import difference_error, with_error
@@ -48,7 +48,7 @@ NAT_BEST_LINEAR = 0.6726
 def measure(data: str, centroids: int, patches: int, device: torch.device, progress: bool) -> dict:
     """One row: fit, encode and probe with ``centroids`` centres on ``patches`` train patches."""
     config = Config(data=data)
-    train, test = config.load_data("train"), config.load_data("test")
+    train, test = load_split(config, "train"), load_split(config, "test")
     crop_size = config.resolve(train.image_size).crop_size
     view = (crop_size, config.crop, config.crop_scale)
     started = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 # benchmarks/ is on sys.path when run as a script
 from _report import cifar10_folder, cifar10_option, hardware, today, write_json, write_section
 from natlearn.config import Config
-from natlearn.data import Augmentation
+from natlearn.data import Augmentation, load_split
 from natlearn.markdown import table
 from natlearn.run import build_run
 from natlearn.train import train_step
@@ -34,7 +34,7 @@ from natlearn.train import train_step
 def timed_load(config: Config, cache_dir: str) -> tuple[object, float]:
     os.environ["NATLEARN_CACHE"] = cache_dir
     start = time.perf_counter()
-    dataset = config.load_data("pretrain")
+    dataset = load_split(config, "pretrain")
     return dataset, time.perf_counter() - start
 
 

@@ -25,6 +25,7 @@ import torch
 from _report import cifar10_folder, cifar10_option, hardware, today, write_json, write_section
 from natlearn.assignment import Assignment
 from natlearn.config import Config
+from natlearn.data import load_split
 from natlearn.markdown import table
 from natlearn.run import build_run
 from natlearn.targets import NoiseTargets
@@ -42,7 +43,7 @@ def epoch_seconds(config: Config) -> float:
 def interleaved_step_ms(base: Config, steps: int) -> dict[str, float]:
     """Median milliseconds of a full training step of each kind,
     the kinds taking turns on the same batch."""
-    dataset = base.load_data("pretrain")
+    dataset = load_split(base, "pretrain")
     kinds = {
         "nat, re-assign every batch": (base, 0),  # epoch 0 re-assigns (0 % reassign_every == 0)
         "nat, no re-assignment epoch": (base, 1),

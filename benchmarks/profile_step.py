@@ -28,9 +28,10 @@ import natlearn.assignment
 
 # benchmarks/ is on sys.path when run as a script
 from _report import CPU_SMOKE, hardware, today, write_json, write_section
+from natlearn.config import apply_overrides
 from natlearn.markdown import table
 from natlearn.objectives import NoiseAsTargets, Supervised
-from natlearn.presets import apply_overrides, load_preset
+from natlearn.presets import load_preset
 from natlearn.run import Run, build_run
 from natlearn.targets import NoiseTargets
 from natlearn.train import pretraining_data, train_step

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import harness
 from natlearn.checkpoint import latest_checkpoint
-from natlearn.config import Config
+from natlearn.config import Config, apply_overrides
 from natlearn.evaluate import labelled_splits
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import initial_model
-from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 SUP = {"objective": "supervised"}

@@ -24,7 +24,8 @@ import torch
 
 from helpers import untimed_log
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
-from natlearn.presets import apply_overrides, load_preset
+from natlearn.config import apply_overrides
+from natlearn.presets import load_preset
 from natlearn.train import train
 
 GOLDEN = Path(__file__).parent / "golden" / "behaviour.json"

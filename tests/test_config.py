@@ -1,8 +1,8 @@
 import pytest
 
-from natlearn.config import RESUME_LOCKED, Config, choices
+from natlearn.config import RESUME_LOCKED, Config, apply_overrides, choices
 from natlearn.errors import NatlearnError
-from natlearn.presets import PRESETS_DIR, apply_overrides, load_preset
+from natlearn.presets import PRESETS_DIR, load_preset
 
 
 def test_overrides_are_typed():

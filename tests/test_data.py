@@ -15,6 +15,7 @@ from natlearn.data import (
     StreamingFolder,
     center_crop,
     load_dataset,
+    load_split,
 )
 from natlearn.data import folder as folder_module
 from natlearn.errors import NatlearnError
@@ -342,7 +343,7 @@ def test_a_rank_share_is_cropped_exactly_as_its_rows_of_the_global_batch(crop, j
 def test_subset_is_a_seeded_sample_of_the_training_split():
     from natlearn.train import pretraining_data
 
-    full = Config(data="digits").load_data("train")
+    full = load_split(Config(data="digits"), "train")
     picked = pretraining_data(Config(data="digits", subset=300, batch_size=64))
     assert len(picked) == 300 and picked.mean == full.mean
     rows = [
@@ -435,7 +436,7 @@ def test_pre_training_leaves_the_held_out_images_out(tmp_path):
     for name in ("a", "b"):
         _write_noise(tmp_path / "data" / name, 10, start=ord(name))
     config = Config(data=str(tmp_path / "data"), image_size=8, test_fraction=0.3)
-    pretrain, test = config.load_data("pretrain"), config.load_data("test")
+    pretrain, test = load_split(config, "pretrain"), load_split(config, "test")
     assert (
         len(pretrain) == 14
         and len(test) == 6
@@ -443,8 +444,8 @@ def test_pre_training_leaves_the_held_out_images_out(tmp_path):
     )
     assert (
         len(
-            Config(data=str(tmp_path / "data"), image_size=8, train_split="all").load_data(
-                "pretrain"
+            load_split(
+                Config(data=str(tmp_path / "data"), image_size=8, train_split="all"), "pretrain"
             )
         )
         == 20

@@ -190,8 +190,7 @@ def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settin
     """DDP averages gradients over ranks: each rank's loss must be scaled so that N ranks train
     exactly as one process with the global batch (a per-rank sum would train at lr / N; the NAT
     softmax must see the global batch)."""
-    from natlearn.config import Config
-    from natlearn.presets import apply_overrides
+    from natlearn.config import Config, apply_overrides
     from natlearn.train import train
 
     one = train(

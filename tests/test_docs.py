@@ -22,7 +22,7 @@ def test_roles_become_links_or_code(natlearn_api):
     assert "[`square_loss`][natlearn.loss.square_loss]" in softmax
     # ~ shows the last part; a re-export links to where the object is defined
     embedding = natlearn_api["evaluate.embedding"].docstring.value
-    assert "[`load_data`][natlearn.config.Config.load_data]" in embedding
+    assert "[`load_split`][natlearn.data.datasets.load_split]" in embedding
     # outside natlearn (no inventory) and not exported (not in __all__): code, no link
     assert "`numpy.lib.format.open_memmap`" in embedding
     assert "[`numpy" not in embedding

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from natlearn.config import RESUME_LOCKED, Config
+from natlearn.config import RESUME_LOCKED, Config, apply_overrides
 from natlearn.errors import NatlearnError
-from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 training = importlib.import_module("natlearn.train")  # the module (natlearn.train is the function)

@@ -8,9 +8,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from natlearn import IndexedDataset, NATLoss
+from natlearn.config import apply_overrides
 from natlearn.data import Augmentation
 from natlearn.models import initial_model
-from natlearn.presets import apply_overrides, load_preset
+from natlearn.presets import load_preset
 from natlearn.train import epoch_generator, learning_rate, pretraining_data, train
 
 

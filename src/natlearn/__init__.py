@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from natlearn.assignment import Assignment, ReassignResult
-    from natlearn.config import Config
+    from natlearn.config import Config, apply_overrides
     from natlearn.data.indexed import IndexedDataset
     from natlearn.errors import NatlearnError
     from natlearn.export import load_backbone
     from natlearn.loss import softmax_loss, square_loss
     from natlearn.nat_loss import NATLoss
-    from natlearn.presets import apply_overrides, load_preset
+    from natlearn.presets import load_preset
     from natlearn.targets import NoiseTargets
     from natlearn.train import TrainResult, train
 
@@ -40,7 +40,7 @@ _LAZY = {
     "softmax_loss": "natlearn.loss",
     "square_loss": "natlearn.loss",
     "NATLoss": "natlearn.nat_loss",
-    "apply_overrides": "natlearn.presets",
+    "apply_overrides": "natlearn.config",
     "load_preset": "natlearn.presets",
     "NoiseTargets": "natlearn.targets",
     "TrainResult": "natlearn.train",

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 import yaml
 
-from natlearn.config import Config
+from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
 from natlearn.faults import fault_point
 from natlearn.files import atomic_write
 from natlearn.models import Network, build_model
-from natlearn.presets import apply_overrides
 
 __all__ = [
     "FORMAT",

@@ -17,11 +17,11 @@ from natlearn.checkpoint import (
     load_checkpoint,
     network_from_state,
 )
-from natlearn.config import Config
+from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
 from natlearn.export import export_backbone
 from natlearn.models import feature_layers
-from natlearn.presets import apply_overrides, load_preset
+from natlearn.presets import load_preset
 
 __all__ = [
     "train_command",
@@ -293,8 +293,8 @@ def compare_command(args: argparse.Namespace) -> None:
 def neighbors_command(args: argparse.Namespace) -> None:
     """``natlearn neighbors`` (its arguments: :mod:`natlearn.cli`)."""
     from natlearn.board import uses_tensorboard, write_projector
+    from natlearn.config import resolve_device
     from natlearn.data import ImageRows
-    from natlearn.devices import resolve_device
     from natlearn.evaluate import labelled_splits
     from natlearn.evaluate.features import network_features
     from natlearn.evaluate.figures import figure_title, neighbours_figure
@@ -453,8 +453,8 @@ def transfer_command(args: argparse.Namespace) -> None:
     import dataclasses
     import time
 
+    from natlearn.config import resolve_device
     from natlearn.data.voc import read_voc07
-    from natlearn.devices import resolve_device
     from natlearn.evaluate import voc_classification as voc
     from natlearn.progress import say
 

@@ -1,7 +1,9 @@
 """Training configuration: one flat dataclass, every field typed (choices as ``Literal``,
 resume-locked fields as ``Locked[...]``), checked by :meth:`Config.validate` and resolved against
-the data and the machine by :meth:`Config.resolve`. Presets and ``key=value`` overrides:
-:mod:`natlearn.presets`.
+the data and the machine by :meth:`Config.resolve`; ``key=value`` overrides and YAML values coerced
+to the fields' types by :func:`apply_overrides` (presets: :mod:`natlearn.presets`). The schema
+alone: it imports nothing of natlearn but :mod:`natlearn.errors` and the choices' types
+(:mod:`natlearn.choices`).
 
 Every option the paper ablates is a field: input (rgb/gray/sobel), targets (sphere/discrete),
 loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim; and
@@ -11,17 +13,48 @@ the head between the probed features and the targets (linear, or the official co
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import types
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
+import yaml
+
+from natlearn.choices import (
+    ARCH_TIMM_PREFIX,
+    Arch,
+    BadImagePolicy,
+    Crop,
+    DataMode,
+    HeadKind,
+    InputMode,
+    LoggerKind,
+    LossKind,
+    NonfinitePolicy,
+    ObjectiveName,
+    Precision,
+    Reduction,
+    Schedule,
+    TargetKind,
+    TrainSplit,
+    timm_model_name,
+)
 from natlearn.errors import NatlearnError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FIELD_TYPES", "RESUME_LOCKED", "Config", "Resolved", "choices"]
+__all__ = [
+    "FIELD_TYPES",
+    "RESUME_LOCKED",
+    "Config",
+    "Resolved",
+    "apply_overrides",
+    "choices",
+    "resolve_device",
+]
 
 _T = TypeVar("_T")
 _LOCKED = "resume-locked"
@@ -31,26 +64,6 @@ _LOCKED = "resume-locked"
 # would not load; test_fraction and split_seed: which folder images are pre-trained on, so what the
 # assignment's image indices mean).
 Locked = Annotated[_T, _LOCKED]
-
-# The allowed values of every choice field; modules take these types and trust a validated Config.
-TrainSplit = Literal["auto", "train", "test", "all", "extra", "unlabeled", "train+unlabeled"]
-Crop = Literal["pad", "resized", "none"]
-BadImagePolicy = Literal["error", "skip"]
-DataMode = Literal["auto", "memory", "stream"]
-InputMode = Literal["rgb", "gray", "sobel"]
-Arch = Literal["small", "alexnet", "resnet18", "resnet34", "resnet50"]
-HeadKind = Literal["linear", "mlp"]
-# arch also takes any ARCH_TIMM_PREFIX + timm model name ("timm:convnext_atto"): an open choice,
-# checked against timm by validate() (natlearn.models.timm_backbone), not a Literal value.
-ARCH_TIMM_PREFIX = "timm:"
-Objective = Literal["nat", "supervised"]
-TargetKind = Literal["sphere", "discrete"]
-LossKind = Literal["auto", "square", "softmax"]
-Reduction = Literal["mean", "sum"]
-Schedule = Literal["constant", "cosine", "step"]
-Precision = Literal["auto", "fp32", "bf16"]
-NonfinitePolicy = Literal["stop", "skip"]
-LoggerKind = Literal["none", "tensorboard", "csv", "wandb"]
 
 
 @dataclass
@@ -130,7 +143,7 @@ class Config:
     head_dropout: float = 0.0
     """Dropout after the mlp head's first hidden layer (official fc6: 0.5; 0 = none)."""
     # NAT
-    objective: Locked[Objective] = "nat"
+    objective: Locked[ObjectiveName] = "nat"
     """nat (noise as targets) or supervised (labels; a baseline on the same network)."""
     k: Locked[int | None] = None
     """Number of targets, k >= n; None = n (official)."""
@@ -213,8 +226,6 @@ class Config:
         """The config a checkpoint was trained with (``state["config"]``), then ``overrides``. Keys
         the checkpoint lacks (written before they existed) take their defaults."""
         known = {key: value for key, value in saved.items() if key in FIELD_TYPES}
-        from natlearn.presets import apply_overrides
-
         return apply_overrides(
             apply_overrides(cls(), known),
             list(overrides) if isinstance(overrides, tuple) else overrides,
@@ -229,8 +240,6 @@ class Config:
         for name in FIELD_TYPES:
             allowed = choices(name)
             if name == "arch" and str(self.arch).startswith(ARCH_TIMM_PREFIX):
-                from natlearn.models.timm_backbone import timm_model_name
-
                 timm_model_name(self.arch)  # timm installed, and NAME one of its models
             elif allowed and getattr(self, name) not in allowed:
                 open_choice = ", or timm:NAME (a timm model)" if name == "arch" else ""
@@ -333,7 +342,7 @@ class Config:
         rank = local_rank if world_size > 1 else None
         return Resolved(
             self._loss(),
-            self._train_split(),
+            self.pretrain_split(),
             self.crop_size or image_size,
             n,
             k,
@@ -348,7 +357,7 @@ class Config:
         before = Config.from_checkpoint(saved)
 
         def value(config: Config, key: str) -> object:
-            return {"loss": config._loss, "train_split": config._train_split}.get(
+            return {"loss": config._loss, "train_split": config.pretrain_split}.get(
                 key, lambda: getattr(config, key)
             )()
 
@@ -363,31 +372,13 @@ class Config:
                 "keep the checkpoint's values or start a new run in another out="
             )
 
-    def load_data(self, split: str):
-        """The data set this config names, for ``split`` (``"pretrain"``: the resolved training
-        split)."""
-        from natlearn.data import load_dataset
-
-        split = self._train_split() if split == "pretrain" else split
-        return load_dataset(
-            self.data,
-            split,
-            self.data_root,
-            self.image_size,
-            self.download,
-            self.on_bad_image,
-            self.cache,
-            self.data_mode,
-            seed=self.split_seed,
-            test_fraction=self.test_fraction,
-        )
-
     def _loss(self) -> Literal["square", "softmax"]:
         if self.loss != "auto":
             return self.loss
         return "square" if self.objective == "nat" else "softmax"
 
-    def _train_split(self) -> str:
+    def pretrain_split(self) -> str:
+        """The split pre-training reads: ``train_split``, ``auto`` resolved."""
         if self.train_split != "auto":
             return self.train_split
         # stl10's unlabeled images carry label -1: a supervised run trains on its labelled train
@@ -427,8 +418,6 @@ class Resolved:
 
     @functools.cached_property
     def device(self) -> torch.device:
-        from natlearn.devices import resolve_device
-
         return resolve_device(self.device_name, self.local_rank)
 
     @functools.cached_property
@@ -474,3 +463,124 @@ RESUME_LOCKED = tuple(
     for name, hint in typing.get_type_hints(Config, include_extras=True).items()
     if _LOCKED in getattr(hint, "__metadata__", ())
 )
+
+
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto`` (the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a
+    one-line error otherwise. Under torchrun (``local_rank`` given) a GPU device is this process's
+    ``cuda:LOCAL_RANK``."""
+    import torch
+
+    device = _named_device(name)
+    return (
+        torch.device("cuda", local_rank)
+        if device.type == "cuda" and local_rank is not None
+        else device
+    )
+
+
+def _named_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NatlearnError(
+            f"device={name} asked for, but no CUDA GPU is visible; use device=cpu or device=auto"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise NatlearnError(
+            f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
+        ) from None
+
+
+# Configs from text: command-line key=value pairs and the values of YAML files and checkpoints.
+
+
+def _is_text(name: str) -> bool:
+    return FIELD_TYPES[name] is str or bool(choices(name))
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError
+    return int(raw.strip()) if isinstance(raw, str) else int(raw)  # type: ignore[arg-type]
+
+
+def _parse_value(name: str, raw: object) -> object:
+    """Coerce a YAML or command-line value to the field's type, or raise a one-line
+    NatlearnError."""
+    kind = FIELD_TYPES[name]
+    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    if optional:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
+            return None
+    try:
+        if typing.get_origin(kind) is tuple:
+            items = _yaml_scalar(raw) if isinstance(raw, str) else raw
+            items = items.split(",") if isinstance(items, str) else items
+            return tuple(
+                _parse_int(x) for x in (items if isinstance(items, (list, tuple)) else [items])
+            )
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(raw).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return _parse_int(raw)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        if (
+            isinstance(raw, bool) or raw is None
+        ):  # a YAML file's bare on/yes/null: not the text the user meant
+            raise NatlearnError(
+                f"{name}={raw!r} is not a string; quote it in YAML, e.g. {name}: 'on'"
+            )
+        return str(raw)
+    except (TypeError, ValueError):
+        type_name = getattr(kind, "__name__", str(kind))
+        raise NatlearnError(f"{name}={raw!r} is not a valid {type_name}") from None
+
+
+def _yaml_scalar(text: str) -> object:
+    """Command-line values read as YAML, so ``widths=[32,64]``, ``k=null``, ``flip=false`` work."""
+    try:
+        return yaml.safe_load(text) if text else text
+    except yaml.YAMLError:
+        return text
+
+
+def _unknown_key(key: str) -> NatlearnError:
+    close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_TYPES)}"
+    return NatlearnError(f"unknown config key {key!r}{hint}")
+
+
+def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) -> Config:
+    """A copy of ``config`` with fields replaced, from a dict or from ``["key=value", ...]``."""
+    if isinstance(overrides, list):
+        pairs: dict[str, object] = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
+            key, value = key.strip(), value.strip()
+            # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into
+            # 1000.0
+            pairs[key] = value if key in FIELD_TYPES and _is_text(key) else _yaml_scalar(value)
+        overrides = pairs
+    changes = {}
+    for key, raw in overrides.items():
+        if key not in FIELD_TYPES:
+            raise _unknown_key(key)
+        changes[key] = _parse_value(key, raw)
+    return dataclasses.replace(config, **changes)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from natlearn.config import Config
-from natlearn.data import ImageDataset
+from natlearn.data import ImageDataset, load_split
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
 from natlearn.evaluate.figures import figure_title, neighbours_figure, training_curves
 from natlearn.evaluate.uncertainty import gap_note, with_error
@@ -133,7 +133,7 @@ def run_demo(
         out=str(out / "supervised"),
         epochs=supervised_epochs or max(1, config.epochs // 2),
     )
-    train_set, test_set = config.load_data("train"), config.load_data("test")
+    train_set, test_set = load_split(config, "train"), load_split(config, "test")
     size = config.resolve(train_set.image_size).crop_size
 
     nat_run = train(config, overwrite=True)

@@ -1,5 +1,6 @@
-"""Which torch device a step runs on (one resolver for training, evaluation and the probes), and how
-the network runs there: bf16 autocast, channels-last layout, torch.compile, DDP."""
+"""How the network runs on the device a step runs on: bf16 autocast, channels-last layout,
+torch.compile, DDP. Which device that is: :func:`natlearn.config.resolve_device` (one resolver for
+training, evaluation and the probes)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,7 @@ import contextlib
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from natlearn.errors import NatlearnError
-
-__all__ = ["autocast", "memory_format", "resolve_device", "step_model"]
-
-
-def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
-    """``auto`` (the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a
-    one-line error otherwise. Under torchrun (``local_rank`` given) a GPU device is this process's
-    ``cuda:LOCAL_RANK``."""
-    device = _named_device(name)
-    return (
-        torch.device("cuda", local_rank)
-        if device.type == "cuda" and local_rank is not None
-        else device
-    )
-
-
-def _named_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NatlearnError(
-            f"device={name} asked for, but no CUDA GPU is visible; use device=cpu or device=auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise NatlearnError(
-            f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
-        ) from None
+__all__ = ["autocast", "memory_format", "step_model"]
 
 
 def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:

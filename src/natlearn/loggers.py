@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from natlearn.config import Config, LoggerKind
+from natlearn.choices import LoggerKind
+from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from natlearn.config import Reduction
+from natlearn.choices import Reduction
 
 __all__ = ["square_loss", "softmax_loss"]
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natlearn.config import Reduction, TargetKind, choices
+from natlearn.choices import Reduction, TargetKind
+from natlearn.config import choices
 from natlearn.distributed import Ranks
 from natlearn.objectives import NoiseAsTargets
 

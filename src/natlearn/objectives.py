@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.assignment import Assignment
-from natlearn.config import Config, Reduction, TargetKind
+from natlearn.choices import Reduction, TargetKind
+from natlearn.config import Config
 from natlearn.data import ImageData, require_labels
 from natlearn.distributed import Ranks, reassign_global_batch
 from natlearn.loss import softmax_loss, square_loss

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from natlearn.config import TargetKind
+from natlearn.choices import TargetKind
 
 __all__ = ["NoiseTargets", "splitmix64"]
 

@@ -26,9 +26,9 @@ from natlearn.checkpoint import (
     remove_checkpoint,
     save_checkpoint,
 )
-from natlearn.config import Config
-from natlearn.data import ImageData
-from natlearn.devices import autocast, memory_format, resolve_device
+from natlearn.config import Config, resolve_device
+from natlearn.data import ImageData, load_split
+from natlearn.devices import autocast, memory_format
 from natlearn.distributed import Ranks, init_ranks
 from natlearn.export import export_backbone
 from natlearn.faults import fault_point
@@ -286,7 +286,7 @@ def pretraining_data(config: Config) -> ImageData:
     """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of
     it."""
     with progress_enabled(config.progress):  # progress=false: decoding a folder is quiet too
-        data = config.load_data("pretrain")
+        data = load_split(config, "pretrain")
     config.resolve(data.image_size, len(data))
     if not config.subset:
         return data

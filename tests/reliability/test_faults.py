@@ -17,10 +17,9 @@ from torch import nn
 
 from helpers import assert_same_run, final_state
 from natlearn.checkpoint import checkpoint_paths, load_checkpoint
-from natlearn.config import Config
+from natlearn.config import Config, apply_overrides
 from natlearn.data import Augmentation
 from natlearn.errors import NatlearnError
-from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset

@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from natlearn.config import Config
+from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
 from natlearn.objectives import NoiseAsTargets
-from natlearn.presets import apply_overrides
 from natlearn.train import train
 
 RUN = [

@@ -7,6 +7,7 @@ from natlearn.data.datasets import (
     ImageDataset,
     ImageRows,
     load_dataset,
+    load_split,
     require_labels,
 )
 from natlearn.data.indexed import IndexedDataset
@@ -23,5 +24,6 @@ __all__ = [
     "center_crop",
     "eval_view",
     "load_dataset",
+    "load_split",
     "require_labels",
 ]

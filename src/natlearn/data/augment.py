@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from natlearn.config import Crop
+from natlearn.choices import Crop
 from natlearn.errors import NatlearnError
 
 if TYPE_CHECKING:

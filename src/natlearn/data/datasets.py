@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from natlearn.config import BadImagePolicy, DataMode
+from natlearn.choices import BadImagePolicy, DataMode
 from natlearn.data.folder import decode_folder, default_cache_dir, first_image_size
 from natlearn.data.memory import ImageDataset
 from natlearn.data.splits import split_listing, split_note, split_record
 from natlearn.data.stream import StreamingFolder
 from natlearn.errors import NatlearnError
+
+if TYPE_CHECKING:
+    from natlearn.config import Config
 
 __all__ = [
     "ImageData",
@@ -28,6 +31,7 @@ __all__ = [
     "ImageRows",
     "DATASETS",
     "load_dataset",
+    "load_split",
     "require_labels",
 ]
 
@@ -313,3 +317,21 @@ def load_dataset(
             f"unknown data set {name!r}: not a folder and not one of: {', '.join(DATASETS)}"
         )
     return _folder(path, split, image_size, on_bad_image, cache, mode, seed, test_fraction)
+
+
+def load_split(config: Config, split: str) -> ImageData:
+    """The data set ``config`` names, for ``split`` (``"pretrain"``: the split pre-training reads,
+    :meth:`~natlearn.config.Config.pretrain_split`)."""
+    split = config.pretrain_split() if split == "pretrain" else split
+    return load_dataset(
+        config.data,
+        split,
+        config.data_root,
+        config.image_size,
+        config.download,
+        config.on_bad_image,
+        config.cache,
+        config.data_mode,
+        seed=config.split_seed,
+        test_fraction=config.test_fraction,
+    )

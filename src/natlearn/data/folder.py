@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from natlearn.config import BadImagePolicy
+from natlearn.choices import BadImagePolicy
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 from natlearn.progress import say, steps

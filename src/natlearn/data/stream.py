@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from natlearn.config import BadImagePolicy
+from natlearn.choices import BadImagePolicy
 from natlearn.data.folder import FolderListing, no_readable_image, try_decode
 from natlearn.errors import NatlearnError
 

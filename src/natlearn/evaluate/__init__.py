@@ -15,10 +15,9 @@ from natlearn.checkpoint import (
     load_checkpoint,
     network_from_state,
 )
-from natlearn.config import Config
-from natlearn.data import require_labels
+from natlearn.config import Config, apply_overrides, resolve_device
+from natlearn.data import load_split, require_labels
 from natlearn.data.splits import check_split
-from natlearn.devices import resolve_device
 from natlearn.evaluate.features import extract_features, pool_conv_map
 from natlearn.evaluate.knn import knn_classify
 from natlearn.evaluate.mlp import mlp_probe
@@ -39,7 +38,6 @@ from natlearn.evaluate.transfer import (
     write_eval,
 )
 from natlearn.models import initial_model
-from natlearn.presets import apply_overrides
 from natlearn.progress import progress_enabled, say
 
 __all__ = [
@@ -72,7 +70,7 @@ def labelled_splits(config: Config, state: dict | None = None, run: str = ""):
         state: the loaded checkpoint of ``run`` being evaluated: a held-out test split must be the
             one its pre-training left out (:func:`natlearn.data.splits.check_split`).
     """
-    train, test = config.load_data("train"), config.load_data("test")
+    train, test = load_split(config, "train"), load_split(config, "test")
     for split, data in (("train", train), ("test", test)):
         require_labels(data, f"evaluation ({split} split)")
     if state is not None:

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from natlearn.choices import timm_model_name
 from natlearn.data.voc import VOC07, VOCImage, VOCSplit, load_image
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.average_precision import average_precision, precision_recall
 from natlearn.evaluate.fit import fit_minibatches
 from natlearn.evaluate.probes import best_index, cpu_threads
 from natlearn.models import Network
-from natlearn.models.timm_backbone import is_timm_arch, timm_fixed_input_size, timm_model_name
+from natlearn.models.timm_backbone import is_timm_arch, timm_fixed_input_size
 from natlearn.progress import say, steps
 
 __all__ = [

@@ -12,7 +12,7 @@ Two files, ``feats.npy`` and the index ``feats.csv`` beside it:
   columnar table is a poor fit for thousands of float columns.
 - ``feats.csv``: one line per row of features: ``row`` and ``path`` (the file, relative to the data
   folder) for folders; ``row``, ``split`` and ``index`` (the image's position in that split, as
-  :meth:`~natlearn.config.Config.load_data` gives it) for named data sets; then ``label`` and
+  :func:`~natlearn.data.load_split` gives it) for named data sets; then ``label`` and
   ``class`` when the data has labels (-1 and empty for an unlabelled image). Text columns belong in
   a text file that any tool reads (pandas, spreadsheets, awk), not in the float matrix.
 
@@ -40,14 +40,12 @@ import numpy as np
 from tqdm import tqdm
 
 from natlearn.checkpoint import evaluation_config, load_checkpoint, network_from_state
-from natlearn.config import Config
-from natlearn.data import DATASETS, ImageData
-from natlearn.devices import resolve_device
+from natlearn.config import Config, apply_overrides, resolve_device
+from natlearn.data import DATASETS, ImageData, load_split
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.features import FEATURE_BUDGET, batch_features, image_batches
 from natlearn.files import atomic_write
 from natlearn.models import Network, feature_layers
-from natlearn.presets import apply_overrides
 
 __all__ = ["Embedding", "embed", "embed_splits", "index_path"]
 
@@ -143,7 +141,7 @@ def embed(
         raise NatlearnError(
             f"--layer {layer}: no such layer in {name}; valid layers: {', '.join(valid)}"
         )
-    parts = {part: config.load_data(part) for part in embed_splits(config.data, split)}
+    parts = {part: load_split(config, part) for part in embed_splits(config.data, split)}
     model = network_from_state(state).to(resolve_device(asked.device)).eval()
     _check_channels(model, parts.values(), name)
     first = next(iter(parts.values()))  # its image size sets the crop, as the train split's does

@@ -12,8 +12,7 @@ from natlearn.checkpoint import (
     load_checkpoint,
     network_from_state,
 )
-from natlearn.config import Config
-from natlearn.devices import resolve_device
+from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate import labelled_splits
 from natlearn.evaluate.figures import figure_title, line_plot
@@ -27,7 +26,6 @@ from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import initial_model
-from natlearn.presets import apply_overrides
 from natlearn.progress import progress_enabled, say, steps
 
 __all__ = ["evolution"]

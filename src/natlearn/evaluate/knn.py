@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from natlearn.devices import resolve_device
+from natlearn.config import resolve_device
 from natlearn.evaluate.probes import ProbeResult, topk_accuracy
 
 __all__ = ["knn_classify"]

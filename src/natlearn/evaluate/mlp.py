@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natlearn.devices import resolve_device
+from natlearn.config import resolve_device
 from natlearn.evaluate.fit import fit_minibatches
 from natlearn.evaluate.probes import ProbeResult, standardiser, topk_accuracy
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natlearn.devices import resolve_device
+from natlearn.config import resolve_device
 from natlearn.evaluate.fit import fit_minibatches
 
 __all__ = [

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from natlearn.config import resolve_device
 from natlearn.data import Augmentation, ImageData, ImageDataset, center_crop, eval_view
-from natlearn.devices import resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.features import image_features, network_features
 from natlearn.evaluate.fit import fit_minibatches

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natlearn.config import InputMode
+from natlearn.choices import InputMode
 
 __all__ = ["InputLayer"]
 

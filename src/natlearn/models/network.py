@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natlearn.config import Arch
+from natlearn.choices import Arch
 from natlearn.errors import NatlearnError
 from natlearn.models.input import InputLayer
 

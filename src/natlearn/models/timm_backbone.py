@@ -5,14 +5,13 @@ import (it takes seconds, and is an optional extra: ``pip install 'natlearn[timm
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from natlearn.config import ARCH_TIMM_PREFIX as TIMM_PREFIX
+from natlearn.choices import ARCH_TIMM_PREFIX as TIMM_PREFIX
+from natlearn.choices import timm_model_name
 from natlearn.errors import NatlearnError
 from natlearn.models.input import InputLayer
 from natlearn.models.network import Head, Network
@@ -22,7 +21,6 @@ __all__ = [
     "TimmStages",
     "is_timm_arch",
     "timm_fixed_input_size",
-    "timm_model_name",
     "timm_network",
     "timm_stage_names",
 ]
@@ -30,27 +28,6 @@ __all__ = [
 
 def is_timm_arch(arch: str) -> bool:
     return arch.startswith(TIMM_PREFIX)
-
-
-def timm_model_name(arch: str) -> str:
-    """The timm model ``arch=timm:NAME`` names, checked: NatlearnError (one line) when timm is not
-    installed or NAME is no timm model."""
-    name = arch.removeprefix(TIMM_PREFIX)
-    try:
-        import timm
-    except ImportError:
-        raise NatlearnError(
-            f"arch={arch} needs timm, which is not installed: pip install 'natlearn[timm]'"
-        ) from None
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f"did you mean {', '.join(TIMM_PREFIX + c for c in close)}? " if close else ""
-        family = re.match(r"[a-z]*", name.lower()).group()  # resnet19 -> *resnet*
-        raise NatlearnError(
-            f"arch={arch}: {name!r} is not a timm model; {hint}list them with "
-            f"python -c \"import timm; print(timm.list_models('*{family}*'))\""
-        )
-    return name
 
 
 class TimmStages(nn.Module):
