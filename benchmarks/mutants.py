@@ -91,7 +91,7 @@ MUTANTS = [
     Mutant(
         "reassign-among-all-targets",
         "the batch's images choose among every target, not only the ones the batch holds",
-        "assignment.py",
+        "nat/assignment.py",
         "candidates = torch.cat([current, self.spare[spare_slots]]) if m else current",
         "candidates = torch.cat([current, self.spare[spare_slots]]) if m else torch.arange(self.k)",
         (
@@ -103,7 +103,7 @@ MUTANTS = [
         "spares-from-other-images",
         "the spare candidates are drawn from targets other images hold, not from the unassigned "
         "ones",
-        "assignment.py",
+        "nat/assignment.py",
         "candidates = torch.cat([current, self.spare[spare_slots]]) if m else current",
         "candidates = torch.cat([current, self.image_to_target[spare_slots]]) if m else current",
         (
@@ -154,7 +154,7 @@ MUTANTS = [
         "targets-seeded-per-process",
         "the targets' seed is mixed with the process id, so a resumed process trains towards other "
         "targets",
-        "objectives.py",
+        "nat/objective.py",
         "NoiseTargets(k, dim, seed=seed, kind=targets",
         'NoiseTargets(k, dim, seed=seed + __import__("os").getpid(), kind=targets',
         (RESUMED_TARGETS,),
@@ -162,7 +162,7 @@ MUTANTS = [
     Mutant(
         "targets-seeded-per-rank",
         "the targets' seed is mixed with the rank, so the ranks of one run hold different targets",
-        "objectives.py",
+        "nat/objective.py",
         "NoiseTargets(k, dim, seed=seed, kind=targets",
         "NoiseTargets(k, dim, seed=seed + self.ranks.rank, kind=targets",
         ("tests/test_distributed.py::test_two_ranks_train_like_one_process_with_the_global_batch",),
@@ -171,7 +171,7 @@ MUTANTS = [
         "sum-scaled-per-rank",
         "each rank reduces its own rows (sum, or mean over its share): DDP's average then trains "
         "at lr / N (sum)",
-        "objectives.py",
+        "nat/objective.py",
         '    scale = ranks.world_size / (global_batch if reduction == "mean" else 1)\n'
         "    return per_row.sum() * scale\n",
         '    return per_row.sum() if reduction == "sum" else per_row.mean()\n',
@@ -182,7 +182,7 @@ MUTANTS = [
         "under torchrun the NAT softmax loss scores each image against its rank's targets only, "
         "not the global "
         "batch's",
-        "objectives.py",
+        "nat/objective.py",
         "            batch_targets = self._held(self.ranks.gather(ids.to(outputs.device)), "
         "outputs.device)\n"
         "            mine = torch.arange(first, first + len(ids), device=outputs.device)\n",
@@ -194,7 +194,7 @@ MUTANTS = [
         "every-rank-solves",
         "every rank solves the gathered batch's assignment itself (identity then rests on "
         "bit-identical arithmetic)",
-        "distributed.py",
+        "nat/assignment.py",
         "    if ranks.main:\n        results = [",
         "    if True:\n        results = [",
         ("tests/test_distributed.py::test_two_rank_scenarios[one_rank_solves]",),
@@ -326,7 +326,7 @@ MUTANTS = [
         "spare-targets-dropped",
         "the objective is built without the config's spare_targets: every run trains with no spare "
         "targets whatever it was given",
-        "objectives.py",
+        "nat/objective.py",
         "            spare_targets=config.spare_targets,\n",
         "",
         (f"{PINNED}::test_spare_targets_set_in_the_config_take_part_in_the_runs_reassignments",),

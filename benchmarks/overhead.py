@@ -23,12 +23,12 @@ import torch
 
 # benchmarks/ is on sys.path when run as a script
 from _report import cifar10_folder, cifar10_option, hardware, today, write_json, write_section
-from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.data import load_split
 from natlearn.markdown import table
+from natlearn.nat.assignment import Assignment
+from natlearn.nat.targets import NoiseTargets
 from natlearn.run import build_run
-from natlearn.targets import NoiseTargets
 from natlearn.train import train, train_step
 
 OFFICIAL = "nat, official schedule (1 re-assignment epoch in 3)"

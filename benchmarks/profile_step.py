@@ -24,16 +24,16 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-import natlearn.assignment
+import natlearn.nat.assignment
 
 # benchmarks/ is on sys.path when run as a script
 from _report import CPU_SMOKE, hardware, today, write_json, write_section
 from natlearn.config import apply_overrides
 from natlearn.markdown import table
-from natlearn.objectives import NoiseAsTargets, Supervised
+from natlearn.nat.objective import NoiseAsTargets, Supervised
+from natlearn.nat.targets import NoiseTargets
 from natlearn.presets import load_preset
 from natlearn.run import Run, build_run
-from natlearn.targets import NoiseTargets
 from natlearn.train import pretraining_data, train_step
 
 PARTS = {
@@ -57,7 +57,7 @@ def _label(owner: object, name: str, label: str) -> None:
 
 def label_parts() -> None:
     _label(NoiseAsTargets, "reassign", PARTS["re-assignment"])
-    _label(natlearn.assignment, "linear_sum_assignment", PARTS["Hungarian solver (scipy)"])
+    _label(natlearn.nat.assignment, "linear_sum_assignment", PARTS["Hungarian solver (scipy)"])
     _label(NoiseTargets, "__getitem__", PARTS["target generation"])
     _label(NoiseAsTargets, "loss", PARTS["loss"])
     _label(Supervised, "loss", PARTS["loss"])

@@ -25,7 +25,7 @@ import torch
 from _report import hardware, today, write_json, write_section
 from natlearn.config import Config
 from natlearn.markdown import table
-from natlearn.objectives import NoiseAsTargets
+from natlearn.nat.objective import NoiseAsTargets
 
 IMAGENET = 1_281_167
 

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from natlearn.assignment import Assignment
-from natlearn.targets import NoiseTargets
+from natlearn.nat.assignment import Assignment
+from natlearn.nat.targets import NoiseTargets
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:

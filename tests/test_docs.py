@@ -18,8 +18,8 @@ def natlearn_api():
 
 def test_roles_become_links_or_code(natlearn_api):
     # a public natlearn object: a link that autorefs checks (the strict build fails if missing)
-    softmax = natlearn_api["loss.softmax_loss"].docstring.value
-    assert "[`square_loss`][natlearn.loss.square_loss]" in softmax
+    softmax = natlearn_api["nat.loss.softmax_loss"].docstring.value
+    assert "[`square_loss`][natlearn.nat.loss.square_loss]" in softmax
     # ~ shows the last part; a re-export links to where the object is defined
     embedding = natlearn_api["evaluate.embedding"].docstring.value
     assert "[`load_split`][natlearn.data.datasets.load_split]" in embedding
@@ -37,7 +37,7 @@ def test_unresolvable_role_stays_a_reference(natlearn_api):
     spec = spec_from_file_location("sphinx_roles", ROOT / "docs/hooks/sphinx_roles.py")
     roles = module_from_spec(spec)
     spec.loader.exec_module(roles)
-    scope = natlearn_api["loss.softmax_loss"]
+    scope = natlearn_api["nat.loss.softmax_loss"]
     loader = griffe.GriffeLoader(search_paths=[str(ROOT / "src")])
     loader.modules_collection["natlearn"] = natlearn_api
     assert roles._crossref(scope, "square_los", loader) == "[`square_los`][square_los]"
@@ -56,7 +56,7 @@ def test_readme_sections_are_pages():
     assert [title for title, _, _ in made] == ["Home", *headings]
     assert made[0][1] == "index.md" and made[0][2].startswith("# natlearn")
     assert "](docs/" not in "".join(text for _, _, text in made)
-    assert "natlearn.nat_loss" in pages.api_modules()
+    assert "natlearn.nat.module" in pages.api_modules()
 
 
 def test_the_readme_quotes_the_training_step_as_it_is():

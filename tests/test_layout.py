@@ -12,6 +12,7 @@ Python runs them first, but they are where the module lives, not what it uses).
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,20 @@ def natlearn_modules(root: Path = PACKAGE) -> dict[str, Path]:
     return {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
 
 
-def imported_names(path: Path, name: str, known: set[str]) -> set[str]:
-    """The natlearn modules ``path`` (module ``name``) imports anywhere in its source."""
+def imported_names(path: Path, name: str, known: set[str], type_checking: bool = True) -> set[str]:
+    """The natlearn modules ``path`` (module ``name``) imports anywhere in its source (with
+    ``type_checking=False``: leaving out the ``if TYPE_CHECKING:`` blocks, which never run)."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    if not type_checking:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and ast.unparse(node.test) in (
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            ):
+                node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -100,13 +110,37 @@ BASE = {
     "natlearn.errors": set(),
     "natlearn.choices": {"natlearn.errors"},
     "natlearn.config": {"natlearn.errors", "natlearn.choices"},
+    "natlearn.nat.targets": {"natlearn.errors"},
+    "natlearn.nat.assignment": {"natlearn.errors", "natlearn.nat.targets"},
+    "natlearn.nat.loss": {"natlearn.errors"},
 }
+# ... and under TYPE_CHECKING alone (never run): the choices' Literal types
+TYPES_ONLY = {"natlearn.choices"}
 
 
 @pytest.mark.parametrize("module", sorted(BASE))
 def test_the_base_layer_and_the_method_core_import_only_what_they_may(module):
-    graph = import_graph()
-    assert graph[module] <= BASE[module], f"{module} imports {sorted(graph[module] - BASE[module])}"
+    modules = natlearn_modules()
+    path, known = modules[module], set(modules)
+    everything = imported_names(path, module, known)
+    at_run_time = imported_names(path, module, known, type_checking=False)
+    assert at_run_time <= BASE[module], f"{module} imports {sorted(at_run_time - BASE[module])}"
+    assert everything <= BASE[module] | TYPES_ONLY, f"{module} imports {sorted(everything)}"
+
+
+def test_the_method_core_imports_no_third_party_package_but_torch_numpy_scipy():
+    allowed = {"torch", "numpy", "scipy", "natlearn", "__future__", *sys.stdlib_module_names}
+    for module in ("targets", "assignment", "loss"):
+        tree = ast.parse((PACKAGE / "nat" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"nat/{module}.py imports {name}"
 
 
 def test_the_cycle_finder_sees_a_function_local_cycle(tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 import natlearn.evaluate.transfer as transfer
 import natlearn.evaluate.voc_classification as voc_classification
-import natlearn.objectives as objectives
+import natlearn.nat.objective as objectives
 from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.evaluate import EvalSettings, knn_classify, linear_probe, mlp_probe

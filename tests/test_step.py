@@ -6,7 +6,7 @@ import torch
 
 from natlearn.config import Config
 from natlearn.data import ImageDataset
-from natlearn.loss import square_loss
+from natlearn.nat.loss import square_loss
 from natlearn.nonfinite import NonFiniteBatch
 from natlearn.run import Run, build_run
 from natlearn.train import train_step

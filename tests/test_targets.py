@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from natlearn.targets import NoiseTargets, splitmix64
+from natlearn.nat.targets import NoiseTargets, splitmix64
 
 MASK = (1 << 64) - 1
 
@@ -86,7 +86,7 @@ def test_the_nat_loss_reads_nothing_back_from_the_device_the_outputs_are_on():
     """A step outside re-assignment epochs must not wait for the GPU: on the meta device (no data)
     any host read of a device value (int(), .item(), .cpu()) raises, so this runs only if the loss,
     its statistics and the target lookup keep every value on the outputs' device."""
-    from natlearn.objectives import NoiseAsTargets
+    from natlearn.nat.objective import NoiseAsTargets
 
     objective = NoiseAsTargets(100, 16, seed=0)
     outputs = torch.empty(8, 16, device="meta")

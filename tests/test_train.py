@@ -16,8 +16,8 @@ from natlearn.checkpoint import checkpoint_paths, load_checkpoint, load_model
 from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.errors import NatlearnError
-from natlearn.loss import softmax_loss, square_loss
-from natlearn.objectives import NoiseAsTargets
+from natlearn.nat.loss import softmax_loss, square_loss
+from natlearn.nat.objective import NoiseAsTargets
 from natlearn.train import learning_rate, pretraining_data, train
 
 

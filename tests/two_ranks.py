@@ -8,12 +8,12 @@ import sys
 import torch
 import torch.distributed as dist
 
-from natlearn.assignment import Assignment
 from natlearn.config import Config
 from natlearn.distributed import init_ranks
 from natlearn.errors import NatlearnError
-from natlearn.nat_loss import NATLoss
-from natlearn.objectives import NoiseAsTargets
+from natlearn.nat.assignment import Assignment
+from natlearn.nat.module import NATLoss
+from natlearn.nat.objective import NoiseAsTargets
 
 
 def global_reassignment() -> None:
@@ -41,17 +41,17 @@ def one_rank_solves() -> None:
     """Rank 1's solver breaks ties differently (as another GPU model's arithmetic could): the ranks
     must still hold rank 0's assignment, because only rank 0 solves and the others replay its
     choices."""
-    import natlearn.assignment
+    import natlearn.nat.assignment
 
     ranks = init_ranks("cpu")
     if ranks.rank == 1:
-        real = natlearn.assignment.linear_sum_assignment
+        real = natlearn.nat.assignment.linear_sum_assignment
 
         def other_ties(cost, maximize=False):
             rows, cols = real(cost, maximize=maximize)
             return rows, cols[::-1].copy()
 
-        natlearn.assignment.linear_sum_assignment = other_ties
+        natlearn.nat.assignment.linear_sum_assignment = other_ties
     config = Config(dim=8, k=70, spare_targets=4, assign_block=10, seed=5, batch_size=20)
     n, batch = 64, 20
     ids = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:batch]

@@ -22,7 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "natlearn"
 GUIDE_PLACEHOLDER, API_PLACEHOLDER = "README.md", "api/"
 # The core modules first (the paper's method), then the rest in alphabetical order.
-CORE = ["natlearn", "natlearn.targets", "natlearn.assignment", "natlearn.loss", "natlearn.nat_loss"]
+CORE = [
+    "natlearn",
+    "natlearn.nat",
+    "natlearn.nat.targets",
+    "natlearn.nat.assignment",
+    "natlearn.nat.loss",
+    "natlearn.nat.module",
+]
 
 
 def slug(text: str) -> str:

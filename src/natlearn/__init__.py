@@ -1,10 +1,11 @@
 """natlearn: Noise As Targets (Bojanowski & Joulin, ICML 2017) in PyTorch.
 
-The core is three modules usable in any training loop: :mod:`natlearn.targets` (fixed noise targets
-regenerated from their index), :mod:`natlearn.assignment` (the image -> target permutation and its
-in-batch Hungarian re-assignment), :mod:`natlearn.loss` (square loss, softmax variant);
-:class:`NATLoss` holds all three as one loss module, and :class:`IndexedDataset` gives any data set
-the ``(image, index)`` pairs it needs.
+The method lives in :mod:`natlearn.nat`, its core three modules usable in any training loop:
+:mod:`natlearn.nat.targets` (fixed noise targets regenerated from their index),
+:mod:`natlearn.nat.assignment` (the image -> target permutation and its in-batch Hungarian
+re-assignment), :mod:`natlearn.nat.loss` (square loss, softmax variant); :class:`NATLoss` holds all
+three as one loss module, and :class:`IndexedDataset` gives any data set the ``(image, index)``
+pairs it needs.
 
 The names below are imported on first use (PEP 562), so ``import natlearn`` and ``natlearn --help``
 do not pay for torch and scipy.
@@ -18,31 +19,31 @@ import types
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
-    from natlearn.assignment import Assignment, ReassignResult
     from natlearn.config import Config, apply_overrides
     from natlearn.data.indexed import IndexedDataset
     from natlearn.errors import NatlearnError
     from natlearn.export import load_backbone
-    from natlearn.loss import softmax_loss, square_loss
-    from natlearn.nat_loss import NATLoss
+    from natlearn.nat.assignment import Assignment, ReassignResult
+    from natlearn.nat.loss import softmax_loss, square_loss
+    from natlearn.nat.module import NATLoss
+    from natlearn.nat.targets import NoiseTargets
     from natlearn.presets import load_preset
-    from natlearn.targets import NoiseTargets
     from natlearn.train import TrainResult, train
 
 # public name -> the module that defines it
 _LAZY = {
-    "Assignment": "natlearn.assignment",
-    "ReassignResult": "natlearn.assignment",
+    "Assignment": "natlearn.nat.assignment",
+    "ReassignResult": "natlearn.nat.assignment",
     "Config": "natlearn.config",
     "IndexedDataset": "natlearn.data.indexed",
     "NatlearnError": "natlearn.errors",
     "load_backbone": "natlearn.export",
-    "softmax_loss": "natlearn.loss",
-    "square_loss": "natlearn.loss",
-    "NATLoss": "natlearn.nat_loss",
+    "softmax_loss": "natlearn.nat.loss",
+    "square_loss": "natlearn.nat.loss",
+    "NATLoss": "natlearn.nat.module",
     "apply_overrides": "natlearn.config",
     "load_preset": "natlearn.presets",
-    "NoiseTargets": "natlearn.targets",
+    "NoiseTargets": "natlearn.nat.targets",
     "TrainResult": "natlearn.train",
     "train": "natlearn.train",
 }

@@ -6,19 +6,18 @@ the same epoch permutation and the same global batches; rank r trains on the r-t
 of each global batch. In a re-assignment epoch the ranks all-gather the batch's image ids and
 outputs, so the global batch is held in the order a single process would hold it; rank 0 solves its
 Hungarian problems (in ``assign_block`` blocks) and broadcasts the choices, which the other ranks
-replay (:func:`reassign_global_batch`). A run on N ranks with per-rank batch b / N thus re-assigns
-exactly as one process with batch b does, and the assignment is identical on every rank whatever
-their GPUs' rounding. Each epoch the ranks compare a hash of their assignment and stop with an error
-if any differs. BatchNorm statistics are taken over the global batch too (torch's SyncBatchNorm on
-GPUs; :class:`GlobalBatchNorm` on CPUs, where SyncBatchNorm does not run).
+replay (:func:`natlearn.nat.assignment.reassign_global_batch`, with :class:`Ranks` as its process
+group). A run on N ranks with per-rank batch b / N thus re-assigns exactly as one process with
+batch b does, and the assignment is identical on every rank whatever their GPUs' rounding. Each
+epoch the ranks compare a hash of their assignment and stop with an error if any differs.
+BatchNorm statistics are taken over the global batch too (torch's SyncBatchNorm on GPUs;
+:class:`GlobalBatchNorm` on CPUs, where SyncBatchNorm does not run).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -26,11 +25,7 @@ from torch import nn
 
 from natlearn.errors import NatlearnError
 
-if TYPE_CHECKING:
-    from natlearn.assignment import Assignment
-    from natlearn.targets import NoiseTargets
-
-__all__ = ["Ranks", "GlobalBatchNorm", "init_ranks", "reassign_global_batch", "sync_batchnorm"]
+__all__ = ["Ranks", "GlobalBatchNorm", "init_ranks", "sync_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -168,37 +163,6 @@ def init_ranks(device: str) -> Ranks:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_gpu else "gloo")
     return ranks
-
-
-def reassign_global_batch(
-    assignment: Assignment,
-    targets: NoiseTargets,
-    ids: torch.Tensor,
-    outputs: torch.Tensor,
-    ranks: Ranks,
-    block: int = 0,
-) -> float:
-    """Re-assign the global batch (every rank's ``ids`` (b,) and ``outputs`` (b, d), in rank order)
-    in blocks of at most ``block`` images (0: one block); returns the fraction of the global batch
-    whose target changed.
-
-    Rank 0 solves the gathered batch and broadcasts its choices; the other ranks replay them, so
-    every rank holds the same assignment whatever its GPU's arithmetic.
-    """
-    all_ids, all_outputs = ranks.gather(ids.to(outputs.device)).cpu(), ranks.gather(outputs.float())
-    blocks = math.ceil(len(all_ids) / block) if block else 1
-    id_blocks, output_blocks = all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks)
-    if ranks.main:
-        results = [
-            assignment.reassign(i, o, targets)
-            for i, o in zip(id_blocks, output_blocks, strict=True)
-        ]
-        ranks.broadcast(torch.cat([r.chosen for r in results]))
-        return sum(r.changed * len(r.targets) for r in results) / len(all_ids)
-    choices = ranks.broadcast(torch.empty(len(all_ids), dtype=torch.int64)).tensor_split(blocks)
-    return sum(
-        assignment.replay(i, c) * len(i) for i, c in zip(id_blocks, choices, strict=True)
-    ) / len(all_ids)
 
 
 class _SumOverRanks(torch.autograd.Function):

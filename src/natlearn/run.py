@@ -18,7 +18,7 @@ from natlearn.distributed import Ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
 from natlearn.loggers import Logger, NoLogger
 from natlearn.models import Network, initial_model, network_spec
-from natlearn.objectives import Objective, objective_for
+from natlearn.nat.objective import Objective, objective_for
 
 __all__ = ["Diagnostics", "EpochState", "Run", "build_run"]
 

@@ -34,6 +34,7 @@ from natlearn.export import export_backbone
 from natlearn.faults import fault_point
 from natlearn.loggers import check_logger, open_logger
 from natlearn.models import Network
+from natlearn.nat.objective import Objective
 from natlearn.nonfinite import (
     NonFiniteBatch,
     check_finite,
@@ -41,7 +42,6 @@ from natlearn.nonfinite import (
     stop_or_skip,
     weights_finite,
 )
-from natlearn.objectives import Objective
 from natlearn.progress import progress_enabled
 from natlearn.run import EpochState, Run, build_run
 

@@ -126,7 +126,7 @@ def test_damaged_newest_checkpoint_is_detected_and_the_previous_used(tmp_path, r
 # (the resumed run).
 _RECORDING_TRAIN = """
 import os, sys, torch
-from natlearn.objectives import NoiseAsTargets
+from natlearn.nat.objective import NoiseAsTargets
 record, cls = os.environ["NATLEARN_RECORD"], NoiseAsTargets
 init, state_dict, load_state_dict = cls.__init__, cls.state_dict, cls.load_state_dict
 seen = {}

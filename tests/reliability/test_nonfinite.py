@@ -9,7 +9,7 @@ import torch
 
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
-from natlearn.objectives import NoiseAsTargets
+from natlearn.nat.objective import NoiseAsTargets
 from natlearn.train import train
 
 RUN = [

@@ -11,13 +11,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from natlearn.assignment import Assignment
 from natlearn.choices import Reduction, TargetKind
-from natlearn.config import Config
+from natlearn.config import Config, choices
 from natlearn.data import ImageData, require_labels
-from natlearn.distributed import Ranks, reassign_global_batch
-from natlearn.loss import softmax_loss, square_loss
-from natlearn.targets import NoiseTargets
+from natlearn.distributed import Ranks
+from natlearn.nat.assignment import Assignment, reassign_global_batch
+from natlearn.nat.loss import softmax_loss, square_loss
+from natlearn.nat.targets import NoiseTargets
 
 __all__ = ["Objective", "NoiseAsTargets", "Supervised", "objective_for"]
 
@@ -104,6 +104,17 @@ class NoiseAsTargets:
         temperature: float = 0.1,
         ranks: Ranks | None = None,
     ):
+        # A validated Config passes; built by hand (NATLoss, a user's loop), the choices are checked
+        # here (k and spare_targets: Assignment).
+        for name, value, allowed in (
+            ("loss", loss, ("square", "softmax")),
+            ("reduction", reduction, choices("loss_reduction")),
+            ("targets", targets, choices("targets")),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"{name}={value!r} is not valid; choose one of: {', '.join(allowed)}"
+                )
         k = n if k is None else k
         self.ranks = ranks or Ranks()
         self.targets = NoiseTargets(k, dim, seed=seed, kind=targets, num_clusters=num_clusters)

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from natlearn.choices import Reduction, TargetKind
-from natlearn.config import choices
 from natlearn.distributed import Ranks
-from natlearn.objectives import NoiseAsTargets
+from natlearn.nat.objective import NoiseAsTargets
 
 __all__ = ["NATLoss"]
 
@@ -73,16 +72,6 @@ class NATLoss(nn.Module):
         normalize: bool = True,
     ):
         super().__init__()
-        # Without a Config in front, the choices are checked here (k and spare_targets: Assignment).
-        for name, value, allowed in (
-            ("loss", loss, ("square", "softmax")),
-            ("reduction", reduction, choices("loss_reduction")),
-            ("targets", targets, choices("targets")),
-        ):
-            if value not in allowed:
-                raise ValueError(
-                    f"{name}={value!r} is not valid; choose one of: {', '.join(allowed)}"
-                )
         self.normalize = normalize
         self.nat = NoiseAsTargets(
             num_images,

@@ -9,10 +9,13 @@ so the only NAT state that grows with the data set is the assignment permutation
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from natlearn.choices import TargetKind
+if TYPE_CHECKING:  # the choice's values; at run time this module imports torch alone
+    from natlearn.choices import TargetKind
+
 
 __all__ = ["NoiseTargets", "splitmix64"]
 

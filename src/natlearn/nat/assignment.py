@@ -9,15 +9,17 @@ an O(n^3) one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from natlearn.targets import NoiseTargets
+from natlearn.nat.targets import NoiseTargets
 
-__all__ = ["Assignment", "ReassignResult"]
+__all__ = ["Assignment", "ProcessGroup", "ReassignResult", "reassign_global_batch"]
 
 
 @dataclass(frozen=True)
@@ -234,3 +236,52 @@ class Assignment:
         return self.image_to_target.element_size() * (
             self.image_to_target.numel() + self.spare.numel()
         )
+
+
+class ProcessGroup(Protocol):
+    """What :func:`reassign_global_batch` needs of the processes training together
+    (:class:`natlearn.training.distributed.Ranks` is one; a single process is a group of one)."""
+
+    @property
+    def main(self) -> bool:
+        """Whether this process solves the global batch's problems (rank 0)."""
+        ...
+
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every process's ``rows``, concatenated in rank order."""
+        ...
+
+    def broadcast(self, values: torch.Tensor) -> torch.Tensor:
+        """The main process's ``values``, on every process."""
+        ...
+
+
+def reassign_global_batch(
+    assignment: Assignment,
+    targets: NoiseTargets,
+    ids: torch.Tensor,
+    outputs: torch.Tensor,
+    ranks: ProcessGroup,
+    block: int = 0,
+) -> float:
+    """Re-assign the global batch (every rank's ``ids`` (b,) and ``outputs`` (b, d), in rank order)
+    in blocks of at most ``block`` images (0: one block); returns the fraction of the global batch
+    whose target changed.
+
+    Rank 0 solves the gathered batch and broadcasts its choices; the other ranks replay them, so
+    every rank holds the same assignment whatever its GPU's arithmetic.
+    """
+    all_ids, all_outputs = ranks.gather(ids.to(outputs.device)).cpu(), ranks.gather(outputs.float())
+    blocks = math.ceil(len(all_ids) / block) if block else 1
+    id_blocks, output_blocks = all_ids.tensor_split(blocks), all_outputs.tensor_split(blocks)
+    if ranks.main:
+        results = [
+            assignment.reassign(i, o, targets)
+            for i, o in zip(id_blocks, output_blocks, strict=True)
+        ]
+        ranks.broadcast(torch.cat([r.chosen for r in results]))
+        return sum(r.changed * len(r.targets) for r in results) / len(all_ids)
+    choices = ranks.broadcast(torch.empty(len(all_ids), dtype=torch.int64)).tensor_split(blocks)
+    return sum(
+        assignment.replay(i, c) * len(i) for i, c in zip(id_blocks, choices, strict=True)
+    ) / len(all_ids)

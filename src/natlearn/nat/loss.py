@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
-from natlearn.choices import Reduction
+if TYPE_CHECKING:  # the choice's values; at run time this module imports torch alone
+    from natlearn.choices import Reduction
+
 
 __all__ = ["square_loss", "softmax_loss"]
 
