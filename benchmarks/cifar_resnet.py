@@ -34,13 +34,13 @@ import torch
 
 from _report import ROOT, cifar10_option, hardware, today, write_json
 from natlearn import markdown
-from natlearn.checkpoint import latest_checkpoint
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits
 from natlearn.files import atomic_write
 from natlearn.models import initial_model
 from natlearn.presets import load_preset
-from natlearn.train import train
+from natlearn.training.checkpoint import latest_checkpoint
+from natlearn.training.trainer import train
 
 SIMCLR = {"crop": "resized", "crop_scale": 0.08, "color_jitter": 0.5, "grayscale": 0.2}
 # The paper's recipe on ResNet-18: linear head, pad-4 crops + flips (the preset before the recipe

@@ -27,8 +27,8 @@ from _report import cifar10_folder, cifar10_option, hardware, today, write_json,
 from natlearn.config import Config
 from natlearn.data import Augmentation, load_split
 from natlearn.markdown import table
-from natlearn.run import build_run
-from natlearn.train import train_step
+from natlearn.training.run import build_run
+from natlearn.training.trainer import train_step
 
 
 def timed_load(config: Config, cache_dir: str) -> tuple[object, float]:

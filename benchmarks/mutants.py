@@ -79,7 +79,7 @@ MUTANTS = [
     Mutant(
         "loss-on-stale-targets",
         "the step takes the loss before the batch's re-assignment, to the targets it held before",
-        "train.py",
+        "training/trainer.py",
         "    if run.objective.reassigns(epoch):\n"
         "        stats = _reassign(run, ids, outputs.detach(), rows)\n"
         "    loss, loss_stats = run.objective.loss(ids, outputs, rows)\n",
@@ -136,7 +136,7 @@ MUTANTS = [
     Mutant(
         "optimizer-state-not-saved",
         "checkpoints hold the optimizer's settings but not its momentum buffers",
-        "run.py",
+        "training/run.py",
         '"optimizer": self.optimizer.state_dict(),',
         '"optimizer": {**self.optimizer.state_dict(), "state": {}},',
         (RESUME, KILL_RESUME),
@@ -145,7 +145,7 @@ MUTANTS = [
         "optimizer-state-not-restored",
         "a resume restores the weights and the assignment but restarts the optimizer (momentum "
         "lost)",
-        "run.py",
+        "training/run.py",
         '        self.optimizer.load_state_dict(state["optimizer"])\n',
         "",
         (RESUME, KILL_RESUME),
@@ -203,7 +203,7 @@ MUTANTS = [
         "private-batchnorm-per-rank",
         "each rank normalises with its own share's BatchNorm statistics instead of the global "
         "batch's",
-        "distributed.py",
+        "training/distributed.py",
         "    if ranks.world_size == 1:\n        return model\n",
         "    if True:\n        return model\n",
         (f"{DDP_STEP}[nat-softmax-mean]",),
@@ -213,7 +213,7 @@ MUTANTS = [
         "under torchrun a rank that drops an unreadable streamed image still assumes the planned "
         "share of the "
         "global batch",
-        "train.py",
+        "training/trainer.py",
         "    if not may_drop:\n",
         "    if True:\n",
         ("tests/test_distributed.py::test_two_ranks_stream_a_folder_and_skip_an_unreadable_image",),
@@ -223,7 +223,7 @@ MUTANTS = [
         "a mid-epoch checkpoint saves rank 0's own statistic sums, not their sum over ranks (the "
         "resumed epoch "
         "logs other losses)",
-        "train.py",
+        "training/trainer.py",
         "            state.sums = sums.over_ranks(ranks)\n",
         "            state.sums = dict(zip(sums.names, sums.totals.tolist(), strict=True))\n",
         (DDP_KILL,),
@@ -291,7 +291,7 @@ MUTANTS = [
         "skipped-batch-left-in-batchnorm",
         "on_nonfinite=skip skips the step but keeps the NaN batch's statistics in BatchNorm's "
         "running buffers",
-        "train.py",
+        "training/trainer.py",
         "        buffer.copy_(saved)\n",
         "        pass\n",
         (f"{FAULTS}::test_nonfinite_batch_stops_or_is_skipped",),
@@ -299,7 +299,7 @@ MUTANTS = [
     Mutant(
         "gradients-unchecked",
         "non-finite gradients reach optimizer.step() (only outputs and loss are checked)",
-        "train.py",
+        "training/trainer.py",
         '    check_finite("gradients", largest_gradient(run.model))\n',
         "",
         (f"{NONFINITE}::test_nonfinite_gradients_stop_the_run_before_the_step",),
@@ -307,7 +307,7 @@ MUTANTS = [
     Mutant(
         "batchnorm-statistics-unchecked",
         "the epoch-end check covers the parameters but not BatchNorm's running statistics",
-        "nonfinite.py",
+        "training/nonfinite.py",
         "    tensors = [*model.parameters(), *(b for b in model.buffers() if "
         "b.is_floating_point())]\n",
         "    tensors = [*model.parameters()]\n",
@@ -317,7 +317,7 @@ MUTANTS = [
         "assignment-not-restored",
         "a resume restores the weights and optimizer but starts from the initial image -> target "
         "assignment",
-        "run.py",
+        "training/run.py",
         '        self.objective.load_state_dict(state["objective"])\n',
         "",
         (RESUME, RESUMED_TARGETS),
@@ -379,7 +379,7 @@ MUTANTS = [
         "mid-epoch-resume-reshuffles",
         "a mid-epoch resume restores the epoch's generator before drawing its batch order: the "
         "rest of the epoch trains other batches",
-        "train.py",
+        "training/trainer.py",
         "    batch_ids = torch.tensor_split(torch.randperm(len(run.data), generator=generator), "
         "num_batches)\n"
         "    if state.generator is not None:  # continuing this epoch mid-way\n"
@@ -394,7 +394,7 @@ MUTANTS = [
         "mid-epoch-crops-not-saved",
         "a mid-epoch checkpoint does not save the epoch's generator: the resumed steps draw other "
         "crops and flips",
-        "train.py",
+        "training/trainer.py",
         "state.seconds, state.generator = time.perf_counter() - started, generator.get_state()",
         "state.seconds, state.generator = time.perf_counter() - started, None",
         (MID_EPOCH_RESUME,),

@@ -28,8 +28,8 @@ from natlearn.data import load_split
 from natlearn.markdown import table
 from natlearn.nat.assignment import Assignment
 from natlearn.nat.targets import NoiseTargets
-from natlearn.run import build_run
-from natlearn.train import train, train_step
+from natlearn.training.run import build_run
+from natlearn.training.trainer import train, train_step
 
 OFFICIAL = "nat, official schedule (1 re-assignment epoch in 3)"
 

@@ -33,8 +33,8 @@ from natlearn.markdown import table
 from natlearn.nat.objective import NoiseAsTargets, Supervised
 from natlearn.nat.targets import NoiseTargets
 from natlearn.presets import load_preset
-from natlearn.run import Run, build_run
-from natlearn.train import pretraining_data, train_step
+from natlearn.training.run import Run, build_run
+from natlearn.training.trainer import pretraining_data, train_step
 
 PARTS = {
     "re-assignment": "nat.reassign",

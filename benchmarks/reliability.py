@@ -72,7 +72,7 @@ def main() -> int:
         "Kills are real `SIGKILL`s of a `natlearn train` subprocess, "
         "delivered by the process itself at a named point",
         "(`NATLEARN_FAULT=after-step:E:S` or `in-checkpoint:NAME[#K]`, see "
-        "`src/natlearn/faults.py`), so they land",
+        "`src/natlearn/training/faults.py`), so they land",
         "at exactly the same place on every run. "
         '"Bit-identical" compares every weight, BatchNorm statistic, momentum',
         "buffer, the assignment (image -> target, spare targets, its generator) "

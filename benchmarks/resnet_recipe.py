@@ -40,7 +40,7 @@ from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits
 from natlearn.files import atomic_write
 from natlearn.models import initial_model
 from natlearn.presets import load_preset
-from natlearn.train import subset_indices
+from natlearn.training.trainer import subset_indices
 
 # What every row starts from: the cifar10_resnet18 preset as the study screened it, the paper's
 # recipe (linear head, pad-4 crops + flips), before the study made its winner (mlp-simclr-sobel) the

@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 
 import harness
-from natlearn.checkpoint import latest_checkpoint
 from natlearn.config import Config, apply_overrides
 from natlearn.evaluate import labelled_splits
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import initial_model
-from natlearn.train import train
+from natlearn.training.checkpoint import latest_checkpoint
+from natlearn.training.trainer import train
 
 SUP = {"objective": "supervised"}
 # row -> overrides of the shared budget; "random-init" is the untrained network of the base config.

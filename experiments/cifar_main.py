@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import harness
-from natlearn.checkpoint import checkpoint_paths, latest_checkpoint, load_model
 from natlearn.config import Config
 from natlearn.evaluate import EvalSettings, evaluate, labelled_splits
 from natlearn.evaluate.compare import best_linear, compare_table, gap_recovered
@@ -38,7 +37,8 @@ from natlearn.evaluate.figures import line_plot
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import initial_model
-from natlearn.train import train
+from natlearn.training.checkpoint import checkpoint_paths, latest_checkpoint, load_model
+from natlearn.training.trainer import train
 
 FIGURES = harness.ROOT / "docs" / "figures"
 BASELINES = ("raw-pixels", "hand-crafted")  # sources without a network

@@ -40,13 +40,13 @@ import torch
 from PIL import Image, ImageFilter
 
 import harness
-from natlearn.checkpoint import checkpoint_file, load_checkpoint, network_from_state
 from natlearn.config import Config
 from natlearn.data.voc import read_voc
 from natlearn.evaluate.detection import DetectionSettings, detection_transfer
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import Network, build_model
+from natlearn.training.checkpoint import checkpoint_file, load_checkpoint, network_from_state
 
 BACKBONES = ("nat", "random-init", "supervised")
 
@@ -243,7 +243,7 @@ def backbones(args: argparse.Namespace, runs: Path) -> dict[str, Network]:
     """NAT and supervised from their checkpoints (natlearn's loader: ``weights_only``), random init
     of the same network (seeded); --quick pre-trains tiny ones on digits first."""
     if args.quick:
-        from natlearn.train import train
+        from natlearn.training.trainer import train
 
         for name, objective in (("nat", "nat"), ("supervised", "supervised")):
             config = harness.quick_config(1, objective=objective, out=str(runs / name))

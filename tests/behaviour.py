@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from helpers import untimed_log
-from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.config import apply_overrides
 from natlearn.presets import load_preset
-from natlearn.train import train
+from natlearn.training.checkpoint import checkpoint_paths, load_checkpoint
+from natlearn.training.trainer import train
 
 GOLDEN = Path(__file__).parent / "golden" / "behaviour.json"
 RUNS = {

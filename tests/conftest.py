@@ -23,7 +23,7 @@ def tiny_config(tmp_path) -> Config:
 def tiny_run(tmp_path_factory):
     """A 2-epoch NAT run on digits keeping every epoch's checkpoint, trained once per test module
     (each module's evaluations write into its own run)."""
-    from natlearn.train import train
+    from natlearn.training.trainer import train
 
     out = tmp_path_factory.mktemp("run") / "run"
     config = Config(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import checkpoint_paths, load_checkpoint
+from natlearn.training.checkpoint import checkpoint_paths, load_checkpoint
 
 __all__ = [
     "TIMINGS",

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from natlearn import load_backbone
-from natlearn.checkpoint import load_model
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.figures import filters_figure, first_conv
 from natlearn.export import export_backbone
 from natlearn.models import build_model, feature_layers
+from natlearn.training.checkpoint import load_model
 
 SPEC = {"num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3, "channels": 3}
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from natlearn import checkpoint
-from natlearn.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from natlearn.cli import _parser, main
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 from natlearn.presets import PRESETS_DIR, preset_descriptions
+from natlearn.training import checkpoint
+from natlearn.training.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
 
 def _run(capsys, argv):
@@ -326,7 +326,8 @@ assert not heavy, f"natlearn --help imports {{heavy}}"
 
 def test_every_public_name_imports_from_the_package():
     """``from natlearn import X`` for every X in __all__ (loaded on first use), also after the
-    submodule natlearn.train was imported (it must not shadow the function train)."""
+    training loop's module natlearn.training.trainer was imported (natlearn.train stays the
+    function)."""
     script = """
 import importlib
 import sys
@@ -335,7 +336,7 @@ import types
 import natlearn
 
 assert "torch" not in sys.modules, "import natlearn imports torch"
-importlib.import_module("natlearn.train")  # binds natlearn.train to the module, unless kept off
+importlib.import_module("natlearn.training.trainer")
 namespace = {}
 exec(f"from natlearn import {', '.join(natlearn.__all__)}", namespace)
 star = {}

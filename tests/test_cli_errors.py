@@ -5,8 +5,8 @@ CLI."""
 import pytest
 import torch
 
-from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.cli import main
+from natlearn.training.checkpoint import checkpoint_paths, load_checkpoint
 
 TINY = [
     "digits",

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import assert_same_run
-from natlearn.checkpoint import load_checkpoint
+from natlearn.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
 
@@ -141,7 +141,7 @@ def test_rank_zero_alone_writes_the_run_folder(two_rank_run):
 
 
 def test_a_rank_share_starts_where_tensor_split_puts_it():
-    from natlearn.distributed import Ranks
+    from natlearn.training.distributed import Ranks
 
     for world in (1, 2, 3, 8):
         for batch in (8, 9, 11, 256):
@@ -191,7 +191,7 @@ def test_two_ranks_take_the_one_process_step_for_every_loss_and_reduction(settin
     exactly as one process with the global batch (a per-rank sum would train at lr / N; the NAT
     softmax must see the global batch)."""
     from natlearn.config import Config, apply_overrides
-    from natlearn.train import train
+    from natlearn.training.trainer import train
 
     one = train(
         apply_overrides(Config(), [*EXACT, *settings, f"out={tmp_path / 'one'}"])

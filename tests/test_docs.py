@@ -63,9 +63,9 @@ def test_the_readme_quotes_the_training_step_as_it_is():
     # The README shows train_step "as it reads": a change to the step must reach the README too.
     import inspect
 
-    from natlearn.train import train_step
+    from natlearn.training.trainer import train_step
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    quoted = readme.split("The training step (`natlearn/train.py`), as it reads:", 1)[1]
+    quoted = readme.split("The training step (`natlearn/training/trainer.py`), as it reads:", 1)[1]
     quoted = quoted.split("```python\n", 1)[1].split("```", 1)[0]
     assert quoted == inspect.getsource(train_step)

@@ -26,7 +26,7 @@ from natlearn.evaluate.evolution import evolution
 from natlearn.evaluate.figures import filters_figure, neighbours_figure, training_curves
 from natlearn.evaluate.report import write_report
 from natlearn.models import initial_model
-from natlearn.train import train
+from natlearn.training.trainer import train
 
 
 def _blobs(n: int, classes: int = 5, dims: int = 40, seed: int = 0):

@@ -22,7 +22,7 @@ from natlearn.evaluate.figures import (
 )
 from natlearn.models import initial_model
 from natlearn.models.input import InputLayer
-from natlearn.train import train
+from natlearn.training.trainer import train
 
 
 @pytest.fixture

@@ -143,6 +143,15 @@ def test_the_method_core_imports_no_third_party_package_but_torch_numpy_scipy():
                 assert name.split(".")[0] in allowed, f"nat/{module}.py imports {name}"
 
 
+def test_no_module_is_named_like_a_public_name():
+    """``natlearn.X`` is one thing: no submodule shadows a public name (``natlearn.train`` is the
+    function; the loop's module is natlearn.training.trainer)."""
+    import natlearn
+
+    modules = {name.split(".")[1] for name in natlearn_modules() if name.count(".") >= 1}
+    assert not modules & set(natlearn.__all__)
+
+
 def test_the_cycle_finder_sees_a_function_local_cycle(tmp_path):
     """A planted cycle (the base layer reaching back into data/ from inside a function, as config
     once did) is found, so the test above would fail on one."""

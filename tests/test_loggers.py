@@ -4,7 +4,6 @@ the global step without a duplicated step."""
 
 import csv
 import dataclasses
-import importlib
 import json
 import os
 import subprocess
@@ -14,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import natlearn.training.trainer as training
 from natlearn.config import RESUME_LOCKED, Config, apply_overrides
 from natlearn.errors import NatlearnError
-from natlearn.train import train
-
-training = importlib.import_module("natlearn.train")  # the module (natlearn.train is the function)
+from natlearn.training.trainer import train
 
 STEPS = 10  # digits' 1198 training images in batches of 128
 SHOW_EVERY = 4  # read-backs at steps 4, 8 and 10 of each epoch
@@ -185,7 +183,7 @@ def test_a_resumed_writer_sorts_after_the_last_one_even_in_the_same_second(tmp_p
     second writer of the same second would sort first (".10" < ".9") and its steps be dropped."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from natlearn.loggers import TensorBoardLogger
+    from natlearn.training.loggers import TensorBoardLogger
 
     def counter(folder: Path) -> str:
         (path,) = folder.glob("events.out.tfevents.*")

@@ -5,7 +5,6 @@ and names these tests as the ones that must catch them)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 
@@ -15,15 +14,14 @@ import torch
 import natlearn.evaluate.transfer as transfer
 import natlearn.evaluate.voc_classification as voc_classification
 import natlearn.nat.objective as objectives
+import natlearn.training.trainer as training
 from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.evaluate import EvalSettings, knn_classify, linear_probe, mlp_probe
 from natlearn.evaluate.evolution import evolution
 from natlearn.evaluate.reuse import eval_key, file_sha256, find_reusable
 from natlearn.models import initial_model
-from natlearn.train import train
-
-training = importlib.import_module("natlearn.train")  # the module (natlearn.train is the function)
+from natlearn.training.trainer import train
 
 # --- training ------------------------------------------------------------------------------------
 

@@ -11,14 +11,14 @@ import torch
 
 from helpers import assert_same_run
 from natlearn import load_backbone
-from natlearn.checkpoint import checkpoint_paths, load_model
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.export import export_backbone
 from natlearn.models import build_model
-from natlearn.run import build_run
-from natlearn.train import subset_indices, train, train_step
+from natlearn.training.checkpoint import checkpoint_paths, load_model
+from natlearn.training.run import build_run
+from natlearn.training.trainer import subset_indices, train, train_step
 
 SPEC = {"num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3, "channels": 3}
 

@@ -7,9 +7,9 @@ import torch
 from natlearn.config import Config
 from natlearn.data import ImageDataset
 from natlearn.nat.loss import square_loss
-from natlearn.nonfinite import NonFiniteBatch
-from natlearn.run import Run, build_run
-from natlearn.train import train_step
+from natlearn.training.nonfinite import NonFiniteBatch
+from natlearn.training.run import Run, build_run
+from natlearn.training.trainer import train_step
 
 
 def _run(tmp_path, **changes) -> Run:

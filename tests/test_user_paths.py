@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from natlearn.checkpoint import load_checkpoint, load_model, save_checkpoint
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import datasets as datasets_module
@@ -23,7 +22,8 @@ from natlearn.data.folder import decode_folder, scan_folder
 from natlearn.data.splits import listing_digest
 from natlearn.errors import NatlearnError
 from natlearn.evaluate import EvalSettings, evaluate, extract_features
-from natlearn.train import train
+from natlearn.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from natlearn.training.trainer import train
 
 # Each class one colour (plus noise): any honest probe of raw pixels separates them perfectly.
 COLOURS = {

@@ -9,11 +9,11 @@ import torch
 import torch.distributed as dist
 
 from natlearn.config import Config
-from natlearn.distributed import init_ranks
 from natlearn.errors import NatlearnError
 from natlearn.nat.assignment import Assignment
 from natlearn.nat.module import NATLoss
 from natlearn.nat.objective import NoiseAsTargets
+from natlearn.training.distributed import init_ranks
 
 
 def global_reassignment() -> None:

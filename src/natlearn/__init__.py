@@ -14,8 +14,6 @@ do not pay for torch and scipy.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
@@ -28,7 +26,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from natlearn.nat.module import NATLoss
     from natlearn.nat.targets import NoiseTargets
     from natlearn.presets import load_preset
-    from natlearn.train import TrainResult, train
+    from natlearn.training.trainer import TrainResult, train
 
 # public name -> the module that defines it
 _LAZY = {
@@ -44,8 +42,8 @@ _LAZY = {
     "apply_overrides": "natlearn.config",
     "load_preset": "natlearn.presets",
     "NoiseTargets": "natlearn.nat.targets",
-    "TrainResult": "natlearn.train",
-    "train": "natlearn.train",
+    "TrainResult": "natlearn.training.trainer",
+    "train": "natlearn.training.trainer",
 }
 
 __all__ = [
@@ -78,17 +76,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    """Keeps a public name that is also a submodule's (``train``) the function: importing the
-    submodule ``natlearn.train`` would otherwise bind the module to ``natlearn.train`` first, and
-    ``from natlearn import train`` would then give the module."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return  # the submodule stays reachable as sys.modules["natlearn.train"]
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

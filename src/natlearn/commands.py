@@ -9,7 +9,12 @@ import os
 import warnings
 from pathlib import Path
 
-from natlearn.checkpoint import (
+from natlearn.config import Config, apply_overrides
+from natlearn.errors import NatlearnError
+from natlearn.export import export_backbone
+from natlearn.models import feature_layers
+from natlearn.presets import load_preset
+from natlearn.training.checkpoint import (
     checkpoint_file,
     checkpoint_paths,
     evaluation_config,
@@ -17,11 +22,6 @@ from natlearn.checkpoint import (
     load_checkpoint,
     network_from_state,
 )
-from natlearn.config import Config, apply_overrides
-from natlearn.errors import NatlearnError
-from natlearn.export import export_backbone
-from natlearn.models import feature_layers
-from natlearn.presets import load_preset
 
 __all__ = [
     "train_command",
@@ -174,7 +174,7 @@ def train_command(args: argparse.Namespace) -> None:
     """``natlearn train`` (its arguments: :mod:`natlearn.cli`)."""
     import torch
 
-    from natlearn.train import train
+    from natlearn.training.trainer import train
 
     result = train(_train_config(args), resume=args.resume, overwrite=args.overwrite)
     if torch.distributed.is_initialized():  # under torchrun: leave together, rank 0 reports

@@ -23,7 +23,7 @@ from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import Network, initial_model
 from natlearn.presets import load_preset
-from natlearn.train import train
+from natlearn.training.trainer import train
 
 __all__ = ["ROWS", "run_demo", "format_table"]
 

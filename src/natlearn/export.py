@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import load_checkpoint, network_from_state
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write
 from natlearn.models import Network, build_model
+from natlearn.training.checkpoint import load_checkpoint, network_from_state
 
 __all__ = [
     "BACKBONE_FIELDS",

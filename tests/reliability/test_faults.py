@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from helpers import assert_same_run, final_state
-from natlearn.checkpoint import checkpoint_paths, load_checkpoint
 from natlearn.config import Config, apply_overrides
 from natlearn.data import Augmentation
 from natlearn.errors import NatlearnError
-from natlearn.train import train
+from natlearn.training.checkpoint import checkpoint_paths, load_checkpoint
+from natlearn.training.trainer import train
 
 pytestmark = pytest.mark.slow  # whole runs in subprocesses: not in the quick subset
 
@@ -260,8 +260,8 @@ def test_exported_backbone_loads_without_natlearn(tmp_path):
     torch.nn only, with strict=True, and compute the same features."""
     from safetensors.torch import load_file
 
-    from natlearn.checkpoint import load_model
     from natlearn.export import export_backbone
+    from natlearn.training.checkpoint import load_model
 
     out = tmp_path / "run"
     result = train(apply_overrides(Config(), [*RUN, f"out={out}", "epochs=1"]))

@@ -10,7 +10,7 @@ import torch
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
 from natlearn.nat.objective import NoiseAsTargets
-from natlearn.train import train
+from natlearn.training.trainer import train
 
 RUN = [
     "data=digits",

@@ -9,12 +9,6 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import (
-    checkpoint_file,
-    evaluation_config,
-    load_checkpoint,
-    network_from_state,
-)
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.data import load_split, require_labels
 from natlearn.data.splits import check_split
@@ -39,6 +33,12 @@ from natlearn.evaluate.transfer import (
 )
 from natlearn.models import initial_model
 from natlearn.progress import progress_enabled, say
+from natlearn.training.checkpoint import (
+    checkpoint_file,
+    evaluation_config,
+    load_checkpoint,
+    network_from_state,
+)
 
 __all__ = [
     "EvalSettings",
@@ -153,7 +153,7 @@ def evaluate(
             ``data_root=...``), and ``device=`` (default auto: the GPU when one is visible; never
             the device a checkpoint trained on). A checkpoint reads images at the size it trained
             at unless ``image_size=`` is given
-            (:func:`~natlearn.checkpoint.evaluation_config`).
+            (:func:`~natlearn.training.checkpoint.evaluation_config`).
         base: the config of random-init / raw-pixels / hand-crafted (default: natlearn's
             defaults).
         reuse: ``eval.json`` files that may hold this evaluation already (missing ones are fine).

@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from natlearn.checkpoint import evaluation_config, load_checkpoint, network_from_state
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.data import DATASETS, ImageData, load_split
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.features import FEATURE_BUDGET, batch_features, image_batches
 from natlearn.files import atomic_write
 from natlearn.models import Network, feature_layers
+from natlearn.training.checkpoint import evaluation_config, load_checkpoint, network_from_state
 
 __all__ = ["Embedding", "embed", "embed_splits", "index_path"]
 
@@ -116,12 +116,13 @@ def embed(
     the NAT output. ``progress=`` and ``device=`` among ``overrides`` apply (default: a progress bar
     on a terminal, a line per tenth otherwise; the GPU when there is one), not the run's. Images are
     read at the size the network trained at unless ``image_size=`` is given
-    (:func:`~natlearn.checkpoint.evaluation_config`). A streamed folder (``data_mode=stream``, or
-    one over 4 GiB decoded) is read a batch at a time by ``workers`` DataLoader processes.
+    (:func:`~natlearn.training.checkpoint.evaluation_config`). A streamed folder
+    (``data_mode=stream``, or one over 4 GiB decoded) is read a batch at a time by ``workers``
+    DataLoader processes.
 
     Args:
         checkpoint: a run folder (its newest checkpoint), a checkpoint .pt file, or a checkpoint
-            already loaded by :func:`~natlearn.checkpoint.load_checkpoint`.
+            already loaded by :func:`~natlearn.training.checkpoint.load_checkpoint`.
     """
     out = Path(out)
     if out.suffix.lower() != ".npy":

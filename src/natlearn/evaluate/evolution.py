@@ -6,12 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from natlearn.checkpoint import (
-    checkpoint_paths,
-    evaluation_config,
-    load_checkpoint,
-    network_from_state,
-)
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.errors import NatlearnError
 from natlearn.evaluate import labelled_splits
@@ -27,6 +21,12 @@ from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import initial_model
 from natlearn.progress import progress_enabled, say, steps
+from natlearn.training.checkpoint import (
+    checkpoint_paths,
+    evaluation_config,
+    load_checkpoint,
+    network_from_state,
+)
 
 __all__ = ["evolution"]
 

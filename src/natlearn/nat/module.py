@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from natlearn.choices import Reduction, TargetKind
-from natlearn.distributed import Ranks
 from natlearn.nat.objective import NoiseAsTargets
+from natlearn.training.distributed import Ranks
 
 __all__ = ["NATLoss"]
 

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from natlearn.choices import Reduction, TargetKind
 from natlearn.config import Config, choices
 from natlearn.data import ImageData, require_labels
-from natlearn.distributed import Ranks
 from natlearn.nat.assignment import Assignment, reassign_global_batch
 from natlearn.nat.loss import softmax_loss, square_loss
 from natlearn.nat.targets import NoiseTargets
+from natlearn.training.distributed import Ranks
 
 __all__ = ["Objective", "NoiseAsTargets", "Supervised", "objective_for"]
 

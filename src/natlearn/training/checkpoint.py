@@ -19,9 +19,9 @@ import yaml
 
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
-from natlearn.faults import fault_point
 from natlearn.files import atomic_write
 from natlearn.models import Network, build_model
+from natlearn.training.faults import fault_point
 
 __all__ = [
     "FORMAT",

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from natlearn.config import Config
-from natlearn.distributed import Ranks
 from natlearn.errors import NatlearnError
+from natlearn.training.distributed import Ranks
 
 __all__ = ["NonFiniteBatch", "check_finite", "largest_gradient", "stop_or_skip", "weights_finite"]
 

@@ -3,8 +3,9 @@
 
 The x-axis is the global step (optimizer steps since the run began, skipped batches included), so
 a resumed run continues it. Per-step scalars are this rank's means over the steps since the loop
-last read its statistics back (every ``natlearn.train._SHOW_EVERY`` steps and at an epoch's end:
-a logger never makes a step wait for the device); an epoch's row is logged at its last step.
+last read its statistics back (every ``natlearn.training.trainer._SHOW_EVERY`` steps and at an
+epoch's end: a logger never makes a step wait for the device); an epoch's row is logged at its last
+step.
 """
 
 from __future__ import annotations

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from natlearn.checkpoint import RunFolder, latest_checkpoint, rng_state, set_rng_state
 from natlearn.config import Config, Resolved
 from natlearn.data import Augmentation, ImageData
-from natlearn.devices import step_model
-from natlearn.distributed import Ranks, sync_batchnorm
 from natlearn.errors import NatlearnError
-from natlearn.loggers import Logger, NoLogger
 from natlearn.models import Network, initial_model, network_spec
 from natlearn.nat.objective import Objective, objective_for
+from natlearn.training.checkpoint import RunFolder, latest_checkpoint, rng_state, set_rng_state
+from natlearn.training.devices import step_model
+from natlearn.training.distributed import Ranks, sync_batchnorm
+from natlearn.training.loggers import Logger, NoLogger
 
 __all__ = ["Diagnostics", "EpochState", "Run", "build_run"]
 

@@ -20,30 +20,30 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from natlearn.checkpoint import (
+from natlearn.config import Config, resolve_device
+from natlearn.data import ImageData, load_split
+from natlearn.export import export_backbone
+from natlearn.models import Network
+from natlearn.nat.objective import Objective
+from natlearn.progress import progress_enabled
+from natlearn.training.checkpoint import (
     copy_checkpoint,
     prune_checkpoints,
     remove_checkpoint,
     save_checkpoint,
 )
-from natlearn.config import Config, resolve_device
-from natlearn.data import ImageData, load_split
-from natlearn.devices import autocast, memory_format
-from natlearn.distributed import Ranks, init_ranks
-from natlearn.export import export_backbone
-from natlearn.faults import fault_point
-from natlearn.loggers import check_logger, open_logger
-from natlearn.models import Network
-from natlearn.nat.objective import Objective
-from natlearn.nonfinite import (
+from natlearn.training.devices import autocast, memory_format
+from natlearn.training.distributed import Ranks, init_ranks
+from natlearn.training.faults import fault_point
+from natlearn.training.loggers import check_logger, open_logger
+from natlearn.training.nonfinite import (
     NonFiniteBatch,
     check_finite,
     largest_gradient,
     stop_or_skip,
     weights_finite,
 )
-from natlearn.progress import progress_enabled
-from natlearn.run import EpochState, Run, build_run
+from natlearn.training.run import EpochState, Run, build_run
 
 __all__ = [
     "TrainResult",
@@ -75,7 +75,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     epoch.
 
     Under ``torchrun`` each process trains on its share of every global batch (see
-    :mod:`natlearn.distributed`); rank 0 alone writes the run folder.
+    :mod:`natlearn.training.distributed`); rank 0 alone writes the run folder.
 
     Args:
         config: validated here; ``config.out`` is the run folder.
