@@ -57,3 +57,35 @@ def test_committed_results_name_no_machine_paths():
         for record in sorted((ROOT / folder).glob("*.json")):
             found = beside.search(record.read_text(encoding="utf-8"))
             assert found is None, f"{record.relative_to(ROOT)} names a machine path: {found[0]}"
+
+
+def test_the_wheel_carries_the_presets_and_types_and_one_version(tmp_path):
+    """What a wheel-only install needs travels in the wheel (the YAML presets, py.typed), nothing
+    of the repository's tests or benchmarks does, and its version is natlearn.__version__ (the one
+    place it is written). CI (.ci/wheel) also installs it outside the checkout and runs the demo."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    import natlearn
+
+    # Built from a copy of what the sdist holds: an in-tree build reuses a stale build/ folder.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
+        + ["-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("natlearn-*.whl")
+    assert wheel.name.startswith(f"natlearn-{natlearn.__version__}-")
+    names = zipfile.ZipFile(wheel).namelist()
+    presets = {p.name for p in (ROOT / "src" / "natlearn" / "configs").glob("*.yaml")}
+    assert presets and presets <= {Path(n).name for n in names if n.startswith("natlearn/configs/")}
+    assert "natlearn/py.typed" in names
+    assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "experiments")]

@@ -72,10 +72,17 @@ def test_an_mlp_head_run_resumed_mid_run_ends_where_an_uninterrupted_run_ends(
     ],
 )
 def test_every_epoch_logs_the_gradient_norm_per_stage_and_the_norm_before_normalising(
-    arch, stages, tiny_config
+    arch, stages, tiny_config, capsys
 ):
-    config = dataclasses.replace(tiny_config, arch=arch, epochs=1, subset=128, batch_size=64)
+    config = dataclasses.replace(
+        tiny_config, arch=arch, epochs=1, subset=128, batch_size=64, progress=True
+    )
     train(config)
+    # the console's epoch line keeps to the objective: the diagnostics are for the log
+    printed = capsys.readouterr()
+    lines = (printed.out + printed.err).splitlines()
+    (line,) = [x for x in lines if x.startswith("epoch 1/1")]
+    assert "loss " in line and "grad_" not in line and "h_norm" not in line
     row = json.loads((Path(config.out) / "log.jsonl").read_text().splitlines()[0])
     assert {f"grad_{stage}" for stage in stages} | {"h_norm"} <= row.keys()
     assert not any(key.startswith("grad_") for key in row.keys() - {f"grad_{s}" for s in stages})

@@ -132,8 +132,9 @@ def _end_epoch(run: Run, epoch: int, row: dict) -> None:
         save_checkpoint(run.last_checkpoint, run.snapshot(epoch + 1))
         remove_checkpoint(run.folder.partial)
         prune_checkpoints(run.folder.path, run.config.keep_last, run.config.keep_every)
-        if run.config.progress:
-            shown = ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key != "epoch")
+        if run.config.progress:  # the diagnostics go to the log and the logger only
+            hidden = {"epoch", *run.diagnostics.names}
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in hidden)
             tqdm.write(f"{_describe(run, epoch)}: {shown}")
     run.ranks.barrier()
 
