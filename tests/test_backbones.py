@@ -93,7 +93,9 @@ def test_a_safetensors_export_rebuilds_the_backbone_from_the_file_alone(arch, tm
 def test_load_backbone_refuses_what_it_cannot_rebuild(tmp_path):
     from safetensors.torch import save_file
 
-    with pytest.raises(NatlearnError, match="give a .safetensors file written by natlearn export"):
+    with pytest.raises(
+        NatlearnError, match="give a .safetensors file or a folder written by natlearn export"
+    ):
         load_backbone(tmp_path / "backbone.pt")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(NatlearnError, match="not a natlearn backbone export"):

@@ -16,11 +16,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from natlearn.version import __version__ as __version__
+
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from natlearn.config import Config, apply_overrides
     from natlearn.data.indexed import IndexedDataset
     from natlearn.errors import NatlearnError
     from natlearn.export import load_backbone
+    from natlearn.hub import Backbone
     from natlearn.nat.assignment import Assignment, ReassignResult
     from natlearn.nat.loss import softmax_loss, square_loss
     from natlearn.nat.module import NATLoss
@@ -31,6 +34,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
 # public name -> the module that defines it
 _LAZY = {
     "Assignment": "natlearn.nat.assignment",
+    "Backbone": "natlearn.hub",
     "ReassignResult": "natlearn.nat.assignment",
     "Config": "natlearn.config",
     "IndexedDataset": "natlearn.data.indexed",
@@ -48,6 +52,7 @@ _LAZY = {
 
 __all__ = [
     "Assignment",
+    "Backbone",
     "Config",
     "IndexedDataset",
     "NATLoss",
@@ -62,7 +67,6 @@ __all__ = [
     "square_loss",
     "train",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

@@ -13,8 +13,8 @@ import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 
-from natlearn import __version__
 from natlearn.errors import NatlearnError
+from natlearn.version import __version__
 
 # Nothing here imports torch: the handlers (natlearn.commands, which does) are imported when a
 # command runs, so ``natlearn --help`` and ``natlearn train --help`` answer at once.
@@ -149,13 +149,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("checkpoint", help="a run folder (its newest checkpoint) or a .pt file from natlearn train")
     add(
-        "--out", required=True, help="output file: backbone.pt (torch.save) or backbone.safetensors"
+        "--out",
+        required=True,
+        help="output file: backbone.pt (torch.save) or backbone.safetensors; "
+        "a folder for --format hf",
     )
     add(
         "--format",
-        choices=("natlearn", "torchvision"),
+        choices=("natlearn", "torchvision", "hf"),
         default="natlearn",
-        help="natlearn: natlearn's module keys; torchvision: a ResNet's torchvision.models keys",
+        help="natlearn: natlearn's module keys; torchvision: a ResNet's torchvision.models keys; "
+        "hf: a Hugging Face Hub folder (model.safetensors + config.json) for natlearn.Backbone",
     )
 
     usage = (

@@ -21,6 +21,7 @@ __all__ = [
     "TimmStages",
     "is_timm_arch",
     "timm_fixed_input_size",
+    "timm_full_model_keys",
     "timm_network",
     "timm_stage_names",
 ]
@@ -105,6 +106,20 @@ def _features_model(name: str, in_chans: int, image_size: int | None) -> nn.Modu
             f"natlearn probes): {_first_line(error)}; choose another timm model "
             "(e.g. timm:resnet18, timm:convnext_atto)"
         ) from None
+
+
+def timm_full_model_keys(arch: str, in_chans: int, image_size: int) -> set[str]:
+    """The state_dict keys of timm's own headless model ``arch=timm:NAME`` (``num_classes=0``), as
+    :func:`natlearn.export.timm_state_dict` names a trunk's weights for it."""
+    import timm
+
+    name = timm_model_name(arch)
+    kwargs = {"img_size": image_size} if timm_fixed_input_size(name) else {}
+    with torch.device("meta"):
+        model = timm.create_model(
+            name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs
+        )
+    return set(model.state_dict())
 
 
 def timm_stage_names(arch: str) -> list[str]:
