@@ -114,3 +114,12 @@ def test_the_readme_lightning_example_runs_as_written(tmp_path, monkeypatch, cap
     assert float(trainer.callback_metrics["knn_top1"]) > 0.8  # logged by OnlineKNN
     assert "k-NN top-1: " in capsys.readouterr().out
     assert_one_permutation(assignment(namespace["model"]))
+
+
+def test_without_lightning_the_import_names_the_extra(monkeypatch):
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "lightning", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "natlearn.lightning", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'natlearn\[lightning\]'"):
+        importlib.import_module("natlearn.lightning")

@@ -20,10 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+try:
+    import lightning as L
+except ImportError as error:  # an optional extra
+    raise ImportError(
+        "natlearn.lightning needs PyTorch Lightning: pip install 'natlearn[lightning]'"
+    ) from error
 
 from natlearn.evaluate.knn import knn_classify
 from natlearn.nat.module import NATLoss
