@@ -37,3 +37,16 @@ def tiny_run(tmp_path_factory):
         progress=False,
     )
     return train(config)
+
+
+@pytest.fixture(scope="session")
+def timm_run(tmp_path_factory):
+    """One tiny NAT run of timm's resnet18 on digits (8x8 images): its epoch-1 checkpoint, shared
+    by the timm tests (backbones, the Hub export)."""
+    pytest.importorskip("timm")
+    from natlearn.cli import main
+
+    out = tmp_path_factory.mktemp("timm") / "run"
+    settings = ["arch=timm:resnet18", "dim=16", "subset=256", "batch_size=64", "epochs=1"]
+    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
+    return out / "checkpoints" / "epoch_0001.pt"

@@ -205,16 +205,6 @@ def test_a_timm_network_with_channels_last_maps_gives_its_stages_channels_first(
     assert features["neck"].shape == (2, 768)
 
 
-@pytest.fixture(scope="module")
-def timm_run(tmp_path_factory):
-    """One tiny NAT run of timm's resnet18 on digits (8x8 images), shared by the tests below."""
-    pytest.importorskip("timm")
-    out = tmp_path_factory.mktemp("timm") / "run"
-    settings = ["arch=timm:resnet18", "dim=16", "subset=256", "batch_size=64", "epochs=1"]
-    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
-    return out / "checkpoints" / "epoch_0001.pt"
-
-
 def test_a_timm_run_evaluates_every_stage_and_draws_its_first_conv_filters(timm_run, tmp_path):
     assert main(["eval", str(timm_run), "--out", str(tmp_path), "--no-mlp", "--knn", ""]) == 0
     table = (tmp_path / "eval.md").read_text()

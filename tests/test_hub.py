@@ -92,21 +92,12 @@ def test_backbone_without_huggingface_hub_names_the_extra(monkeypatch):
         natlearn.Backbone  # noqa: B018
 
 
-@pytest.fixture(scope="module")
-def timm_resnet_run(tmp_path_factory):
-    pytest.importorskip("timm")
-    out = tmp_path_factory.mktemp("timm") / "run"
-    settings = ["arch=timm:resnet18", "dim=16", "subset=128", "batch_size=64", "epochs=1"]
-    assert main(["train", "digits", *settings, "progress=false", f"out={out}"]) == 0
-    return out
-
-
-def test_a_timm_backbone_also_loads_into_timms_own_model(timm_resnet_run, tmp_path):
+def test_a_timm_backbone_also_loads_into_timms_own_model(timm_run, tmp_path):
     import timm
 
     out = tmp_path / "hub"
-    assert main(["export", str(timm_resnet_run), "--format", "hf", "--out", str(out)]) == 0
-    original = load_model(timm_resnet_run)
+    assert main(["export", str(timm_run), "--format", "hf", "--out", str(out)]) == 0
+    original = load_model(timm_run)
     theirs = timm.create_model(
         "resnet18",
         pretrained=True,
