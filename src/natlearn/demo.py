@@ -17,7 +17,8 @@ import torch
 from natlearn.config import Config
 from natlearn.data import ImageDataset, load_split
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
-from natlearn.evaluate.figures import figure_title, neighbours_figure, training_curves
+from natlearn.evaluate.reports.compare import best_linear
+from natlearn.evaluate.reports.figures import figure_title, neighbours_figure, training_curves
 from natlearn.evaluate.uncertainty import gap_note, with_error
 from natlearn.files import atomic_write
 from natlearn.markdown import table
@@ -44,9 +45,9 @@ def _score(
         for name in train_features
     }
     headline = REPRESENTATION if REPRESENTATION in probes else next(iter(probes))
-    # The best layer is chosen on held-out training images (cross-validation), never on the test
-    # split.
-    best_layer = max(probes, key=lambda name: probes[name].held_out_top1)
+    best_layer, _ = best_linear(
+        {"protocols": {"linear": {name: probe.as_dict() for name, probe in probes.items()}}}
+    )
     return {
         "linear_probe_top1": probes[headline].top1,
         "knn_top1": knn_classify(
