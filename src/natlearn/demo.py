@@ -155,7 +155,23 @@ def run_demo(
     results["gap_recovered"], results["gap_note"] = gap_note(
         *((results[name]["linear_probe_top1"], n) for name in ("nat", "random_init", "supervised"))
     )
-    results["setup"] = {
+    results["setup"] = _setup(config, supervised_config, results, train_set, test_set, started)
+    _figures(out, config, supervised_config, nat_run, supervised_run, features, train_set, test_set)
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
+    atomic_write(out / "results.md", lambda tmp: tmp.write_text(format_table(results) + "\n"))
+    return results
+
+
+def _setup(
+    config: Config,
+    supervised_config: Config,
+    results: dict,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    started: float,
+) -> dict:
+    """What the demo measured, how, and how long it took."""
+    return {
         "data": (
             f"{config.data}: {len(train_set)} train / {len(test_set)} test images "
             "(fixed stratified split)"
@@ -170,6 +186,20 @@ def run_demo(
         "supervised_epochs": supervised_config.epochs,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _figures(
+    out: Path,
+    config: Config,
+    supervised_config: Config,
+    nat_run,
+    supervised_run,
+    features: dict,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+) -> None:
+    """loss_curve.png (both runs) and neighbours.png (NAT's and random init's penultimate
+    features)."""
     training_curves(
         {
             "NAT (square loss)": nat_run.history,
@@ -192,6 +222,3 @@ def run_demo(
         classes=train_set.classes,
         title=f"{figure_title(config, config.epochs, REPRESENTATION)} (random_init: epoch 0)",
     )
-    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
-    atomic_write(out / "results.md", lambda tmp: tmp.write_text(format_table(results) + "\n"))
-    return results

@@ -16,6 +16,7 @@ from natlearn.evaluate.features import image_features, network_features
 from natlearn.evaluate.probes.finetune import finetune
 from natlearn.evaluate.probes.suite import EvalSettings, probe_all
 from natlearn.models import Network
+from natlearn.models.registry import arch_spec
 from natlearn.progress import say
 
 __all__ = ["evaluate_handcrafted", "evaluate_network", "evaluate_pixels"]
@@ -61,7 +62,7 @@ def evaluate_network(
         settings.progress,
     )
     last = model.conv_names[-1]
-    hidden = settings.mlp_hidden or (4096 if model.arch == "alexnet" else 512)
+    hidden = settings.mlp_hidden or arch_spec(model.arch).mlp_hidden
     results = probe_all(
         {k: train[k] for k in wanted},
         {k: test[k] for k in wanted},

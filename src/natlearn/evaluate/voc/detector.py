@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from natlearn.choices import timm_model_name
 from natlearn.errors import NatlearnError
 from natlearn.models import Network
-from natlearn.models.timm_backbone import is_timm_arch, timm_fixed_input_size
+from natlearn.models.registry import arch_spec
 
 __all__ = [
     "DetectionSettings",
@@ -96,7 +95,7 @@ def detection_layer(arch: str, trunk: Sequence[str], layer: str | None) -> str:
     a network that takes one input size only (a timm ViT or Swin): the detector resizes each image
     with its aspect kept, so sizes vary from image to image.
     """
-    if is_timm_arch(arch) and timm_fixed_input_size(timm_model_name(arch)):
+    if arch_spec(arch).fixed_input_size(arch):
         raise NatlearnError(
             f"arch={arch} takes images of one fixed size only, but the detector feeds it images "
             "of varying size (resized with their aspect kept); detect with a convolutional "

@@ -22,20 +22,20 @@ from natlearn.evaluate.voc.detection import voc07_detection
 from natlearn.evaluate.voc.detector import DetectionSettings
 from natlearn.evaluate.voc.results import write_transfer
 from natlearn.models import Network, build_model, initial_model
+from natlearn.models.registry import arch_spec
 from natlearn.progress import say
 from natlearn.training.checkpoint import checkpoint_file, load_checkpoint, network_from_state
 
-__all__ = ["TRANSFER_SIZE", "transfer_image_size", "voc07_transfer"]
-
-TRANSFER_SIZE = ("alexnet", "resnet18", "resnet34", "resnet50")  # ImageNet archs: 224 by default
+__all__ = ["transfer_image_size", "voc07_transfer"]
 
 
 def transfer_image_size(given: int, config: Config, spec: dict | None, source: str) -> int:
-    """image_size= when given; else 224 for AlexNet/ResNets, else the training crop size."""
+    """image_size= when given; else the architecture's transfer size (224 for AlexNet/ResNets,
+    :class:`~natlearn.models.registry.ArchSpec`), else the training crop size."""
     if given:
         return given
-    if config.arch in TRANSFER_SIZE:
-        return 224
+    if arch_spec(config.arch).transfer_size:
+        return arch_spec(config.arch).transfer_size
     size = spec["image_size"] if spec is not None else config.crop_size or config.image_size
     if not size:
         raise NatlearnError(
