@@ -39,7 +39,7 @@ from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits
 from natlearn.files import atomic_write
 from natlearn.models import initial_model
 from natlearn.presets import load_preset
-from natlearn.training.checkpoint import latest_checkpoint
+from natlearn.training.resume import latest_checkpoint
 from natlearn.training.trainer import train
 
 SIMCLR = {"crop": "resized", "crop_scale": 0.08, "color_jitter": 0.5, "grayscale": 0.2}

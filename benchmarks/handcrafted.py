@@ -1,5 +1,5 @@
 """The hand-crafted baseline on CIFAR-10 against its published anchor (#25): Coates & Ng's k-means
-features (natlearn.evaluate.handcrafted), 77.9% with 1,600 centroids and 79.6% with 4,000 in
+features (natlearn.evaluate.probes.handcrafted), 77.9% with 1,600 centroids and 79.6% with 4,000 in
 Coates, Lee & Ng (AISTATS 2011).
 
     python benchmarks/handcrafted.py                        # K = 1,600, ~30 min on 2 shared cores
@@ -34,8 +34,8 @@ from _report import ROOT, cifar10_folder, cifar10_option, hardware, today, write
 from natlearn import markdown
 from natlearn.config import Config, resolve_device
 from natlearn.data import load_split
-from natlearn.evaluate.handcrafted import SETTINGS, encode, fit_encoder
-from natlearn.evaluate.probes import WEIGHT_DECAYS, linear_probe
+from natlearn.evaluate.probes.handcrafted import SETTINGS, encode, fit_encoder
+from natlearn.evaluate.probes.linear import WEIGHT_DECAYS, linear_probe
 from natlearn.evaluate.uncertainty import difference_error, with_error
 from natlearn.markdown import table
 
@@ -138,7 +138,7 @@ def section(rows: list[dict]) -> str:
             "",
             "; ".join(f"{date}, {machine}" for date, machine in runs)
             + ". CIFAR-10, the JPEG q75 copy in `../shared/data/cifar10` (50,000 train / 10,000 "
-            "test), natlearn's `hand-crafted` source (`natlearn.evaluate.handcrafted`): 6x6 "
+            "test), natlearn's `hand-crafted` source (`natlearn.evaluate.probes.handcrafted`): 6x6 "
             "patches at stride 1 on the 32x32 image, per-patch brightness/contrast normalisation, "
             "ZCA whitening and plain k-means fit on 400,000 patches of train images only, the "
             "triangle encoding, sums over the four quadrants (4 K features), then natlearn's "

@@ -241,7 +241,7 @@ MUTANTS = [
     Mutant(
         "decay-chosen-on-test-labels",
         "the linear probe refits each weight decay and keeps the one with the best test accuracy",
-        "evaluate/probes.py",
+        "evaluate/probes/linear.py",
         "    with torch.no_grad():\n        test_scores = torch.cat(\n",
         "    fits = [\n"
         "        _choose_and_fit(x, y, classes, [wd], solver, epochs, batch_size, lr, "
@@ -262,7 +262,7 @@ MUTANTS = [
         "layer-chosen-on-test-labels",
         "the best layer of an evaluation (headline, gap fractions) is the one with the best test "
         "accuracy",
-        "evaluate/compare.py",
+        "evaluate/reports/compare.py",
         'layer = max(table, key=lambda name: table[name]["held_out_top1"])',
         'layer = max(table, key=lambda name: table[name]["top1"])',
         (
@@ -272,17 +272,19 @@ MUTANTS = [
     ),
     Mutant(
         "demo-layer-chosen-on-test-labels",
-        "the demo's best-layer column picks the layer with the best test accuracy",
+        "the demo's best-layer column picks the layer with the best test accuracy (its probes' "
+        "test top-1 handed to the layer choice as their held-out score)",
         "demo.py",
-        "best_layer = max(probes, key=lambda name: probes[name].held_out_top1)",
-        "best_layer = max(probes, key=lambda name: probes[name].top1)",
+        "{name: probe.as_dict() for name, probe in probes.items()}",
+        '{name: {**probe.as_dict(), "held_out_top1": probe.top1} '
+        "for name, probe in probes.items()}",
         (f"{HONEST}::test_the_demo_picks_its_best_layer_on_held_out_train_images",),
     ),
     Mutant(
         "mlp-probe-too-few-steps",
         "the MLP probe trains with the full batch size even on a train split smaller than a batch "
         "(no steps)",
-        "evaluate/mlp.py",
+        "evaluate/probes/mlp.py",
         "    batch_size = max(2, min(batch_size, len(x) // 4))\n",
         "",
         (f"{HONEST}::test_the_mlp_probe_learns_an_easy_task_with_fewer_images_than_its_batch",),
@@ -335,7 +337,7 @@ MUTANTS = [
         "finetuned-net-scored-in-train-mode",
         "fine-tuning hands its network back in train mode: test images are scored with BatchNorm "
         "on the statistics of the chunk they land in",
-        "evaluate/transfer.py",
+        "evaluate/fit.py",
         "    return tuned.eval()\n",
         "    return tuned\n",
         (f"{PINNED}::test_a_finetuned_network_scores_each_test_image_independently_of_its_batch",),
@@ -344,7 +346,7 @@ MUTANTS = [
         "knn-votes-near-uniform",
         "k-NN neighbours vote with weight exp(similarity * temperature), all near 1, instead of "
         "exp(similarity / temperature)",
-        "evaluate/knn.py",
+        "evaluate/probes/knn.py",
         "(similarity / temperature).exp()",
         "(similarity * temperature).exp()",
         (f"{PINNED}::test_knn_votes_weigh_each_neighbour_by_exp_of_similarity_over_temperature",),
@@ -353,7 +355,7 @@ MUTANTS = [
         "test-features-standardised-by-their-own-statistics",
         "the linear probe standardises the test features by their own mean and std (a scaler fit "
         "again on the test split) instead of the training features'",
-        "evaluate/probes.py",
+        "evaluate/probes/linear.py",
         "[final(standardise(chunk).to(device)).cpu() for chunk in test_x.split(4096)]",
         "[final(standardiser(test_x)(chunk).to(device)).cpu() for chunk in test_x.split(4096)]",
         (f"{STANDARDISED}[linear]",),
@@ -361,7 +363,7 @@ MUTANTS = [
     Mutant(
         "mlp-standardised-with-test-features",
         "the MLP probe standardises by the mean and std of the train and test features together",
-        "evaluate/mlp.py",
+        "evaluate/probes/mlp.py",
         "    standardise = standardiser(train_x)\n",
         "    standardise = standardiser(torch.cat([train_x, test_x]))\n",
         (f"{STANDARDISED}[mlp]",),
@@ -403,7 +405,7 @@ MUTANTS = [
         "cv-fold-inside-its-own-fit",
         "the L-BFGS probe's cross-validation fits each fold's model on every training image, the "
         "held-out fold included",
-        "evaluate/probes.py",
+        "evaluate/probes/linear.py",
         "fit = torch.cat([f for j, f in enumerate(folds) if j != k])",
         "fit = torch.cat([f for j, f in enumerate(folds)])",
         (f"{HELD_OUT}[lbfgs]",),
@@ -412,7 +414,7 @@ MUTANTS = [
         "adam-held-out-inside-the-fit",
         "the Adam probe trains on every training image, the 10% it chooses the weight decay on "
         "included",
-        "evaluate/probes.py",
+        "evaluate/probes/linear.py",
         "    return order[cut:], order[:cut]\n",
         "    return order, order[:cut]\n",
         (f"{HELD_OUT}[adam]",),
@@ -421,7 +423,7 @@ MUTANTS = [
         "voc-refit-with-the-last-decay-tried",
         "the VOC linear probe reports the decay val chose but refits on trainval with the last "
         "decay its search tried",
-        "evaluate/voc_classification.py",
+        "evaluate/voc/classification.py",
         'targets["val"]]), decays[best])',
         'targets["val"]]), decays[i])',
         (f"{PINNED}::test_the_voc_linear_probe_refits_on_trainval_with_the_decay_val_chose",),
@@ -430,7 +432,7 @@ MUTANTS = [
         "evolution-rows-numbered-by-position",
         "evolution labels its rows 0, 1, 2, ... instead of the epochs of the checkpoints they "
         "evaluate",
-        "evaluate/evolution.py",
+        "evaluate/reports/evolution.py",
         '        epoch = state["epoch"] if state is not None else 0\n',
         "        epoch = index\n",
         (f"{PINNED}::test_each_evolution_row_evaluates_the_checkpoint_of_its_epoch",),

@@ -33,7 +33,7 @@ from natlearn.evaluate import labelled_splits
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import initial_model
-from natlearn.training.checkpoint import latest_checkpoint
+from natlearn.training.resume import latest_checkpoint
 from natlearn.training.trainer import train
 
 SUP = {"objective": "supervised"}

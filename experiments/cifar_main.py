@@ -11,10 +11,10 @@ newest checkpoint): (1) NAT with the `cifar10` preset (32-64-128-128 conv net, S
 k = n, pad-4 crops + flips, re-assignment every 3rd epoch, SGD momentum 0.9, lr 0.05 cosine, batch
 256), keeping every 5th epoch; (2) the same network trained on the labels (cross-entropy) for
 --supervised-epochs; (3) the full protocols for NAT, random init, supervised, raw pixels and the
-hand-crafted baseline (Coates & Ng k-means features, natlearn.evaluate.handcrafted): linear probes
-on every conv layer and the penultimate features, the paper's MLP on the last conv layer, weighted
-k-NN; (4) the evolution of the short protocol (cifar_ablations.py's: probes fit on 10,000
-train images) over the kept checkpoints; (5) conv1 filters and nearest-neighbour mosaic under
+hand-crafted baseline (Coates & Ng k-means features, natlearn.evaluate.probes.handcrafted):
+linear probes on every conv layer and the penultimate features, the paper's MLP on the last conv
+layer, weighted k-NN; (4) the evolution of the short protocol (cifar_ablations.py's: probes fit on
+10,000 train images) over the kept checkpoints; (5) conv1 filters and nearest-neighbour mosaic under
 docs/figures/. Writes experiments/results/cifar_main.json and the "cifar-main" section of
 docs/results.md.
 """
@@ -32,12 +32,13 @@ from pathlib import Path
 import harness
 from natlearn.config import Config
 from natlearn.evaluate import EvalSettings, evaluate, labelled_splits
-from natlearn.evaluate.compare import best_linear, compare_table, gap_recovered
-from natlearn.evaluate.figures import line_plot
+from natlearn.evaluate.reports.compare import best_linear, compare_table, gap_recovered
+from natlearn.evaluate.reports.figures import line_plot
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import initial_model
-from natlearn.training.checkpoint import checkpoint_paths, latest_checkpoint, load_model
+from natlearn.training.checkpoint import checkpoint_paths, load_model
+from natlearn.training.resume import latest_checkpoint
 from natlearn.training.trainer import train
 
 FIGURES = harness.ROOT / "docs" / "figures"
@@ -243,10 +244,10 @@ def section(payload: dict) -> str:
         *(
             [
                 f"hand-crafted: {results['hand-crafted'].get('features', '')} "
-                "(`natlearn eval hand-crafted data=...`; natlearn.evaluate.handcrafted). The "
-                "published anchor for these features (Coates, Lee & Ng, AISTATS 2011, an L2-SVM "
-                "on them): 77.9% with 1,600 centroids, 79.6% with 4,000; natlearn's K sweep: "
-                "`python benchmarks/handcrafted.py`'s section of this page.",
+                "(`natlearn eval hand-crafted data=...`; natlearn.evaluate.probes.handcrafted). "
+                "The published anchor for these features (Coates, Lee & Ng, AISTATS 2011, an "
+                "L2-SVM on them): 77.9% with 1,600 centroids, 79.6% with 4,000; natlearn's K "
+                "sweep: `python benchmarks/handcrafted.py`'s section of this page.",
                 "",
                 *added,
                 "",

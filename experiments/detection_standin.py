@@ -42,7 +42,8 @@ from PIL import Image, ImageFilter
 import harness
 from natlearn.config import Config
 from natlearn.data.voc import read_voc
-from natlearn.evaluate.detection import DetectionSettings, detection_transfer
+from natlearn.evaluate.voc.detection import detection_transfer
+from natlearn.evaluate.voc.detector import DetectionSettings
 from natlearn.files import atomic_write
 from natlearn.markdown import hardware, table, today
 from natlearn.models import Network, build_model

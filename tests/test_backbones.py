@@ -12,7 +12,7 @@ from natlearn import load_backbone
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.errors import NatlearnError
-from natlearn.evaluate.figures import filters_figure, first_conv
+from natlearn.evaluate.reports.figures import filters_figure, first_conv
 from natlearn.export import export_backbone
 from natlearn.models import build_model, feature_layers
 from natlearn.training.checkpoint import load_model

@@ -14,15 +14,10 @@ from torch import nn
 
 from natlearn.data.voc import VOCImage, VOCSplit, read_voc
 from natlearn.errors import NatlearnError
-from natlearn.evaluate import detection
-from natlearn.evaluate.average_precision import average_precision
-from natlearn.evaluate.detection import (
-    DetectionSettings,
-    NetworkBackbone,
-    detection_model,
-    detection_transfer,
-    voc_detection_ap,
-)
+from natlearn.evaluate.voc import detection
+from natlearn.evaluate.voc.average_precision import average_precision, voc_detection_ap
+from natlearn.evaluate.voc.detection import detection_transfer
+from natlearn.evaluate.voc.detector import DetectionSettings, NetworkBackbone, detection_model
 from natlearn.models import InputLayer, small_convnet
 from voc_fixture import write_voc_fixture
 

@@ -21,13 +21,13 @@ def test_roles_become_links_or_code(natlearn_api):
     softmax = natlearn_api["nat.loss.softmax_loss"].docstring.value
     assert "[`square_loss`][natlearn.nat.loss.square_loss]" in softmax
     # ~ shows the last part; a re-export links to where the object is defined
-    embedding = natlearn_api["evaluate.embedding"].docstring.value
+    embedding = natlearn_api["evaluate.reports.embedding"].docstring.value
     assert "[`load_split`][natlearn.data.datasets.load_split]" in embedding
     # outside natlearn (no inventory) and not exported (not in __all__): code, no link
     assert "`numpy.lib.format.open_memmap`" in embedding
     assert "[`numpy" not in embedding
-    probes = natlearn_api["evaluate.probes.linear_probe"].docstring.value
-    assert "`PATIENCE`" in probes and "][natlearn.evaluate.probes.PATIENCE]" not in probes
+    probes = natlearn_api["evaluate.probes.linear.linear_probe"].docstring.value
+    assert "`PATIENCE`" in probes and "][natlearn.evaluate.fit.PATIENCE]" not in probes
     assert ":func:" not in softmax + embedding + probes
 
 

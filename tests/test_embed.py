@@ -14,7 +14,8 @@ from PIL import Image
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import eval_view, load_dataset
-from natlearn.evaluate import embedding, extract_features, pool_conv_map
+from natlearn.evaluate import extract_features, pool_conv_map
+from natlearn.evaluate.reports import embedding
 from natlearn.training.checkpoint import load_checkpoint, load_model
 
 CLASSES = {"cat": [(12, 12), (16, 12)], "dog": [(20, 14), (12, 12)], "eel": [(13, 17)]}

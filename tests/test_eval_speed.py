@@ -12,15 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-import natlearn.evaluate.probes as probes
-import natlearn.evaluate.transfer as transfer
+import natlearn.evaluate.fit as fit
+import natlearn.evaluate.probes.linear as probes
+import natlearn.evaluate.probes.scoring as scoring
+import natlearn.evaluate.probes.suite as suite
 from natlearn import progress
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.data.folder import decode_folder, scan_folder
 from natlearn.evaluate import EvalSettings, evaluate_network, linear_probe
-from natlearn.evaluate.evolution import evolution
+from natlearn.evaluate.reports.evolution import evolution
 from natlearn.models import initial_model
 
 
@@ -48,7 +50,7 @@ def test_the_decay_walk_chooses_what_trying_every_decay_chooses(monkeypatch):
     monkeypatch.setattr(probes, "fit_lbfgs", lambda *a, **k: fits.append(a[3]) or real(*a, **k))
     walked = linear_probe(x, y, test_x, test_y, weight_decays=DECAYS, solver="lbfgs")
     tried = sorted(set(fits))
-    monkeypatch.setattr(probes, "PATIENCE", len(DECAYS))
+    monkeypatch.setattr(fit, "PATIENCE", len(DECAYS))
     fits.clear()
     every = linear_probe(x, y, test_x, test_y, weight_decays=DECAYS, solver="lbfgs")
     assert sorted(set(fits)) == sorted(DECAYS)
@@ -82,7 +84,7 @@ def test_linear_probes_and_knn_leave_the_global_rng_alone():
     before = torch.get_rng_state()
     linear_probe(x, y, x, y, weight_decays=(1e-2, 1.0), solver="lbfgs")
     linear_probe(x, y, x, y, weight_decays=(1e-2, 1.0), solver="adam", epochs=1)
-    transfer.knn_classify(x, y, x, y, k=5)
+    suite.knn_classify(x, y, x, y, k=5)
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -104,18 +106,18 @@ def test_concurrent_probes_give_the_results_of_probes_in_turn(digits_subsets, mo
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     workers = []
-    real_run = transfer._run_probes
+    real_run = suite._run_probes
     try:
-        monkeypatch.setattr(transfer, "MAX_CONCURRENT_PROBES", 1)
+        monkeypatch.setattr(suite, "MAX_CONCURRENT_PROBES", 1)
         in_turn = evaluate_network(model, train_set, test_set, 8, settings)["protocols"]
-        monkeypatch.setattr(transfer, "MAX_CONCURRENT_PROBES", 4)
+        monkeypatch.setattr(suite, "MAX_CONCURRENT_PROBES", 4)
 
         def spy(probes_, device):
             for item in real_run(probes_, device):
                 workers.append(torch.get_num_threads())
                 yield item
 
-        monkeypatch.setattr(transfer, "_run_probes", spy)
+        monkeypatch.setattr(suite, "_run_probes", spy)
         at_once = evaluate_network(model, train_set, test_set, 8, settings)["protocols"]
     finally:
         torch.set_num_threads(threads)
@@ -194,8 +196,8 @@ FLAGS = ["--knn", "20", "--probe-epochs", "1", "--no-mlp", "--layers", "neck"]
 def evaluations(monkeypatch):
     """How many evaluations actually ran (each probes its features once)."""
     count = []
-    real = transfer._probe_all
-    monkeypatch.setattr(transfer, "_probe_all", lambda *a, **k: count.append(1) or real(*a, **k))
+    real = scoring.probe_all
+    monkeypatch.setattr(scoring, "probe_all", lambda *a, **k: count.append(1) or real(*a, **k))
     return count
 
 

@@ -21,10 +21,10 @@ from natlearn.evaluate import (
     mlp_probe,
     pool_conv_map,
 )
-from natlearn.evaluate.compare import gap_recovered
-from natlearn.evaluate.evolution import evolution
-from natlearn.evaluate.figures import filters_figure, neighbours_figure, training_curves
-from natlearn.evaluate.report import write_report
+from natlearn.evaluate.reports.compare import gap_recovered
+from natlearn.evaluate.reports.evolution import evolution
+from natlearn.evaluate.reports.figures import filters_figure, neighbours_figure, training_curves
+from natlearn.evaluate.reports.report import write_report
 from natlearn.models import initial_model
 from natlearn.training.trainer import train
 

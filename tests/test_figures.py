@@ -11,9 +11,10 @@ from PIL import Image
 from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import load_dataset
-from natlearn.evaluate import EvalSettings, figures
-from natlearn.evaluate.evolution import evolution
-from natlearn.evaluate.figures import (
+from natlearn.evaluate import EvalSettings
+from natlearn.evaluate.reports import figures
+from natlearn.evaluate.reports.evolution import evolution
+from natlearn.evaluate.reports.figures import (
     filter_grid,
     filters_figure,
     line_plot,

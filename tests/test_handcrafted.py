@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from natlearn.cli import main
 from natlearn.data import ImageDataset
-from natlearn.evaluate import EvalSettings, evaluate_handcrafted, handcrafted
-from natlearn.evaluate.handcrafted import coates_ng, fit_encoder, normalise
+from natlearn.evaluate import EvalSettings, evaluate_handcrafted
+from natlearn.evaluate.probes import handcrafted
+from natlearn.evaluate.probes.handcrafted import coates_ng, fit_encoder, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"centroids": 8, "patches": 400, "iterations": 5}  # a fit of a fraction of a second

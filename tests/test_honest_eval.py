@@ -20,7 +20,7 @@ from natlearn.evaluate import (
     linear_probe,
     mlp_probe,
 )
-from natlearn.evaluate.compare import best_linear
+from natlearn.evaluate.reports.compare import best_linear
 from natlearn.models import initial_model
 
 SMALL = ["widths=[8,16]", "dim=8"]
@@ -186,23 +186,23 @@ def test_knn_reports_the_k_it_used():
 
 
 def test_finetuning_follows_the_configs_flip(monkeypatch):
-    import natlearn.evaluate.transfer as transfer
+    import natlearn.evaluate.probes.finetune as finetune
 
     flips = []
-    real = transfer.Augmentation
+    real = finetune.Augmentation
 
     def spy(*args, **kwargs):
         augmentation = real(*args, **kwargs)
         flips.append(augmentation.flip)
         return augmentation
 
-    monkeypatch.setattr(transfer, "Augmentation", spy)
+    monkeypatch.setattr(finetune, "Augmentation", spy)
     train_set, test_set = (
         load_dataset("digits", "train").subset(torch.arange(64)),
         load_dataset("digits", "test").subset(torch.arange(32)),
     )
     model = initial_model(Config(widths=(8, 16), dim=8), train_set)
-    transfer.finetune(model, train_set, test_set, 8, epochs=1, flip=False)
+    finetune.finetune(model, train_set, test_set, 8, epochs=1, flip=False)
     assert flips and not any(flips)
     settings = EvalSettings(
         finetune_epochs=1, linear=False, knn=(), mlp=False, progress=False
@@ -260,7 +260,7 @@ def test_knn_runs_on_its_layers_even_outside_the_linear_layers():
 
 
 def test_compare_warns_when_sources_were_scored_on_different_test_splits():
-    from natlearn.evaluate.compare import compare_table
+    from natlearn.evaluate.reports.compare import compare_table
 
     def scored(split):
         result = {

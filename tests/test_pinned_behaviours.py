@@ -11,14 +11,14 @@ import math
 import pytest
 import torch
 
-import natlearn.evaluate.transfer as transfer
-import natlearn.evaluate.voc_classification as voc_classification
+import natlearn.evaluate.probes.finetune as finetune
+import natlearn.evaluate.voc.classification as voc_classification
 import natlearn.nat.objective as objectives
 import natlearn.training.trainer as training
 from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.evaluate import EvalSettings, knn_classify, linear_probe, mlp_probe
-from natlearn.evaluate.evolution import evolution
+from natlearn.evaluate.reports.evolution import evolution
 from natlearn.evaluate.reuse import eval_key, file_sha256, find_reusable
 from natlearn.models import initial_model
 from natlearn.training.trainer import train
@@ -153,7 +153,7 @@ def test_a_finetuned_network_scores_each_test_image_independently_of_its_batch(m
     alone (BatchNorm on its running statistics), whatever else is in its chunk."""
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
     tuned: list[tuple[torch.nn.Module, torch.utils.hooks.RemovableHandle]] = []
-    tune = transfer.tuned_copy
+    tune = finetune.tuned_copy
 
     def recorded(*args, **kwargs):
         network = tune(*args, **kwargs)
@@ -163,11 +163,11 @@ def test_a_finetuned_network_scores_each_test_image_independently_of_its_batch(m
         tuned.append((network, hook))
         return network
 
-    monkeypatch.setattr(transfer, "tuned_copy", recorded)
+    monkeypatch.setattr(finetune, "tuned_copy", recorded)
     train_set = load_dataset("digits", "train").subset(torch.arange(128))
     test_set = load_dataset("digits", "test").subset(torch.arange(64))
     model = initial_model(Config(widths=(8, 16), dim=8), train_set)
-    result = transfer.finetune(model, train_set, test_set, 8, epochs=1, lr=0.1)
+    result = finetune.finetune(model, train_set, test_set, 8, epochs=1, lr=0.1)
     assert len(tuned) == 1 and len(calls) == 1 and len(calls[0][0]) == 64
     network, hook = tuned[0]
     hook.remove()

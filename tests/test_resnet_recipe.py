@@ -128,7 +128,7 @@ def test_the_recipe_study_scores_train_images_its_runs_never_saw(monkeypatch):
 def test_fine_tuning_an_mlp_head_network_puts_a_linear_classifier_on_its_neck():
     """Fine-tuning replaces the NAT head, MLP or not, by a linear map from the pooled features."""
     from natlearn.data import load_dataset
-    from natlearn.evaluate.transfer import finetune
+    from natlearn.evaluate.probes.finetune import finetune
 
     config = Config(widths=(8, 16), dim=8, head="mlp", head_widths=(32, 24))
     model = build_model(

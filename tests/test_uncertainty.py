@@ -9,7 +9,7 @@ import pytest
 from natlearn.cli import main
 from natlearn.demo import format_table
 from natlearn.evaluate import format_eval
-from natlearn.evaluate.compare import compare_table, gap_recovered
+from natlearn.evaluate.reports.compare import compare_table, gap_recovered
 from natlearn.evaluate.uncertainty import gap_note, standard_error, within_noise
 
 

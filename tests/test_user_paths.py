@@ -300,7 +300,7 @@ def test_device_cpu_is_honoured_where_a_gpu_would_be_chosen(folder_run, tmp_path
     base = Config(data=str(folder), **TINY)
     for source in (str(run), "random-init", "raw-pixels", "hand-crafted"):
         assert evaluate(source, ["device=cpu"], settings, base=base)["protocols"]["linear"]
-    from natlearn.evaluate.evolution import evolution
+    from natlearn.evaluate.reports.evolution import evolution
 
     assert len(evolution(run, settings, ["device=cpu"], tmp_path / "evolution")) == 2
 

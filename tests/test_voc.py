@@ -11,10 +11,10 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from natlearn.cli import main
-from natlearn.data.voc import VOC_CLASSES, VOCImage, VOCSplit, read_voc
+from natlearn.data.voc import VOC_CLASSES, VOCImage, VOCSplit, decode_images, read_voc
 from natlearn.errors import NatlearnError
-from natlearn.evaluate import voc_classification
-from natlearn.evaluate.voc_classification import _bce, class_average_precisions
+from natlearn.evaluate.voc import classification as voc_classification
+from natlearn.evaluate.voc.classification import _bce, class_average_precisions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from voc_fixture import write_voc_fixture  # noqa: E402
@@ -266,7 +266,7 @@ def test_transfer_cli_refuses_bad_sources_and_data_in_one_line(voc, tmp_path, ca
 def test_transfer_cli_detects_with_the_lr_chosen_on_val_and_test_scored_once(
     voc, tmp_path, monkeypatch
 ):
-    from natlearn.evaluate import detection
+    from natlearn.evaluate.voc import detection
 
     calls: list[tuple[int, int, float]] = []  # (train images, scored images, lr) of each run
     real = detection.detection_transfer
@@ -341,12 +341,12 @@ def test_transfer_cli_honours_device(tmp_path, capsys):
 def test_transfer_cli_writes_a_sources_classification_before_its_detection_runs(
     voc, tmp_path, monkeypatch, capsys
 ):
-    from natlearn.evaluate import detection
+    from natlearn.evaluate.voc import run
 
     def broken(*args, **kwargs):
         raise NatlearnError("detection broke")
 
-    monkeypatch.setattr(detection, "voc07_detection", broken)
+    monkeypatch.setattr(run, "voc07_detection", broken)
     out = tmp_path / "out"
     argv = ["random-init", f"data_root={voc.root}", "image_size=16", "widths=4,8", "progress=false"]
     flags = ["--finetune", "0", "--task", "both", "--out", str(out)]
@@ -367,15 +367,15 @@ def _corrupt(voc_fixture, split: str, index: int, how: str) -> Path:
 
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
 def test_a_corrupt_image_is_one_line_in_classification_and_detection(tmp_path, how):
-    from natlearn.evaluate.detection import _read
+    from natlearn.evaluate.voc.detection import _read
 
     fixture = write_voc_fixture(tmp_path, sizes={"train": 3, "val": 3, "test": 3})
     path = _corrupt(fixture, "test", 1, how)
     test = read_voc(fixture.root, "test")
     messages = []
     for read in (
-        lambda: voc_classification.decode_images(test, 16),
-        lambda: voc_classification.decode_images(test, 16, channels=1),
+        lambda: decode_images(test, 16),
+        lambda: decode_images(test, 16, channels=1),
         lambda: [_read(image, torch.device("cpu")) for image in test.images],
     ):
         with pytest.raises(NatlearnError) as error:

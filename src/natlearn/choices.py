@@ -5,6 +5,8 @@ importing the config schema.
 
 ``arch`` also takes any ``ARCH_TIMM_PREFIX`` + timm model name (``timm:convnext_atto``): an open
 choice, checked against timm by :func:`timm_model_name`, not a Literal value.
+
+An evaluation's source is a checkpoint or one of the baselines named here (:data:`BASELINES`).
 """
 
 from __future__ import annotations
@@ -18,16 +20,21 @@ from natlearn.errors import NatlearnError
 __all__ = [
     "ARCH_TIMM_PREFIX",
     "Arch",
+    "BASELINES",
     "BadImagePolicy",
     "Crop",
     "DataMode",
+    "HAND_CRAFTED",
     "HeadKind",
     "InputMode",
     "LoggerKind",
     "LossKind",
+    "NO_NETWORK",
     "NonfinitePolicy",
     "ObjectiveName",
     "Precision",
+    "RANDOM_INIT",
+    "RAW_PIXELS",
     "Reduction",
     "Schedule",
     "TargetKind",
@@ -51,6 +58,12 @@ Schedule = Literal["constant", "cosine", "step"]
 Precision = Literal["auto", "fp32", "bf16"]
 NonfinitePolicy = Literal["stop", "skip"]
 LoggerKind = Literal["none", "tensorboard", "csv", "wandb"]
+
+RANDOM_INIT, RAW_PIXELS, HAND_CRAFTED = "random-init", "raw-pixels", "hand-crafted"
+NO_NETWORK = (RAW_PIXELS, HAND_CRAFTED)
+"""Sources without a network: features computed from the images alone."""
+BASELINES = (RANDOM_INIT, *NO_NETWORK)
+"""The sources ``natlearn eval``, ``compare`` and ``transfer`` take besides checkpoints."""
 
 
 def timm_model_name(arch: str) -> str:

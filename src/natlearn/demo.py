@@ -17,7 +17,8 @@ import torch
 from natlearn.config import Config
 from natlearn.data import ImageDataset, load_split
 from natlearn.evaluate import extract_features, knn_classify, linear_probe
-from natlearn.evaluate.figures import figure_title, neighbours_figure, training_curves
+from natlearn.evaluate.reports.compare import best_linear
+from natlearn.evaluate.reports.figures import figure_title, neighbours_figure, training_curves
 from natlearn.evaluate.uncertainty import gap_note, with_error
 from natlearn.files import atomic_write
 from natlearn.markdown import table
@@ -44,9 +45,9 @@ def _score(
         for name in train_features
     }
     headline = REPRESENTATION if REPRESENTATION in probes else next(iter(probes))
-    # The best layer is chosen on held-out training images (cross-validation), never on the test
-    # split.
-    best_layer = max(probes, key=lambda name: probes[name].held_out_top1)
+    best_layer, _ = best_linear(
+        {"protocols": {"linear": {name: probe.as_dict() for name, probe in probes.items()}}}
+    )
     return {
         "linear_probe_top1": probes[headline].top1,
         "knn_top1": knn_classify(
@@ -154,7 +155,23 @@ def run_demo(
     results["gap_recovered"], results["gap_note"] = gap_note(
         *((results[name]["linear_probe_top1"], n) for name in ("nat", "random_init", "supervised"))
     )
-    results["setup"] = {
+    results["setup"] = _setup(config, supervised_config, results, train_set, test_set, started)
+    _figures(out, config, supervised_config, nat_run, supervised_run, features, train_set, test_set)
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
+    atomic_write(out / "results.md", lambda tmp: tmp.write_text(format_table(results) + "\n"))
+    return results
+
+
+def _setup(
+    config: Config,
+    supervised_config: Config,
+    results: dict,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    started: float,
+) -> dict:
+    """What the demo measured, how, and how long it took."""
+    return {
         "data": (
             f"{config.data}: {len(train_set)} train / {len(test_set)} test images "
             "(fixed stratified split)"
@@ -169,6 +186,20 @@ def run_demo(
         "supervised_epochs": supervised_config.epochs,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _figures(
+    out: Path,
+    config: Config,
+    supervised_config: Config,
+    nat_run,
+    supervised_run,
+    features: dict,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+) -> None:
+    """loss_curve.png (both runs) and neighbours.png (NAT's and random init's penultimate
+    features)."""
     training_curves(
         {
             "NAT (square loss)": nat_run.history,
@@ -191,6 +222,3 @@ def run_demo(
         classes=train_set.classes,
         title=f"{figure_title(config, config.epochs, REPRESENTATION)} (random_init: epoch 0)",
     )
-    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
-    atomic_write(out / "results.md", lambda tmp: tmp.write_text(format_table(results) + "\n"))
-    return results

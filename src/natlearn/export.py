@@ -171,11 +171,12 @@ def torchvision_state_dict(backbone: dict[str, torch.Tensor], arch: str) -> dict
     takes the input layer's channels (and, for images up to 64 px, its stem is the CIFAR one); only
     ``fc`` is missing. The input layer (normalisation, gray, Sobel) is not a torchvision module: the
     caller applies it (README)."""
-    from natlearn.models.resnet import RESNETS
+    from natlearn.models.registry import ARCHS, arch_spec
 
-    if arch not in RESNETS:
+    if not arch_spec(arch).torchvision:
+        torchvision = [name for name, spec in ARCHS.items() if spec.torchvision]
         raise NatlearnError(
-            f"--format torchvision needs a torchvision architecture ({', '.join(RESNETS)}); "
+            f"--format torchvision needs a torchvision architecture ({', '.join(torchvision)}); "
             f"this checkpoint is arch={arch}: export it in natlearn's format"
         )
     renamed = {}

@@ -31,7 +31,7 @@ except ImportError as error:  # an optional extra
         "natlearn.lightning needs PyTorch Lightning: pip install 'natlearn[lightning]'"
     ) from error
 
-from natlearn.evaluate.knn import knn_classify
+from natlearn.evaluate.probes.knn import knn_classify
 from natlearn.nat.module import NATLoss
 from natlearn.training.distributed import Ranks
 

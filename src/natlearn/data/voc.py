@@ -9,13 +9,18 @@ set written in this format reads the same way, with its own class names.
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from natlearn.errors import NatlearnError
+from natlearn.progress import steps
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -26,6 +31,7 @@ __all__ = [
     "VOC_IMAGE_SETS",
     "VOCImage",
     "VOCSplit",
+    "decode_images",
     "load_image",
     "read_voc",
     "read_voc07",
@@ -263,3 +269,26 @@ def read_voc07(root: str | Path, download: bool = False) -> VOC07:
                 f"measured on it; give a {name} split with annotated objects"
             )
     return VOC07(train, val, test)
+
+
+def _decode(path: Path, size: int, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    resized = load_image(path, mode).resize((size, size), Image.BILINEAR)
+    array = np.array(resized, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def decode_images(
+    split: VOCSplit, size: int, channels: int = 3, progress: bool = False, desc: str = ""
+) -> torch.Tensor:
+    """Every image of ``split`` resized whole to ``size`` x ``size`` (bilinear; gray when the
+    network takes ``channels`` = 1): (n, channels, size, size) uint8."""
+    mode = "L" if channels == 1 else "RGB"
+    decode = functools.partial(_decode, size=size, mode=mode)
+    paths = [image.path for image in split.images]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL frees the GIL
+        arrays = list(
+            steps(pool.map(decode, paths), f"decoding {desc}", len(paths), progress, 5.0, "images")
+        )
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from natlearn.data import ImageData, ImageDataset, eval_view
 from natlearn.models import Network
+from natlearn.models.registry import arch_spec
 from natlearn.progress import steps
 
 __all__ = [
@@ -20,19 +21,10 @@ __all__ = [
     "image_features",
     "network_features",
     "pool_conv_map",
-    "DEEPCLUSTER_POOLS",
     "FEATURE_BUDGET",
 ]
 
 FEATURE_BUDGET = 9216
-# DeepCluster's average pooling (kernel, stride, padding) of AlexNet's conv maps to ~9k dims.
-DEEPCLUSTER_POOLS = {
-    "conv1": (6, 6, 3),
-    "conv2": (4, 4, 0),
-    "conv3": (3, 3, 1),
-    "conv4": (3, 3, 1),
-    "conv5": (2, 2, 0),
-}
 
 
 def pool_conv_map(
@@ -44,8 +36,9 @@ def pool_conv_map(
     Other networks get the same idea as a rule: the largest s x s grid with C * s * s <= max_dims,
     capped by the map's own size, so every layer is compared at a similar dimension.
     """
-    if arch == "alexnet" and layer in DEEPCLUSTER_POOLS:
-        kernel, stride, padding = DEEPCLUSTER_POOLS[layer]
+    pools = arch_spec(arch).pools
+    if layer in pools:
+        kernel, stride, padding = pools[layer]
         return F.avg_pool2d(feature_map, kernel, stride, padding).flatten(1)
     channels, height = feature_map.shape[1], feature_map.shape[2]
     side = max(1, min(height, math.isqrt(max(1, max_dims // channels))))

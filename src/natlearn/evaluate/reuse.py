@@ -2,15 +2,17 @@
 ``key``): the network (the checkpoint file's sha256, or the config a random init is built from),
 the evaluation settings, a digest of the train and test images and labels, the crop size, and the
 protocol version. ``compare`` and ``evolution`` reuse a stored evaluation whose key matches exactly,
-and recompute otherwise."""
+and recompute otherwise (:func:`reuse_or_measure`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from natlearn.progress import say
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -20,6 +22,7 @@ __all__ = [
     "file_sha256",
     "find_reusable",
     "random_init_network",
+    "reuse_or_measure",
 ]
 
 # Bump when a probe's code changes the numbers it gives: evaluations stored before are recomputed.
@@ -112,3 +115,22 @@ def find_reusable(key: dict, candidates: Iterable[Path]) -> tuple[Path, dict] | 
             if isinstance(row, dict) and row.get("key") == key and "protocols" in row:
                 return path, row
     return None
+
+
+def reuse_or_measure(
+    key: dict,
+    candidates: Iterable[Path],
+    label: str,
+    same: str,
+    measure: Callable[[], dict],
+    progress: bool,
+) -> tuple[dict, Path | None]:
+    """The evaluation ``key`` names, and the file it was reused from: the first stored one among
+    ``candidates`` (:func:`find_reusable`; said as ``label: reusing FILE (same {same}settings and
+    data)``), else ``measure()``'s results and None."""
+    found = find_reusable(key, candidates)
+    if found is None:
+        return measure(), None
+    path, stored = found
+    say(f"{label}: reusing {path} (same {same}settings and data)", progress)
+    return stored, path

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from natlearn.models.input import InputLayer
-from natlearn.models.network import ALEXNET_CONVS, Head, Network, alexnet_bn, small_convnet
-from natlearn.models.resnet import RESNET_STAGES, RESNETS, resnet
-from natlearn.models.timm_backbone import is_timm_arch, timm_network, timm_stage_names
+from natlearn.models.network import Head, Network, alexnet_bn, small_convnet
+from natlearn.models.registry import arch_spec
 
 if TYPE_CHECKING:
     from natlearn.config import Config
@@ -57,14 +56,10 @@ def build_model(config: Config, spec: dict) -> Network:
         config.input, spec["channels"], spec.get("mean", (0.5,)), spec.get("std", (0.25,))
     )
     out_dim = spec["num_classes"] if logits else config.dim
-    if config.arch == "alexnet":
-        network = alexnet_bn(input_layer, out_dim, not logits, spec["image_size"])
-    elif config.arch in RESNETS:
-        network = resnet(config.arch, input_layer, out_dim, spec["image_size"], not logits)
-    elif is_timm_arch(config.arch):
-        network = timm_network(config.arch, input_layer, out_dim, spec["image_size"], not logits)
-    else:
-        network = small_convnet(input_layer, out_dim, spec["image_size"], config.widths, not logits)
+    build = arch_spec(config.arch).build
+    network = build(
+        config.arch, input_layer, out_dim, spec["image_size"], config.widths, not logits
+    )
     if config.head == "mlp":
         # Drawn after the trunk: at one seed, head=linear and head=mlp start from the same trunk.
         network.head = Head(
@@ -83,12 +78,4 @@ def initial_model(config: Config, data: ImageData) -> Network:
 def feature_layers(arch: str, widths: Sequence[int] = (32, 64, 128, 128)) -> list[str]:
     """The layer names :meth:`Network.features` accepts for a network of ``arch`` (without building
     it; a timm one is built without weights): its conv blocks or stages, ``neck`` and ``head``."""
-    if is_timm_arch(arch):
-        convs = timm_stage_names(arch)
-    elif arch in RESNETS:
-        convs = list(RESNET_STAGES)
-    elif arch == "alexnet":
-        convs = list(ALEXNET_CONVS)
-    else:
-        convs = [f"conv{i}" for i in range(1, len(widths) + 1)]
-    return [*convs, "neck", "head"]
+    return [*arch_spec(arch).stages(arch, widths), "neck", "head"]

@@ -14,11 +14,27 @@ from natlearn.choices import Arch
 from natlearn.errors import NatlearnError
 from natlearn.models.input import InputLayer
 
-__all__ = ["Network", "Head", "small_convnet", "alexnet_bn", "ALEXNET_MIN_SIZE", "ALEXNET_CONVS"]
+__all__ = [
+    "ALEXNET_CONVS",
+    "ALEXNET_MIN_SIZE",
+    "DEEPCLUSTER_POOLS",
+    "Head",
+    "Network",
+    "alexnet_bn",
+    "small_convnet",
+]
 
 # conv1 (11x11, stride 4) and three 3x3/2 max-pools: a smaller input leaves pool5 nothing to pool.
 ALEXNET_MIN_SIZE = 63
 ALEXNET_CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# DeepCluster's average pooling (kernel, stride, padding) of AlexNet's conv maps to ~9k dims.
+DEEPCLUSTER_POOLS = {
+    "conv1": (6, 6, 3),
+    "conv2": (4, 4, 0),
+    "conv3": (3, 3, 1),
+    "conv4": (3, 3, 1),
+    "conv5": (2, 2, 0),
+}
 
 
 class Head(nn.Module):

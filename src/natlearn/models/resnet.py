@@ -10,9 +10,8 @@ from torch import nn
 from natlearn.models.input import InputLayer
 from natlearn.models.network import Head, Network
 
-__all__ = ["RESNETS", "RESNET_STAGES", "SMALL_IMAGE_STEM", "resnet"]
+__all__ = ["RESNET_STAGES", "SMALL_IMAGE_STEM", "resnet"]
 
-RESNETS = ("resnet18", "resnet34", "resnet50")
 RESNET_STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 # Images up to this side get the CIFAR stem (3x3 stride-1 conv1, no max-pool): the ImageNet stem
 # (7x7 stride-2 conv and a max-pool) would shrink a 32x32 image to 8x8 before the first stage.

@@ -7,13 +7,10 @@ import dataclasses
 import hashlib
 import io
 import json
-import random
 import re
 import shutil
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -30,12 +27,10 @@ __all__ = [
     "copy_checkpoint",
     "checkpoint_file",
     "load_checkpoint",
-    "latest_checkpoint",
+    "nothing_to_resume",
     "checkpoint_paths",
     "prune_checkpoints",
     "remove_checkpoint",
-    "rng_state",
-    "set_rng_state",
     "load_model",
     "network_from_state",
     "evaluation_config",
@@ -47,6 +42,14 @@ _NAME = re.compile(r"epoch_(\d+)\.pt$")
 PARTIAL_NAME = (
     "partial.pt"  # the mid-epoch checkpoint (checkpoint_every_steps), removed when its epoch ends
 )
+
+
+def nothing_to_resume(out: Path) -> NatlearnError:
+    """The one refusal of ``--resume`` on a run folder without a checkpoint to continue from."""
+    return NatlearnError(
+        f"nothing to resume in {out}: no readable checkpoint under {out / 'checkpoints'}; "
+        "drop --resume to start a new run"
+    )
 
 
 class RunFolder:
@@ -94,11 +97,8 @@ class RunFolder:
                 f"run folder {self.path} already holds a run; "
                 "pass --resume to continue it or --overwrite to start over"
             )
-        if resume and not self.holds_checkpoint():
-            raise NatlearnError(
-                f"nothing to resume: no checkpoint in {self.path / 'checkpoints'}; "
-                "drop --resume to start a new run"
-            )
+        if resume and not self.holds_checkpoint():  # refused before the folder is prepared
+            raise nothing_to_resume(self.path)
 
     def prepare(self, overwrite: bool) -> None:
         """Create the folder (emptied first with ``overwrite``) and drop temporary files a killed
@@ -234,31 +234,6 @@ def checkpoint_paths(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, a mid-epoch one included when it is ahead of the last
-    epoch's; damaged ones are skipped with a warning naming them."""
-    candidates = checkpoint_paths(run_dir)
-    partial = Path(run_dir) / "checkpoints" / PARTIAL_NAME
-    loaded: list[tuple[Path, dict]] = []
-    if partial.is_file():
-        candidates.append(partial)
-    for path in reversed(candidates):
-        try:
-            loaded.append((path, load_checkpoint(path)))
-        except NatlearnError as error:
-            warnings.warn(f"{error}; using the previous one", stacklevel=2)
-            continue
-        if path != partial:
-            break
-    if not loaded:
-        return None
-    # A partial checkpoint continues epoch E mid-way; it is ahead only of checkpoints of <= E
-    # epochs.
-    return max(
-        loaded, key=lambda item: (item[1]["epoch"], item[1].get("progress", {}).get("step", 0))
-    )
-
-
 def remove_checkpoint(path: Path) -> None:
     """Delete a checkpoint and its digest (no orphan ``.sha256`` left behind)."""
     path.unlink(missing_ok=True)
@@ -273,44 +248,6 @@ def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
         epoch = int(_NAME.search(path.name).group(1))  # type: ignore[union-attr]
         if not (keep_every and epoch % keep_every == 0):
             remove_checkpoint(path)
-
-
-def rng_state() -> dict:
-    """Every RNG a run touches, in a form ``weights_only`` loading accepts."""
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    version, py_state, gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
-        "python": {"version": version, "state": list(py_state), "gauss": gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            np_state["keys"].numpy().astype(np.uint32),
-            np_state["pos"],
-            np_state["has_gauss"],
-            np_state["gauss"],
-        )
-    )
-    random.setstate(
-        (state["python"]["version"], tuple(state["python"]["state"]), state["python"]["gauss"])
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def network_from_state(state: dict) -> Network:

@@ -12,13 +12,13 @@ import torch
 
 from natlearn.config import Config, Resolved
 from natlearn.data import Augmentation, ImageData
-from natlearn.errors import NatlearnError
 from natlearn.models import Network, initial_model, network_spec
 from natlearn.nat.objective import Objective, objective_for
-from natlearn.training.checkpoint import RunFolder, latest_checkpoint, rng_state, set_rng_state
+from natlearn.training.checkpoint import RunFolder
 from natlearn.training.devices import step_model
 from natlearn.training.distributed import Ranks, sync_batchnorm
 from natlearn.training.loggers import Logger, NoLogger
+from natlearn.training.resume import resume_point, rng_state, set_rng_state
 
 __all__ = ["Diagnostics", "EpochState", "Run", "build_run"]
 
@@ -133,16 +133,10 @@ class Run:
         }
 
     def resume(self) -> tuple[int, list[dict], EpochState | None]:
-        """Restore the newest readable checkpoint: weights, optimizer, assignment, RNGs and,
-        mid-epoch, how far the epoch got. Returns the epochs done, their log rows, and the state of
-        an epoch to continue."""
-        found = latest_checkpoint(self.folder.path)
-        if found is None:
-            raise NatlearnError(
-                f"nothing to resume: no readable checkpoint in {self.folder.path / 'checkpoints'}; "
-                "drop --resume to start a new run"
-            )
-        self.last_checkpoint, state = found
+        """Restore the newest readable checkpoint (:func:`~natlearn.training.resume.resume_point`):
+        weights, optimizer, assignment, RNGs and, mid-epoch, how far the epoch got. Returns the
+        epochs done, their log rows, and the state of an epoch to continue."""
+        self.last_checkpoint, state = resume_point(self.folder.path)
         self.config.check_resumable(state["config"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

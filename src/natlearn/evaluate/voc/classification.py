@@ -12,7 +12,7 @@ Two protocols, both scored once on VOC07 ``test`` after every choice was made on
 
 Targets follow VOC2007: an image holding only ``difficult`` objects of a class is neither positive
 nor negative for it (ignored in the loss and in AP). AP is reported two ways (devkit formulas in
-:mod:`natlearn.evaluate.average_precision`): ``ap11``, VOC2007's 11-point interpolated AP, the
+:mod:`natlearn.evaluate.voc.average_precision`): ``ap11``, VOC2007's 11-point interpolated AP, the
 paper's metric and what choices are made by; and ``ap_all``, VOC2010+'s all-point AP, the area
 under the precision envelope. Neither is sklearn's ``average_precision_score`` (nor torchmetrics'
 ``MultilabelAveragePrecision``), which sums precision at each recall step *without* the envelope:
@@ -24,45 +24,35 @@ through the network's own input layer (rgb, gray or sobel).
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from natlearn.data import Augmentation, center_crop
-from natlearn.data.voc import VOC07, VOCSplit, load_image
-from natlearn.evaluate.average_precision import average_precision, precision_recall
+from natlearn.data.voc import VOC07, decode_images
 from natlearn.evaluate.features import extract_features
-from natlearn.evaluate.probes import (
+from natlearn.evaluate.fit import (
     WEIGHT_DECAYS,
     best_index,
+    choose_on_val,
     cpu_threads,
     decay_walk,
     fit_lbfgs,
     standardiser,
+    tuned_copy,
 )
-from natlearn.evaluate.transfer import tuned_copy
-from natlearn.files import atomic_write
-from natlearn.markdown import table
+from natlearn.evaluate.voc.average_precision import average_precision, precision_recall
 from natlearn.models import Network
-from natlearn.progress import say, steps
+from natlearn.progress import say
 
 __all__ = [
     "ClassifySettings",
     "class_average_precisions",
     "classification_transfer",
-    "decode_images",
-    "format_transfer",
-    "write_transfer",
 ]
 
 
@@ -89,29 +79,6 @@ class ClassifySettings:
     batch_size: int = 64
     crop_scale: float = 0.25
     progress: bool = True
-
-
-def _decode(path: Path, size: int, mode: str) -> np.ndarray:
-    from PIL import Image
-
-    resized = load_image(path, mode).resize((size, size), Image.BILINEAR)
-    array = np.array(resized, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
-
-
-def decode_images(
-    split: VOCSplit, size: int, channels: int = 3, progress: bool = False, desc: str = ""
-) -> torch.Tensor:
-    """Every image of ``split`` resized whole to ``size`` x ``size`` (bilinear; gray when the
-    network takes ``channels`` = 1): (n, channels, size, size) uint8."""
-    mode = "L" if channels == 1 else "RGB"
-    decode = functools.partial(_decode, size=size, mode=mode)
-    paths = [image.path for image in split.images]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL frees the GIL
-        arrays = list(
-            steps(pool.map(decode, paths), f"decoding {desc}", len(paths), progress, 5.0, "images")
-        )
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def class_average_precisions(
@@ -167,7 +134,7 @@ def _bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _fit_linear(x: torch.Tensor, targets: torch.Tensor, decay: float) -> Callable:
     """The BCE probe of one decay on (n, f) features: standardised by these features, fit by
-    L-BFGS from zero (:func:`natlearn.evaluate.probes.fit_lbfgs`); returns features -> logits."""
+    L-BFGS from zero (:func:`natlearn.evaluate.fit.fit_lbfgs`); returns features -> logits."""
     standardise = standardiser(x)
     # One thread, as linear_probe fits features of up to 5e7 numbers: OpenMP threads waiting for
     # each other at every small op are several times slower on shared cores.
@@ -248,16 +215,15 @@ def _finetune(
             settings.batch_size,
         )
 
-    lrs, by_lr = settings.finetune_lrs, {}
-    if len(lrs) > 1:
-        for lr in lrs:
-            tuned = train_on(images["train"], targets["train"], lr)
-            val_scores = _network_scores(tuned, images["val"], size)
-            by_lr[f"{lr:g}"] = _mean(class_average_precisions(val_scores, targets["val"]))
-            say(f"finetune lr {lr:g}: val mAP {by_lr[f'{lr:g}']:.4f}", settings.progress)
-        lr = lrs[best_index([by_lr[f"{lr:g}"] for lr in lrs])]
-    else:
-        lr = lrs[0]
+    def val_map(lr: float) -> float:
+        tuned = train_on(images["train"], targets["train"], lr)
+        val_scores = _network_scores(tuned, images["val"], size)
+        found = _mean(class_average_precisions(val_scores, targets["val"]))
+        say(f"finetune lr {lr:g}: val mAP {found:.4f}", settings.progress)
+        return found
+
+    lrs = settings.finetune_lrs
+    lr, by_lr = choose_on_val(lrs, val_map)
     trainval_images = torch.cat([images["train"], images["val"]])
     tuned = train_on(trainval_images, torch.cat([targets["train"], targets["val"]]), lr)
     test = _ap_report(_network_scores(tuned, images["test"], size), targets["test"], classes)
@@ -284,8 +250,8 @@ def classification_transfer(
 
     Args:
         images: split -> decoded (n, c, image_size, image_size) uint8 images (see
-            :func:`decode_images`), a cache shared by networks of the same input: splits
-            missing from it are decoded and added.
+            :func:`~natlearn.data.voc.decode_images`), a cache shared by networks of the same
+            input: splits missing from it are decoded and added.
     Returns:
         ``{"protocols": {"linear": {layer: ...}, "finetune": {"all": ...}}, "seconds": {...}}``;
         each protocol holds ``test`` (``ap11``/``ap_all`` per class, ``map11``, ``map_all``),
@@ -340,64 +306,3 @@ def classification_transfer(
             "total": time.perf_counter() - started,
         },
     }
-
-
-def format_transfer(results: dict) -> str:
-    """Markdown: per source, a row per class (AP of each protocol, 11-point / all-point, and of
-    detection when it ran), then mAP; the settings chosen and the time follow."""
-    parts = []
-    for name, source in results["sources"].items():
-        runs = [
-            (f"{protocol} {where}", run["test"], f"{_chosen(run)}; {run['seconds']:.1f} s")
-            for protocol, found in source.get("protocols", {}).items()
-            for where, run in found.items()
-        ]
-        if "detection" in source:
-            found = source["detection"]
-            seconds = sum(found["seconds"].values())
-            runs.append(("detection (mAP@0.5)", found, f"{_chosen_lr(found)}; {seconds:.1f} s"))
-        classes = list(runs[0][1]["ap11"]) if runs else []
-        rows = [
-            [c, *(_pair(scores["ap11"][c], scores["ap_all"][c]) for _, scores, _ in runs)]
-            for c in classes
-        ]
-        rows.append(
-            ["**mAP**", *(_pair(scores["map11"], scores["map_all"]) for _, scores, _ in runs)]
-        )
-        header = ["class", *(f"{label} (AP11 / AP all)" for label, _, _ in runs)]
-        chosen = [f"- {label}: {how}" for label, _, how in runs]
-        parts.append(
-            f"## {name}\n\n{source['setup']}\n\n{table(header, rows)}\n\n" + "\n".join(chosen)
-        )
-    return "\n\n".join(parts)
-
-
-def _pair(eleven: float | None, all_point: float | None) -> str:
-    if eleven is None:
-        return "-"
-    return f"{eleven:.4f} / {all_point:.4f}"
-
-
-def _chosen(run: dict) -> str:
-    if "weight_decay" in run:
-        return (
-            f"weight decay {run['weight_decay']:g} chosen on {run['chosen_on']} "
-            f"(val mAP11 {run['val_map11']:.4f}), refit on {run['fit_on']}"
-        )
-    how = "chosen on val" if run["chosen_on"] == "val" else "the one given"
-    return f"lr {run['lr']:g} ({how}), {run['epochs']} epochs on {run['fit_on']}"
-
-
-def _chosen_lr(detection: dict) -> str:
-    how = "chosen on val" if detection["lr_chosen_on"] == "val" else "the one given"
-    epochs, size = detection["settings"]["epochs"], detection["settings"]["image_size"]
-    return f"lr {detection['lr']:g} ({how}), {epochs} epochs at {size} px on trainval"
-
-
-def write_transfer(out: str | Path, results: dict) -> None:
-    """``out/transfer.json`` and ``out/transfer.md``, written atomically."""
-    out = Path(out)
-    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
-    atomic_write(out / "transfer.json", lambda tmp: tmp.write_text(text))
-    markdown = f"# Pascal VOC 2007 transfer\n\n{results['setup']}\n\n{format_transfer(results)}\n"
-    atomic_write(out / "transfer.md", lambda tmp: tmp.write_text(markdown))

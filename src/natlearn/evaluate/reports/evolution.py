@@ -8,15 +8,16 @@ from pathlib import Path
 
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.errors import NatlearnError
-from natlearn.evaluate import labelled_splits
-from natlearn.evaluate.figures import figure_title, line_plot
+from natlearn.evaluate.probes.run import labelled_splits
+from natlearn.evaluate.probes.scoring import evaluate_network
+from natlearn.evaluate.probes.suite import EvalSettings
+from natlearn.evaluate.reports.figures import figure_title, line_plot
 from natlearn.evaluate.reuse import (
     checkpoint_network,
     eval_key,
-    find_reusable,
     random_init_network,
+    reuse_or_measure,
 )
-from natlearn.evaluate.transfer import EvalSettings, evaluate_network
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import initial_model
@@ -74,18 +75,27 @@ def evolution(
         network = checkpoint_network(path) if path is not None else random_init_network(config)
         key = eval_key(network, settings, train_set, test_set, crop_size)
         what = f"evolution [{index + 1}/{len(paths) + 1}]: epoch {epoch}"
-        found = find_reusable(key, earlier)
-        if found is not None:
-            path_found, stored = found
-            same = "same network, settings and data"
-            say(f"{what}: reusing {path_found} ({same})", settings.progress)
-            measured = {"protocols": stored["protocols"], "seconds": stored.get("seconds", 0.0)}
-            rows.append({"epoch": epoch, **measured, "key": key})
-            continue
-        say(f"{what} ({path or 'random init'})", settings.progress)
-        model = initial_model(config, train_set) if state is None else network_from_state(state)
-        results = evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
-        rows.append({"epoch": epoch, **results, "key": key})
+
+        def measure(state=state, path=path, what=what) -> dict:
+            say(f"{what} ({path or 'random init'})", settings.progress)
+            model = initial_model(config, train_set) if state is None else network_from_state(state)
+            return evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
+
+        measured, reused = reuse_or_measure(
+            key, earlier, what, "network, ", measure, settings.progress
+        )
+        if reused is not None:
+            measured = {"protocols": measured["protocols"], "seconds": measured.get("seconds", 0.0)}
+        rows.append({"epoch": epoch, **measured, "key": key})
+    _write(rows, out, run_dir, config, settings, len(train_set.classes))
+    return rows
+
+
+def _write(
+    rows: list[dict], out: Path, run_dir: Path, config: Config, settings: EvalSettings, classes: int
+) -> None:
+    """``out/evolution.json``, and the first protocol's top-1 per layer against the epoch as
+    ``evolution.png`` and ``evolution.md``."""
     atomic_write(
         out / "evolution.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2) + "\n")
     )
@@ -102,10 +112,9 @@ def evolution(
         f"{protocol} top-1",
         f"{run_dir.name}: {figure_title(config)}, transfer along training",
         out / "evolution.png",
-        chance=1 / len(train_set.classes),
+        chance=1 / classes,
     )
     cells = [[e, *(f"{series[layer][i]:.4f}" for layer in layers)] for i, e in enumerate(epochs)]
     what = f"{protocol} probe top-1 per layer ({config.data})"
     text = f"# Feature evolution of {run_dir}\n\n{what}.\n\n{table(['epoch', *layers], cells)}\n"
     atomic_write(out / "evolution.md", lambda tmp: tmp.write_text(text))
-    return rows

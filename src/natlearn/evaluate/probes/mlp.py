@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from natlearn.config import resolve_device
-from natlearn.evaluate.fit import fit_minibatches
-from natlearn.evaluate.probes import ProbeResult, standardiser, topk_accuracy
+from natlearn.evaluate.fit import fit_minibatches, standardiser
+from natlearn.evaluate.probes.linear import ProbeResult, topk_accuracy
 
 __all__ = ["mlp_probe"]
 

@@ -1,6 +1,6 @@
-"""The linear probe on frozen features, and what every probe shares: its result, top-k accuracy,
-and standardisation by the training features (the MLP probe is in :mod:`natlearn.evaluate.mlp`, the
-k-NN in :mod:`natlearn.evaluate.knn`).
+"""The linear probe on frozen features, and what every probe reports: its result and top-k
+accuracy (the MLP probe is in :mod:`natlearn.evaluate.probes.mlp`, the k-NN in
+:mod:`natlearn.evaluate.probes.knn`; the fits they share in :mod:`natlearn.evaluate.fit`).
 
 Probes see training features and labels only; the test set is scored once, after every choice is
 made.
@@ -8,9 +8,8 @@ made.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,21 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from natlearn.config import resolve_device
-from natlearn.evaluate.fit import fit_minibatches
+from natlearn.evaluate.fit import (
+    WEIGHT_DECAYS,
+    best_index,
+    cpu_threads,
+    decay_walk,
+    fit_lbfgs,
+    fit_minibatches,
+    standardiser,
+)
 
-__all__ = [
-    "ProbeResult",
-    "WEIGHT_DECAYS",
-    "best_index",
-    "cpu_threads",
-    "decay_walk",
-    "fit_lbfgs",
-    "linear_probe",
-    "standardiser",
-    "topk_accuracy",
-]
-
-WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+__all__ = ["ProbeResult", "linear_probe", "topk_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +66,6 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
     return top1, top5
 
 
-def standardiser(train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-feature standardisation with the *training* features' mean and std (test features never
-    inform it)."""
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    return lambda features: (features - mean) / std
-
-
 def _held_out_split(n: int, fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     cut = max(1, int(n * fraction))
@@ -107,16 +95,17 @@ def linear_probe(
     layer on 90% of the training set, the best on the other 10% kept; for 50,000 x 9,000 features).
 
     The L-BFGS search walks the decays from the largest down (the quickest fits first) and stops
-    once two decays in a row score below the best so far (:data:`PATIENCE`): the decays it skips
-    are the slowest fits, and they could only win if held-out accuracy rose again after falling
-    twice. Otherwise its choice, and every number, is what trying every decay gives.
+    once two decays in a row score below the best so far
+    (:data:`~natlearn.evaluate.fit.PATIENCE`): the decays it skips are the slowest fits, and they
+    could only win if held-out accuracy rose again after falling twice. Otherwise its choice, and
+    every number, is what trying every decay gives.
 
     Args:
         train_x: (n_train, f) features; train_y: (n_train,) int64 labels in [0, classes).
         test_x: (n_test, f) features; test_y: (n_test,) labels, used only for the final score.
         threads: CPU threads for the fit on features of more than 5e7 numbers (None: as set);
-            smaller ones always fit on one (see :func:`cpu_threads`). Callers that run several
-            probes at once pass their share.
+            smaller ones always fit on one (see :func:`~natlearn.evaluate.fit.cpu_threads`).
+            Callers that run several probes at once pass their share.
         device: where it is fit (None: the GPU when one is visible).
     """
     device = device or resolve_device()
@@ -143,24 +132,6 @@ def linear_probe(
         held_out_top1=float(scores[best]),
         solver=solver,
     )
-
-
-@contextlib.contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
-    """Run the block on ``count`` CPU threads (None: as set). Probes on up to 5e7 numbers run on
-    one: their ops are small, so OpenMP threads gain little, and threads that wait for each other at
-    every op are 3-10x slower when another process shares the cores (measured on 2 shared cores:
-    the Adam probe on 6,000 x 9,216 features, 24 s on one thread and 82 s on two). To use every
-    core, evaluation runs several single-threaded probes at once instead
-    (:func:`natlearn.evaluate.transfer._probe_all`). The setting is per thread in torch's OpenMP
-    backend, so concurrent probes do not disturb each other's."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _choose_and_fit(
@@ -217,31 +188,6 @@ def _choose_and_fit(
     return final, best, scores
 
 
-PATIENCE = 2
-"""The L-BFGS decay search stops after this many decays in a row below the best so far."""
-
-
-def decay_walk(weight_decays: Sequence[float], scores: list[float | None]) -> Iterator[int]:
-    """Indices of ``weight_decays`` to try, largest decay first; the caller fills ``scores[i]``
-    (held-out accuracy) before asking for the next. Stops after :data:`PATIENCE` decays in a row
-    score below the best so far: held-out accuracy rises to one peak as the decay falls, and the
-    smaller decays, skipped, are the slowest fits (L-BFGS runs to its iteration cap on them)."""
-    below = 0
-    for i in sorted(range(len(weight_decays)), key=lambda i: -weight_decays[i]):
-        yield i
-        best = max(score for score in scores if score is not None)
-        below = below + 1 if scores[i] < best else 0
-        if below >= PATIENCE:
-            return
-
-
-def best_index(scores: Sequence[float | None]) -> int:
-    """The index of the best held-out score (None: not tried); ties go to the earlier choice (as
-    listed): a weight decay here, a learning rate in the VOC transfer."""
-    tried = [i for i, score in enumerate(scores) if score is not None]
-    return max(tried, key=lambda i: (scores[i], -i))
-
-
 def _logits(x: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     weight, bias = params
     return x @ weight.T + bias
@@ -253,41 +199,6 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
         layer.weight.copy_(weight)
         layer.bias.copy_(bias)
     return layer
-
-
-def fit_lbfgs(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    classes: int,
-    weight_decay: float,
-    max_iter: int = 100,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of the L2-regularised linear model minimising ``loss(logits, y)`` (default
-    the softmax regression; ``classes``: the outputs), from zero. Draws no random numbers (probes
-    run concurrently)."""
-    weight = torch.zeros(classes, x.shape[1], device=x.device, requires_grad=True)
-    bias = torch.zeros(classes, device=x.device, requires_grad=True)
-    # Tolerances far below what changes a prediction; separable data with a tiny decay would run to
-    # max_iter.
-    optimizer = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=1e-5,
-        tolerance_change=1e-7,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = loss(x @ weight.T + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        value.backward()
-        return value
-
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
 
 
 def _fit_adam(

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from natlearn.data import ImageData, eval_view
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.features import image_features
-from natlearn.evaluate.probes import cpu_threads
+from natlearn.evaluate.fit import cpu_threads
 
 __all__ = [
     "SETTINGS",
@@ -137,7 +137,7 @@ class Encoder:
 def _map(function: Callable, items, device: torch.device) -> Iterator:
     """``function`` of each item in order: on a CPU on all of torch's threads at once, one OpenMP
     thread each (their per-op barriers made the encoding 1.5x slower on 2 shared cores; see
-    :func:`~natlearn.evaluate.probes.cpu_threads`); elsewhere one after another."""
+    :func:`~natlearn.evaluate.fit.cpu_threads`); elsewhere one after another."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         return map(function, items)

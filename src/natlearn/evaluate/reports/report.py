@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from natlearn.errors import NatlearnError
-from natlearn.evaluate.figures import figure_title, training_curves
+from natlearn.evaluate.reports.figures import figure_title, training_curves
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.config import resolve_device
-from natlearn.evaluate.probes import ProbeResult, topk_accuracy
+from natlearn.evaluate.probes.linear import ProbeResult, topk_accuracy
 
 __all__ = ["knn_classify"]
 

@@ -4,9 +4,16 @@ supervised gap each NAT model recovers."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from natlearn import markdown
+from natlearn.choices import RANDOM_INIT
+from natlearn.config import Config
+from natlearn.evaluate.probes.run import evaluate
+from natlearn.evaluate.probes.suite import EvalSettings
+from natlearn.evaluate.sources import run_folder
 from natlearn.evaluate.uncertainty import (
     NOISE_ERRORS,
     difference_error,
@@ -15,14 +22,42 @@ from natlearn.evaluate.uncertainty import (
     within_noise,
 )
 from natlearn.files import atomic_write
+from natlearn.progress import say
 
 __all__ = [
     "best_against_random_init",
     "best_linear",
+    "compare_sources",
     "compare_table",
     "gap_notes",
     "gap_recovered",
 ]
+
+
+def compare_sources(
+    sources: Sequence[str],
+    overrides: list[str],
+    settings: EvalSettings,
+    out: Path,
+    base: Config | None,
+) -> dict[str, dict]:
+    """Each source evaluated (:func:`natlearn.evaluate.evaluate`) into ``out/N-NAME/``, N its
+    position: name -> results. An evaluation of the same network, settings and data is reused:
+    this folder's from an earlier compare (under any name), or the run's own ``RUN/eval`` of
+    ``natlearn eval``."""
+    results = {}
+    for index, source in enumerate(sources):
+        started, name = time.perf_counter(), f"{index}-{run_folder(source, Path(source)).name}"
+        say(f"compare [{index + 1}/{len(sources)}]: {source}", settings.progress)
+        earlier = [
+            out / name / "eval.json",
+            *sorted(out.glob("*/eval.json")),
+            run_folder(source, out / name) / "eval" / "eval.json",
+        ]
+        results[name] = evaluate(source, overrides, settings, out / name, base, reuse=earlier)
+        took = f"{time.perf_counter() - started:.0f} s"
+        say(f"compare [{index + 1}/{len(sources)}]: {source} done, {took}", settings.progress)
+    return results
 
 
 def best_linear(results: dict) -> tuple[str, float] | None:
@@ -45,7 +80,7 @@ def best_linear(results: dict) -> tuple[str, float] | None:
 def _kinds(all_results: dict[str, dict]) -> dict[str, dict]:
     """The evaluations by kind: ``random`` (random init), ``supervised``, ``nat`` and others."""
     return {
-        res["objective"] if res["model"] != "random-init" else "random": res
+        res["objective"] if res["model"] != RANDOM_INIT else "random": res
         for res in all_results.values()
     }
 
@@ -64,7 +99,7 @@ def gap_notes(all_results: dict[str, dict]) -> dict[str, tuple[float | None, str
     notes = {}
     for name, res in all_results.items():
         best = best_linear(res)
-        if res["objective"] == "nat" and res["model"] != "random-init" and best is not None:
+        if res["objective"] == "nat" and res["model"] != RANDOM_INIT and best is not None:
             notes[name] = gap_note(
                 (best[1], res.get("test_images")), (low[1], low_n), (high[1], high_n)
             )

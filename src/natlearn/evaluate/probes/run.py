@@ -1,0 +1,273 @@
+"""``natlearn eval``'s work: one source (a checkpoint, random init, raw pixels or hand-crafted
+features) scored by the probe suite on its data set's labelled splits, or an earlier evaluation of
+the same thing reused; its ``eval.json`` and ``eval.md``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from natlearn.choices import BASELINES, HAND_CRAFTED, NO_NETWORK, RANDOM_INIT, RAW_PIXELS
+from natlearn.config import Config, apply_overrides, resolve_device
+from natlearn.data import load_split, require_labels
+from natlearn.data.splits import check_split
+from natlearn.evaluate.probes.scoring import (
+    evaluate_handcrafted,
+    evaluate_network,
+    evaluate_pixels,
+)
+from natlearn.evaluate.probes.suite import EvalSettings
+from natlearn.evaluate.reuse import (
+    checkpoint_network,
+    eval_key,
+    random_init_network,
+    reuse_or_measure,
+)
+from natlearn.evaluate.uncertainty import with_error
+from natlearn.files import atomic_write
+from natlearn.markdown import table
+from natlearn.models import initial_model
+from natlearn.progress import progress_enabled, say
+from natlearn.training.checkpoint import (
+    checkpoint_file,
+    evaluation_config,
+    load_checkpoint,
+    network_from_state,
+)
+
+__all__ = [
+    "evaluate",
+    "format_eval",
+    "labelled_splits",
+    "start_up_summary",
+    "write_eval",
+]
+
+FIXED_FEATURES = {RAW_PIXELS: evaluate_pixels, HAND_CRAFTED: evaluate_handcrafted}
+
+
+def labelled_splits(config: Config, state: dict | None = None, run: str = ""):
+    """(train, test) labelled splits of the config's data set for fitting and scoring probes.
+
+    Args:
+        state: the loaded checkpoint of ``run`` being evaluated: a held-out test split must be the
+            one its pre-training left out (:func:`natlearn.data.splits.check_split`).
+    """
+    train, test = load_split(config, "train"), load_split(config, "test")
+    for split, data in (("train", train), ("test", test)):
+        require_labels(data, f"evaluation ({split} split)")
+    if state is not None:
+        pretrained = state.get("data", {}).get("split")
+        trained_on = state["config"]["data"]
+        folders = {Path(trained_on).resolve()}
+        if pretrained is not None:
+            folders.add(Path(pretrained["folder"]))
+        same = config.data == trained_on or Path(config.data).resolve() in folders
+        check_split(pretrained, train.split_record, same, run)
+    return train, test
+
+
+def _view(settings: EvalSettings, crop_size: int) -> str:
+    if settings.crop == "resized":
+        return f"a centred box of the mean training crop's side resized to {crop_size}x{crop_size}"
+    return f"centre {crop_size}x{crop_size} crops"
+
+
+def start_up_summary(
+    source: str,
+    config: Config,
+    train_set,
+    test_set,
+    settings: EvalSettings,
+    crop_size: int,
+    device: torch.device,
+    model=None,
+    size_note: str = "",
+) -> str:
+    """What an evaluation is about to do, in three lines: the data as found (``size_note``: where
+    the image size came from), what is scored, and the protocols on ``device``."""
+    size = f"{train_set.image_size} px" + (f" ({size_note})" if size_note else "")
+    data = (
+        f"data: {config.data}: {len(train_set):,} train images ({train_set.split_note}), "
+        f"{len(test_set):,} test images ({test_set.split_note}), {len(train_set.classes)} "
+        f"classes; {size}, {_view(settings, crop_size)}"
+    )
+    if model is None:
+        what = "the view" if source == RAW_PIXELS else "Coates & Ng k-means features"
+        scored = f"features: {source} ({what})"
+        layers = ["features"]
+    else:
+        parameters = sum(p.numel() for p in model.parameters())
+        how = "untrained" if source == RANDOM_INIT else f"trained with {config.objective}"
+        scored = f"network: {config.arch}, {parameters:,} parameters, {how}; {config.input} input"
+        layers = settings.layers or [*model.conv_names, "neck"]
+    protocols = [f"linear on {', '.join(layers)}"] if settings.linear else []
+    if settings.knn:
+        on = ", ".join(settings.knn_layers) if model is not None else "features"
+        protocols.append(f"{'/'.join(map(str, settings.knn))}-NN on {on}")
+    if settings.mlp and model is not None:
+        protocols.append(f"MLP on {model.conv_names[-1]}")
+    if settings.finetune_epochs and model is not None:
+        protocols.append(f"fine-tuning {settings.finetune_epochs} epochs")
+    machine = f"{device}, {torch.get_num_threads()} threads"
+    return "\n".join([data, scored, f"protocols: {'; '.join(protocols) or 'none'}; {machine}"])
+
+
+def evaluate(
+    source: str,
+    overrides: list[str],
+    settings: EvalSettings,
+    out: str | Path | None = None,
+    base: Config | None = None,
+    reuse: Sequence[str | Path] = (),
+) -> dict:
+    """Evaluate a checkpoint, ``random-init``, ``raw-pixels`` or ``hand-crafted`` and write
+    ``out/eval.json`` + ``eval.md``.
+
+    The results hold a ``key`` saying what was measured (:func:`natlearn.evaluate.reuse.eval_key`):
+    the first ``eval.json`` of ``reuse`` with the same key (same checkpoint bytes or random-init
+    config, settings, crop size and train/test images) is returned, and copied to ``out``, instead
+    of evaluating again.
+
+    Args:
+        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` / ``hand-crafted`` (their
+            network and data come from ``base``).
+        overrides: ``key=value`` changes to the data settings (e.g. ``data=...``,
+            ``data_root=...``), and ``device=`` (default auto: the GPU when one is visible; never
+            the device a checkpoint trained on). A checkpoint reads images at the size it trained
+            at unless ``image_size=`` is given
+            (:func:`~natlearn.training.checkpoint.evaluation_config`).
+        base: the config of random-init / raw-pixels / hand-crafted (default: natlearn's
+            defaults).
+        reuse: ``eval.json`` files that may hold this evaluation already (missing ones are fine).
+    """
+    state = None if source in BASELINES else load_checkpoint(source)
+    device = resolve_device(apply_overrides(Config(), overrides).device)
+    if state:
+        config, size_note = evaluation_config(state, overrides)
+    else:
+        config, size_note = apply_overrides(base or Config(), overrides), ""
+    config = dataclasses.replace(config, progress=settings.progress)
+    settings = settings.matching(config)
+    with progress_enabled(settings.progress):  # decoding a folder says how far it is
+        train_set, test_set = labelled_splits(config, state, source)
+    crop_size = config.resolve(train_set.image_size).crop_size
+    checkpoint = None if state is None else checkpoint_file(source)
+    key = eval_key(
+        _network_key(source, config, checkpoint), settings, train_set, test_set, crop_size
+    )
+
+    def measure() -> dict:
+        model = None
+        if source not in NO_NETWORK:
+            model = network_from_state(state) if state else initial_model(config, train_set).eval()
+        summary = start_up_summary(
+            source, config, train_set, test_set, settings, crop_size, device, model, size_note
+        )
+        say(summary, settings.progress)
+        if model is None:
+            return FIXED_FEATURES[source](train_set, test_set, crop_size, settings, device)
+        return evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
+
+    same = "checkpoint, " if state else "network config, " if source == RANDOM_INIT else ""
+    candidates = [Path(path) for path in reuse]
+    measured, reused = reuse_or_measure(key, candidates, source, same, measure, settings.progress)
+    if reused is not None:
+        results = {**measured, "model": source, "reused": str(reused)}
+        if checkpoint is not None:
+            results["checkpoint"] = str(checkpoint)
+        if out is not None and Path(out).resolve() != reused.parent.resolve():
+            write_eval(Path(out), results)
+        return results
+    results = _described(source, config, train_set, test_set, settings, crop_size, measured)
+    results["key"] = key
+    if checkpoint is not None:
+        results["checkpoint"], results["epoch"] = str(checkpoint), state["epoch"]
+    if out is not None:
+        write_eval(Path(out), results)
+    return results
+
+
+def _network_key(source: str, config: Config, checkpoint: Path | None) -> dict:
+    """The network part of an evaluation's key (:func:`natlearn.evaluate.reuse.eval_key`)."""
+    if source in NO_NETWORK:
+        from natlearn.evaluate.probes.handcrafted import SETTINGS
+
+        what = dict(SETTINGS) if source == HAND_CRAFTED else {}
+        return {"features": source, **what}
+    if checkpoint is None:
+        return random_init_network(config)
+    return checkpoint_network(checkpoint)
+
+
+def _described(
+    source: str,
+    config: Config,
+    train_set,
+    test_set,
+    settings: EvalSettings,
+    crop_size: int,
+    measured: dict,
+) -> dict:
+    """The results of a new evaluation with what it measured: the source, its data and splits."""
+    return {
+        "model": source,
+        "objective": "none" if source in NO_NETWORK else config.objective,
+        "data": config.data,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "train_split": train_set.split_note,
+        "test_split": test_set.split_note,
+        "setup": (
+            f"{config.data}: probes fit on {len(train_set):,} train images "
+            f"({train_set.split_note}), scored once on {len(test_set):,} test images "
+            f"({test_set.split_note}); every choice (weight decay, layer) made on held-out train "
+            f"images; {_view(settings, crop_size)}, no augmentation."
+        ),
+        **measured,
+    }
+
+
+def format_eval(results: dict) -> str:
+    """Markdown: one row per layer, one column per protocol (top-1 ± its standard error, and top-5
+    where measured)."""
+    protocols = results["protocols"]
+    layers = list(dict.fromkeys(layer for scores in protocols.values() for layer in scores))
+
+    def cells(layer: str) -> list[str]:
+        return [
+            layer,
+            *(
+                _cell(name, scores.get(layer), results["test_images"])
+                for name, scores in protocols.items()
+            ),
+        ]
+
+    return (
+        table(["layer", *protocols], [cells(layer) for layer in layers])
+        + "\n\n(top-1 ± its binomial standard error over the "
+        + f"{results['test_images']:,} test images)"
+    )
+
+
+def _cell(protocol: str, row: dict | None, test_images: int) -> str:
+    if row is None:
+        return ""
+    top5 = f" / {row['top5']:.4f}" if "top5" in row else ""
+    # A k-NN with fewer training images than its k says how many voted.
+    used_k = f" (k={row['k']})" if "k" in row and protocol != f"knn{row['k']}" else ""
+    return f"{with_error(row['top1'], test_images)}{top5}{used_k}"
+
+
+def write_eval(out: Path, results: dict) -> None:
+    """``out/eval.json`` and ``out/eval.md``, written atomically."""
+    out = Path(out)
+    atomic_write(
+        out / "eval.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n")
+    )
+    title = f"# Evaluation of {results.get('model', 'a model')}\n\n{results.get('setup', '')}\n\n"
+    atomic_write(out / "eval.md", lambda tmp: tmp.write_text(title + format_eval(results) + "\n"))
