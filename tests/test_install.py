@@ -65,9 +65,10 @@ def test_committed_results_name_no_machine_paths():
 
 
 def test_the_wheel_carries_the_presets_and_types_and_one_version(tmp_path):
-    """What a wheel-only install needs travels in the wheel (the YAML presets, py.typed), nothing
-    of the repository's tests or benchmarks does, and its version is natlearn.__version__ (the one
-    place it is written). CI (.ci/wheel) also installs it outside the checkout and runs the demo."""
+    """What a wheel-only install needs travels in the wheel (the YAML presets, py.typed, the
+    pretrained backbones), nothing of the repository's tests or benchmarks does, and its version is
+    natlearn.__version__ (the one place it is written). CI (.ci/wheel) also installs it outside the
+    checkout and runs the demo and the pretrained backbone."""
     import shutil
     import subprocess
     import sys
@@ -93,4 +94,7 @@ def test_the_wheel_carries_the_presets_and_types_and_one_version(tmp_path):
     presets = {p.name for p in (ROOT / "src" / "natlearn" / "configs").glob("*.yaml")}
     assert presets and presets <= {Path(n).name for n in names if n.startswith("natlearn/configs/")}
     assert "natlearn/py.typed" in names
+    shipped = ROOT / "src" / "natlearn" / "weights"  # the pretrained backbones and their cards
+    weights = {str(p.relative_to(ROOT / "src")) for p in shipped.rglob("*") if p.is_file()}
+    assert weights and weights <= set(names)
     assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "experiments")]

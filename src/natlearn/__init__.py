@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from natlearn.nat.targets import NoiseTargets
     from natlearn.presets import load_preset
     from natlearn.training.trainer import TrainResult, train
+    from natlearn.zoo import pretrained
 
 # public name -> the module that defines it
 _LAZY = {
@@ -40,6 +41,7 @@ _LAZY = {
     "IndexedDataset": "natlearn.data.indexed",
     "NatlearnError": "natlearn.errors",
     "load_backbone": "natlearn.export",
+    "pretrained": "natlearn.zoo",
     "softmax_loss": "natlearn.nat.loss",
     "square_loss": "natlearn.nat.loss",
     "NATLoss": "natlearn.nat.module",
@@ -63,6 +65,7 @@ __all__ = [
     "apply_overrides",
     "load_backbone",
     "load_preset",
+    "pretrained",
     "softmax_loss",
     "square_loss",
     "train",

@@ -27,6 +27,7 @@ __all__ = [
     "HUB_WEIGHTS",
     "backbone_network",
     "export_backbone",
+    "hub_description",
     "load_backbone",
     "torchvision_state_dict",
 ]
@@ -83,7 +84,9 @@ def export_backbone(checkpoint: str | Path, out: str | Path, format: str = "natl
         timm_weights = None
         if is_timm_arch(network.get("arch", "small")):
             timm_weights = timm_state_dict(backbone, network["arch"], spec)
-        return write_hub_folder(out, backbone, network, spec, input_layer, timm_weights)
+        return write_hub_folder(
+            out, backbone, network, spec, input_layer, timm_weights, epoch=state["epoch"]
+        )
     if format == "torchvision":
         backbone = torchvision_state_dict(backbone, state["config"].get("arch", "small"))
     if out.suffix == ".safetensors":
@@ -108,14 +111,15 @@ def write_hub_folder(
     network: dict,
     input_layer: dict,
     timm_weights: dict[str, torch.Tensor] | None = None,
+    epoch: int | None = None,
 ) -> Path:
     """``out/model.safetensors`` (the backbone's weights, natlearn's keys) and ``out/config.json``:
     :class:`natlearn.hub.Backbone`'s constructor arguments ``run_config`` (the run config's network
     fields) and ``network`` (the network spec), and for a reader who does not import natlearn the
-    input layer and image size the backbone expects. Written in a temporary folder renamed into
-    place, so ``out`` is never half written; an existing ``out`` is replaced only when it holds
-    such an export. ``timm_weights`` (a timm backbone's, :func:`timm_state_dict`) go to
-    ``out/timm/model.safetensors``."""
+    input layer and image size the backbone expects, and the ``epoch`` it was trained for. Written
+    in a temporary folder renamed into place, so ``out`` is never half written; an existing
+    ``out`` is replaced only when it holds such an export. ``timm_weights`` (a timm backbone's,
+    :func:`timm_state_dict`) go to ``out/timm/model.safetensors``."""
     from safetensors.torch import save_file
 
     from natlearn.version import __version__
@@ -132,6 +136,7 @@ def write_hub_folder(
         "network": network,
         "input": input_layer,
         "image_size": network["image_size"],
+        "epoch": epoch,
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -163,6 +168,20 @@ def _is_hub_folder(folder: Path) -> bool:
         and described.get("format") == BACKBONE_FORMAT
         and (folder / HUB_WEIGHTS).is_file()
     )
+
+
+def hub_description(folder: str | Path) -> dict:
+    """The ``config.json`` of a Hub folder written by ``natlearn export --format hf``.
+
+    Raises NatlearnError when ``folder`` is not one."""
+    folder = Path(folder)
+    if not _is_hub_folder(folder):
+        raise NatlearnError(
+            f"{folder} is not a natlearn Hub export ({HUB_CONFIG} of format "
+            f"{BACKBONE_FORMAT!r} beside {HUB_WEIGHTS}); write one with: "
+            f"natlearn export RUN --format hf --out {folder}"
+        )
+    return json.loads((folder / HUB_CONFIG).read_text())
 
 
 def torchvision_state_dict(backbone: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
@@ -240,13 +259,7 @@ def load_backbone(path: str | Path) -> Network:
 
     path = Path(path)
     if path.is_dir():
-        if not _is_hub_folder(path):
-            raise NatlearnError(
-                f"{path} is not a natlearn Hub export ({HUB_CONFIG} of format "
-                f"{BACKBONE_FORMAT!r} beside {HUB_WEIGHTS}); write one with: "
-                f"natlearn export RUN --format hf --out {path}"
-            )
-        described = json.loads((path / HUB_CONFIG).read_text())
+        described = hub_description(path)
         model = backbone_network(described["run_config"], described["network"])
         model.load_state_dict(load_file(str(path / HUB_WEIGHTS)))
         return model.eval()

@@ -28,7 +28,8 @@ def add_arguments(command: Command) -> None:
     add(
         "sources",
         nargs="+",
-        help="checkpoints, random-init, raw-pixels, hand-crafted, then key=value data settings",
+        help="checkpoints, pretrained:NAME, random-init, raw-pixels, hand-crafted, then key=value "
+        "data settings",
     )
     add("--out", required=True, help="output folder: one eval per source plus compare.md/json")
     eval_flags(add)
@@ -42,9 +43,8 @@ def run(args: argparse.Namespace) -> None:
     overrides = data_overrides([item for item in args.sources if "=" in item])
     if not sources:
         raise NatlearnError(
-            "compare needs at least one source: checkpoint .pt files, random-init, raw-pixels or "
-            "hand-crafted, "
-            "before the key=value settings"
+            "compare needs at least one source: checkpoint .pt files, pretrained:NAME, "
+            "random-init, raw-pixels or hand-crafted, before the key=value settings"
         )
     checkpoints = [s for s in sources if s not in BASELINES]
     settings, out = eval_settings(args), Path(args.out)

@@ -24,8 +24,8 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(command: Command) -> None:
     usage = (
-        "natlearn eval CHECKPOINT|random-init|raw-pixels|hand-crafted [PRESET] [key=value ...] "
-        "--out DIR"
+        "natlearn eval CHECKPOINT|pretrained:NAME|random-init|raw-pixels|hand-crafted [PRESET] "
+        "[key=value ...] --out DIR"
     )
     add = command(
         "eval",
@@ -37,7 +37,8 @@ def add_arguments(command: Command) -> None:
     )
     add(
         "source",
-        help="a run folder or checkpoint .pt, random-init (untrained), raw-pixels or hand-crafted "
+        help="a run folder or checkpoint .pt, pretrained:NAME (a backbone natlearn ships, e.g. "
+        "pretrained:cifar10-small), random-init (untrained), raw-pixels or hand-crafted "
         "(Coates & Ng k-means features)",
     )
     settings_argument(

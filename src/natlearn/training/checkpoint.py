@@ -251,8 +251,11 @@ def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
 
 
 def network_from_state(state: dict) -> Network:
-    """The network of a loaded checkpoint, with its weights, in eval mode on the CPU."""
+    """The network of a loaded checkpoint, with its weights, in eval mode on the CPU. A
+    ``backbone_only`` state (:func:`natlearn.zoo.pretrained_state`) has no NAT head."""
     model = build_model(Config.from_checkpoint(state["config"]), state["network"])
+    if state.get("backbone_only"):
+        model.head = torch.nn.Identity()
     model.load_state_dict(state["model"])
     return model.eval()
 

@@ -27,17 +27,13 @@ from natlearn.evaluate.reuse import (
     random_init_network,
     reuse_or_measure,
 )
+from natlearn.evaluate.sources import load_source, source_file
 from natlearn.evaluate.uncertainty import with_error
 from natlearn.files import atomic_write
 from natlearn.markdown import table
 from natlearn.models import initial_model
 from natlearn.progress import progress_enabled, say
-from natlearn.training.checkpoint import (
-    checkpoint_file,
-    evaluation_config,
-    load_checkpoint,
-    network_from_state,
-)
+from natlearn.training.checkpoint import evaluation_config, network_from_state
 
 __all__ = [
     "evaluate",
@@ -134,8 +130,9 @@ def evaluate(
     of evaluating again.
 
     Args:
-        source: a checkpoint path, or ``random-init`` / ``raw-pixels`` / ``hand-crafted`` (their
-            network and data come from ``base``).
+        source: a checkpoint path, a packaged backbone (``pretrained:NAME``), or
+            ``random-init`` / ``raw-pixels`` / ``hand-crafted`` (their network and data come from
+            ``base``).
         overrides: ``key=value`` changes to the data settings (e.g. ``data=...``,
             ``data_root=...``), and ``device=`` (default auto: the GPU when one is visible; never
             the device a checkpoint trained on). A checkpoint reads images at the size it trained
@@ -145,7 +142,7 @@ def evaluate(
             defaults).
         reuse: ``eval.json`` files that may hold this evaluation already (missing ones are fine).
     """
-    state = None if source in BASELINES else load_checkpoint(source)
+    state = None if source in BASELINES else load_source(source)
     device = resolve_device(apply_overrides(Config(), overrides).device)
     if state:
         config, size_note = evaluation_config(state, overrides)
@@ -156,7 +153,7 @@ def evaluate(
     with progress_enabled(settings.progress):  # decoding a folder says how far it is
         train_set, test_set = labelled_splits(config, state, source)
     crop_size = config.resolve(train_set.image_size).crop_size
-    checkpoint = None if state is None else checkpoint_file(source)
+    checkpoint = None if state is None else source_file(source, state)
     key = eval_key(
         _network_key(source, config, checkpoint), settings, train_set, test_set, crop_size
     )
