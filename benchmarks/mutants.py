@@ -221,11 +221,10 @@ MUTANTS = [
     Mutant(
         "mid-epoch-statistics-of-rank-0-only",
         "a mid-epoch checkpoint saves rank 0's own statistic sums, not their sum over ranks (the "
-        "resumed epoch "
-        "logs other losses)",
+        "resumed epoch logs other losses)",
         "training/trainer.py",
-        "            state.sums = sums.over_ranks(ranks)\n",
-        "            state.sums = dict(zip(sums.names, sums.totals.tolist(), strict=True))\n",
+        "    state.sums = sums.over_ranks(run.ranks)\n",
+        "    state.sums = dict(zip(sums.names, sums.totals.tolist(), strict=True))\n",
         (DDP_KILL,),
     ),
     Mutant(

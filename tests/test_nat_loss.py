@@ -12,7 +12,8 @@ from natlearn.config import apply_overrides
 from natlearn.data import Augmentation
 from natlearn.models import initial_model
 from natlearn.presets import load_preset
-from natlearn.training.trainer import epoch_generator, learning_rate, pretraining_data, train
+from natlearn.training.schedule import epoch_generator, learning_rate
+from natlearn.training.trainer import pretraining_data, train
 
 
 def test_a_hand_written_loop_with_nat_loss_trains_bit_identically_to_natlearn_train(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,11 +43,12 @@ from natlearn.training.nonfinite import (
     weights_finite,
 )
 from natlearn.training.run import EpochState, Run, build_run
+from natlearn.training.schedule import epoch_generator, learning_rate
+from natlearn.training.stats import StepSums
+from natlearn.training.summary import describe_epoch, start_up_summary
 
 __all__ = [
     "TrainResult",
-    "epoch_generator",
-    "learning_rate",
     "pretraining_data",
     "run_epoch",
     "subset_indices",
@@ -135,7 +135,7 @@ def _end_epoch(run: Run, epoch: int, row: dict) -> None:
         if run.config.progress:  # the diagnostics go to the log and the logger only
             hidden = {"epoch", *run.diagnostics.names}
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in hidden)
-            tqdm.write(f"{_describe(run, epoch)}: {shown}")
+            tqdm.write(f"{describe_epoch(run, epoch)}: {shown}")
     run.ranks.barrier()
 
 
@@ -159,7 +159,7 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
         run.data.batches(shares, run.resolved.device, config.workers),
         total=num_batches,
         initial=state.step,
-        desc=_describe(run, epoch),
+        desc=describe_epoch(run, epoch),
         leave=False,
         disable=None if config.progress and ranks.main else True,
     )
@@ -184,21 +184,34 @@ def run_epoch(run: Run, epoch: int, state: EpochState) -> dict:
         every = config.checkpoint_every_steps
         if every and state.step % every == 0 and state.step < num_batches:
             state.seconds, state.generator = time.perf_counter() - started, generator.get_state()
-            state.sums = sums.over_ranks(ranks)
-            if ranks.main:
-                checkpoint = {**run.snapshot(epoch), "progress": dataclasses.asdict(state)}
-                save_checkpoint(run.folder.partial, checkpoint)
-            ranks.barrier()
+            _save_mid_epoch(run, epoch, state, sums)
     run.objective.check()
     if not weights_finite(run.model):
         broken = "weights or BatchNorm statistics"
         stop_or_skip(config, broken, epoch, num_batches - 1, run.last_checkpoint, recoverable=False)
-    seconds = time.perf_counter() - started
+    return _epoch_row(run, epoch, state, sums, lr, time.perf_counter() - started)
+
+
+def _save_mid_epoch(run: Run, epoch: int, state: EpochState, sums: StepSums) -> None:
+    """The mid-epoch checkpoint (``checkpoint_every_steps``): the run's snapshot and where the
+    epoch stands (``state``, with the statistic sums over every rank)."""
+    state.sums = sums.over_ranks(run.ranks)
+    if run.ranks.main:
+        checkpoint = {**run.snapshot(epoch), "progress": dataclasses.asdict(state)}
+        save_checkpoint(run.folder.partial, checkpoint)
+    run.ranks.barrier()
+
+
+def _epoch_row(
+    run: Run, epoch: int, state: EpochState, sums: StepSums, lr: float, seconds: float
+) -> dict:
+    """The epoch's log row: the statistics' means over every rank's trained steps, and its time."""
+    num_batches = run.steps_per_epoch
     trained = max(1, num_batches - state.skipped)
-    totals = sums.over_ranks(ranks)  # every rank's steps, reduced once per epoch
+    totals = sums.over_ranks(run.ranks)  # every rank's steps, reduced once per epoch
     return {
         "epoch": epoch + 1,
-        **{name: total / ranks.world_size / trained for name, total in totals.items()},
+        **{name: total / run.ranks.world_size / trained for name, total in totals.items()},
         "skipped_batches": state.skipped,
         "lr": lr,
         "seconds": seconds,
@@ -234,55 +247,6 @@ def train_step(
     return {**stats, **loss_stats, **diagnostics}
 
 
-class StepSums:
-    """Step statistics summed on the device (float64), so a step never waits for the device to
-    report them; they are read back for the progress bar and a per-step logger (every _SHOW_EVERY
-    steps), a mid-epoch checkpoint and the epoch's log row only.
-
-    Args:
-        names: the statistics the objective logs (a step that lacks one adds 0).
-        carried: sums a mid-epoch checkpoint saved (rank 0 continues them; the others start at 0).
-        steps: the steps of the epoch those sums cover (skipped batches left out).
-    """
-
-    def __init__(
-        self,
-        names: tuple[str, ...],
-        device: torch.device,
-        carried: dict[str, float],
-        steps: int = 0,
-    ):
-        self.names = sorted(names)
-        self.totals = torch.tensor(
-            [carried.get(name, 0.0) for name in self.names], dtype=torch.float64, device=device
-        )
-        self._zero = torch.zeros((), device=device)
-        self._last = ({name: carried.get(name, 0.0) for name in self.names}, steps)  # last read
-
-    def add(self, stats: dict[str, torch.Tensor]) -> None:
-        # Each value is rounded to float32 before it is summed, as the log has always done.
-        values = [stats[name].float() if name in stats else self._zero for name in self.names]
-        self.totals += torch.stack(values).double()
-
-    def read(self, steps: int) -> tuple[dict[str, float], dict[str, float]]:
-        """One read-back (a wait for the device): this rank's running means over the epoch's
-        ``steps`` trained steps, and its means over the steps since the last read-back ({} if
-        none)."""
-        totals = dict(zip(self.names, self.totals.tolist(), strict=True))
-        before, since = self._last
-        self._last = (totals, steps)
-        means = {name: total / max(1, steps) for name, total in totals.items()}
-        if steps == since:
-            return means, {}
-        return means, {
-            name: (total - before[name]) / (steps - since) for name, total in totals.items()
-        }
-
-    def over_ranks(self, ranks: Ranks) -> dict[str, float]:
-        """The sums over every rank (a collective: every rank calls it)."""
-        return dict(zip(self.names, ranks.sum(self.totals.cpu()).tolist(), strict=True))
-
-
 def pretraining_data(config: Config) -> ImageData:
     """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of
     it."""
@@ -301,71 +265,6 @@ def subset_indices(config: Config, images: int) -> torch.Tensor:
         int(np.random.SeedSequence([config.seed, images]).generate_state(1)[0])
     )
     return torch.randperm(images, generator=generator)[: config.subset].sort().values
-
-
-def learning_rate(config: Config, epoch: int) -> float:
-    """The lr of an epoch: linear warm-up, then constant, cosine, or step decay (stateless, so
-    resumable)."""
-    if epoch < config.warmup_epochs:
-        return config.lr * (epoch + 1) / (config.warmup_epochs + 1)
-    progress = (epoch - config.warmup_epochs) / max(1, config.epochs - config.warmup_epochs)
-    if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.lr_schedule == "step":
-        return config.lr * 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-    return config.lr
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """Batch order and augmentation of an epoch depend on (seed, epoch) only: resumes replay
-    them."""
-    return torch.Generator().manual_seed(
-        int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    )
-
-
-def start_up_summary(run: Run, start_epoch: int) -> str:
-    """What a run is about to do, in three lines: the data as found, the network and objective,
-    the run and the machine."""
-    config, resolved, data = run.config, run.resolved, run.data
-    classes = f"{len(data.classes)} classes" if data.labels is not None else "no labels"
-    crop = {
-        "pad": f"random {resolved.crop_size} px crops of the {config.crop_padding}-px padded image",
-        "resized": f"random resized crops ({config.crop_scale:g}-1 of the area) to "
-        f"{resolved.crop_size} px",
-        "none": f"centre {resolved.crop_size} px crops",
-    }[config.crop]
-    extras = [" + flips" if config.flip else ""]
-    if config.color_jitter or config.grayscale:
-        extras.append(f", colour jitter {config.color_jitter:g}, grayscale {config.grayscale:g}")
-    parameters = sum(p.numel() for p in run.model.parameters())
-    if config.objective == "nat":
-        every = f"every {config.reassign_every}" if config.reassign_every else "never"
-        objective = (
-            f"NAT, {resolved.k:,} {config.targets} targets in R^{config.dim}, {resolved.loss} "
-            f"loss, re-assigned {every} epochs"
-        )
-    else:
-        objective = f"supervised ({resolved.loss} loss on the labels)"
-    state = f"resumed at epoch {start_epoch + 1}" if start_epoch else "new"
-    device = f"{resolved.device}, {resolved.precision}" + (
-        f", {run.ranks.world_size} processes" if run.ranks.world_size > 1 else ""
-    )
-    return "\n".join(
-        [
-            f"data: {config.data}: {len(data):,} images ({data.split_note}), {classes}; "
-            f"{data.image_size} px, {config.input} input; {crop}{''.join(extras)}",
-            f"network: {config.arch}, {parameters:,} parameters; {objective}",
-            f"run: {run.folder.path} ({state}): {config.epochs} epochs of {run.steps_per_epoch} "
-            f"steps of {config.batch_size} images, lr {config.lr:g} {config.lr_schedule}; {device}",
-        ]
-    )
-
-
-def _describe(run: Run, epoch: int) -> str:
-    return f"epoch {epoch + 1}/{run.config.epochs}" + (
-        " (re-assign)" if run.objective.reassigns(epoch) else ""
-    )
 
 
 def _read_back(
