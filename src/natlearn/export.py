@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-from natlearn.config import Config
 from natlearn.errors import NatlearnError
 from natlearn.files import atomic_write, current_umask
-from natlearn.models import Network, build_model
+from natlearn.models import Network
 from natlearn.models.timm_backbone import is_timm_arch
-from natlearn.training.checkpoint import load_checkpoint, network_from_state
+from natlearn.training.checkpoint import backbone_network, load_checkpoint, network_from_state
 
 __all__ = [
     "BACKBONE_FIELDS",
@@ -239,13 +238,6 @@ def timm_state_dict(
             )
         renamed[found[0]] = value
     return renamed
-
-
-def backbone_network(config: dict, network: dict) -> Network:
-    """The untrained backbone (no head) an export's ``config`` and ``network`` describe."""
-    model = build_model(Config.from_checkpoint(config), network)
-    model.head = torch.nn.Identity()
-    return model
 
 
 def load_backbone(path: str | Path) -> Network:

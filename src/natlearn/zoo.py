@@ -81,7 +81,7 @@ def pretrained_state(name: str) -> dict:
 
     folder = pretrained_folder(name)
     described = hub_description(folder)
-    model = pretrained(name)
+    model = load_backbone(folder)
     return {
         "config": Config.from_checkpoint(described["run_config"]).to_dict(),
         "network": described["network"],

@@ -250,12 +250,21 @@ def prune_checkpoints(run_dir: Path, keep_last: int, keep_every: int) -> None:
             remove_checkpoint(path)
 
 
+def backbone_network(config: dict, network: dict) -> Network:
+    """The untrained backbone (no head) an export's or a checkpoint's ``config`` and ``network``
+    describe."""
+    model = build_model(Config.from_checkpoint(config), network)
+    model.head = torch.nn.Identity()
+    return model
+
+
 def network_from_state(state: dict) -> Network:
     """The network of a loaded checkpoint, with its weights, in eval mode on the CPU. A
     ``backbone_only`` state (:func:`natlearn.zoo.pretrained_state`) has no NAT head."""
-    model = build_model(Config.from_checkpoint(state["config"]), state["network"])
     if state.get("backbone_only"):
-        model.head = torch.nn.Identity()
+        model = backbone_network(state["config"], state["network"])
+    else:
+        model = build_model(Config.from_checkpoint(state["config"]), state["network"])
     model.load_state_dict(state["model"])
     return model.eval()
 
