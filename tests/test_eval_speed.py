@@ -21,7 +21,7 @@ from natlearn.cli import main
 from natlearn.config import Config
 from natlearn.data import load_dataset
 from natlearn.data.folder import decode_folder, scan_folder
-from natlearn.evaluate import EvalSettings, evaluate_network, linear_probe
+from natlearn.evaluate import EvalSettings, evaluate_network, knn_classify, linear_probe
 from natlearn.evaluate.reports.evolution import evolution
 from natlearn.models import initial_model
 
@@ -84,7 +84,7 @@ def test_linear_probes_and_knn_leave_the_global_rng_alone():
     before = torch.get_rng_state()
     linear_probe(x, y, x, y, weight_decays=(1e-2, 1.0), solver="lbfgs")
     linear_probe(x, y, x, y, weight_decays=(1e-2, 1.0), solver="adam", epochs=1)
-    suite.knn_classify(x, y, x, y, k=5)
+    knn_classify(x, y, x, y, k=5)
     assert torch.equal(before, torch.get_rng_state())
 
 

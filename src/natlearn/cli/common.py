@@ -57,20 +57,11 @@ def presets_epilog() -> str:
 
 
 def eval_flags(add: Callable[..., argparse.Action]) -> None:
-    """The options of the commands that evaluate (``add``: their parser's add_argument)."""
-    add("--layers", default="", help="comma-separated layers (default: every conv layer and neck)")
-    add("--knn", default="20,200", help="k values of the weighted k-NN ('' for none)")
-    add("--knn-layers", default="neck", help="layers the k-NN runs on (comma-separated)")
-    add("--probe-epochs", type=int, default=30, help="epochs of the linear and MLP probes")
-    add("--no-linear", action="store_true", help="skip the linear probes")
-    add("--no-mlp", action="store_true", help="skip the paper's fc6-8 MLP on the last conv layer")
-    add(
-        "--finetune",
-        type=int,
-        default=0,
-        metavar="EPOCHS",
-        help="also fine-tune every layer (0 = no)",
-    )
+    """The options of the commands that evaluate (``add``: their parser's add_argument): every
+    protocol's, from the table."""
+    from natlearn.evaluate.probes.protocols import add_flags
+
+    add_flags(add)
 
 
 def settings_argument(add: Callable[..., argparse.Action], help: str) -> None:
@@ -87,30 +78,9 @@ def split_preset(settings: list[str]) -> tuple[Config | None, list[str]]:
 
 def eval_settings(args: argparse.Namespace):
     """The EvalSettings of the evaluation flags, checked."""
-    from natlearn.evaluate.probes.suite import EvalSettings
+    from natlearn.evaluate.probes.protocols import EvalSettings, flag_values
 
-    try:
-        ks = tuple(int(k) for k in args.knn.split(",") if k.strip())
-    except ValueError:
-        ks = (0,)  # not integers: refused below with the same message
-    if any(k < 1 for k in ks):
-        raise NatlearnError(
-            f"--knn {args.knn!r} must be comma-separated positive integers, e.g. 20,200 "
-            "('' for no k-NN)"
-        )
-    if args.probe_epochs < 1:
-        raise NatlearnError(f"--probe-epochs {args.probe_epochs} must be >= 1")
-    if args.finetune < 0:
-        raise NatlearnError(f"--finetune {args.finetune} must be >= 0 (0 = no fine-tuning)")
-    return EvalSettings(
-        layers=names(args.layers) or None,
-        linear=not args.no_linear,
-        knn=ks,
-        knn_layers=tuple(names(args.knn_layers)),
-        mlp=not args.no_mlp,
-        probe_epochs=args.probe_epochs,
-        finetune_epochs=args.finetune,
-    )
+    return EvalSettings.from_flags(flag_values(args))
 
 
 def names(text: str) -> list[str]:
@@ -147,7 +117,10 @@ def check_layers(config: Config, source: str, **flags: list[str]) -> None:
 
 
 def eval_layers(args: argparse.Namespace, config: Config, source: str) -> None:
-    check_layers(config, source, layers=names(args.layers), knn_layers=names(args.knn_layers))
+    """Refuse the layers the evaluation flags name that the network of ``config`` lacks."""
+    from natlearn.evaluate.probes.protocols import layer_flags
+
+    check_layers(config, source, **layer_flags(args))
 
 
 def progress(overrides: list[str]) -> bool:

@@ -5,23 +5,46 @@ Three folders: :mod:`natlearn.evaluate.probes` (the frozen-feature probes, fine-
 ``natlearn eval``), :mod:`natlearn.evaluate.voc` (Pascal VOC07 classification and detection,
 ``natlearn transfer``) and :mod:`natlearn.evaluate.reports` (compare, evolution, figures, report,
 TensorBoard, embedding). What they share is here: features, the fits, the reuse key and the
-uncertainty of a score. This package exports the probes' public names.
+uncertainty of a score. This package exports the probes' public names, imported on first use
+(PEP 562): the protocol table (:mod:`natlearn.evaluate.probes.protocols`) is read without torch.
 """
 
 from __future__ import annotations
 
-from natlearn.evaluate.features import extract_features, pool_conv_map
-from natlearn.evaluate.probes.finetune import finetune
-from natlearn.evaluate.probes.knn import knn_classify
-from natlearn.evaluate.probes.linear import ProbeResult, linear_probe
-from natlearn.evaluate.probes.mlp import mlp_probe
-from natlearn.evaluate.probes.run import evaluate, format_eval, labelled_splits, write_eval
-from natlearn.evaluate.probes.scoring import (
-    evaluate_handcrafted,
-    evaluate_network,
-    evaluate_pixels,
-)
-from natlearn.evaluate.probes.suite import EvalSettings
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
+    from natlearn.evaluate.features import extract_features, pool_conv_map
+    from natlearn.evaluate.probes.finetune import finetune
+    from natlearn.evaluate.probes.knn import knn_classify
+    from natlearn.evaluate.probes.linear import linear_probe
+    from natlearn.evaluate.probes.mlp import mlp_probe
+    from natlearn.evaluate.probes.protocols import EvalSettings, ProbeResult
+    from natlearn.evaluate.probes.run import evaluate, format_eval, labelled_splits, write_eval
+    from natlearn.evaluate.probes.scoring import (
+        evaluate_handcrafted,
+        evaluate_network,
+        evaluate_pixels,
+    )
+
+_LAZY = {
+    "EvalSettings": "natlearn.evaluate.probes.protocols",
+    "ProbeResult": "natlearn.evaluate.probes.protocols",
+    "evaluate": "natlearn.evaluate.probes.run",
+    "evaluate_handcrafted": "natlearn.evaluate.probes.scoring",
+    "evaluate_network": "natlearn.evaluate.probes.scoring",
+    "evaluate_pixels": "natlearn.evaluate.probes.scoring",
+    "extract_features": "natlearn.evaluate.features",
+    "finetune": "natlearn.evaluate.probes.finetune",
+    "format_eval": "natlearn.evaluate.probes.run",
+    "knn_classify": "natlearn.evaluate.probes.knn",
+    "labelled_splits": "natlearn.evaluate.probes.run",
+    "linear_probe": "natlearn.evaluate.probes.linear",
+    "mlp_probe": "natlearn.evaluate.probes.mlp",
+    "pool_conv_map": "natlearn.evaluate.features",
+    "write_eval": "natlearn.evaluate.probes.run",
+}
 
 __all__ = [
     "EvalSettings",
@@ -40,3 +63,16 @@ __all__ = [
     "pool_conv_map",
     "write_eval",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

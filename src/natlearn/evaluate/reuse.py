@@ -6,7 +6,6 @@ and recompute otherwise (:func:`reuse_or_measure`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -85,7 +84,7 @@ def eval_key(network: dict, settings, train_set, test_set, crop_size: int) -> di
     """
     measured = {
         key: list(value) if isinstance(value, tuple) else value
-        for key, value in dataclasses.asdict(settings).items()
+        for key, value in settings.as_dict().items()
         if key not in _NOT_MEASURED
     }
     return json.loads(

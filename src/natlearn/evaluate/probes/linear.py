@@ -8,9 +8,10 @@ made.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,35 +27,14 @@ from natlearn.evaluate.fit import (
     fit_minibatches,
     standardiser,
 )
+from natlearn.evaluate.probes.protocols import Inputs, Probe, ProbeResult
 
-__all__ = ["ProbeResult", "linear_probe", "topk_accuracy"]
+if TYPE_CHECKING:
+    from natlearn.evaluate.probes.protocols import EvalSettings
+    from natlearn.models import Network
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """Test accuracy of a probe (top-5 only with more than 10 classes) and what was chosen on
-    training data.
-
-    Attributes:
-        weight_decay: the decay the linear probe chose on held-out training images.
-        held_out_top1: the chosen probe's accuracy on held-out *training* images (cross-validation
-            or a 10% split): what a layer, a decay or a checkpoint is chosen by. Never the test
-            split.
-        solver: how the linear probe was fit (``lbfgs`` or ``adam``).
-        k: neighbours the k-NN used (the requested k, or the training set's size if smaller).
-        steps: optimisation steps the MLP probe took.
-    """
-
-    top1: float
-    top5: float | None = None
-    weight_decay: float | None = None
-    held_out_top1: float | None = None
-    solver: str | None = None
-    k: int | None = None
-    steps: int | None = None
-
-    def as_dict(self) -> dict:
-        return {key: value for key, value in self.__dict__.items() if value is not None}
+__all__ = ["linear_probe", "topk_accuracy"]
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float | None]:
@@ -248,3 +228,55 @@ def _fit_adam(
         progress=progress,
     )
     return layer
+
+
+# The protocol (natlearn.evaluate.probes.protocols): a linear probe per layer.
+
+
+def layers(settings: EvalSettings, network: Network) -> list[str]:
+    """``settings.layers``, default every conv layer and the penultimate features (extracted with
+    the probe off too: the other protocols' layers are taken from the same pass)."""
+    return settings.layers or [*network.conv_names, "neck"]
+
+
+def probes(inputs: Inputs) -> list[Probe]:
+    settings = inputs.settings
+    if not settings.linear:
+        return []
+    n, classes = len(inputs.train_y), inputs.classes()
+    listed = []
+    for layer, x in inputs.train.items():
+        if inputs.network is None or settings.layers is None or layer in settings.layers:
+            x_test = inputs.test[layer]
+            run = functools.partial(
+                _probe, x, inputs.train_y, x_test, inputs.test_y, settings, inputs.device
+            )
+            listed.append(Probe("linear", layer, x.shape[1], run, _cost(n, x.shape[1], classes)))
+    return listed
+
+
+def describe(settings: EvalSettings, network: Network | None) -> str | None:
+    if not settings.linear:
+        return None
+    on = ["features"] if network is None else layers(settings, network)
+    return f"linear on {', '.join(on)}"
+
+
+def _probe(x, y, x_test, y_test, settings, device, threads) -> ProbeResult:
+    return linear_probe(
+        x,
+        y,
+        x_test,
+        y_test,
+        epochs=settings.probe_epochs,
+        progress=settings.progress,
+        threads=threads,
+        device=device,
+    )
+
+
+def _cost(n: int, dims: int, classes: int) -> float:
+    if n * dims <= 5e7:  # L-BFGS: about ten fits of 100 iterations
+        return 2.5e-7 * n * dims * classes
+    steps = max(1000, 30 * math.ceil(0.9 * n / 256))  # Adam: five heads at once
+    return 2e-10 * steps * 256 * dims * classes * 5

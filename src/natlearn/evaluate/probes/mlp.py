@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from natlearn.config import resolve_device
 from natlearn.evaluate.fit import fit_minibatches, standardiser
-from natlearn.evaluate.probes.linear import ProbeResult, topk_accuracy
+from natlearn.evaluate.probes.linear import topk_accuracy
+from natlearn.evaluate.probes.protocols import Inputs, Probe, ProbeResult
+from natlearn.models.registry import arch_spec
+
+if TYPE_CHECKING:
+    from natlearn.evaluate.probes.protocols import EvalSettings
+    from natlearn.models import Network
 
 __all__ = ["mlp_probe"]
 
@@ -75,3 +84,35 @@ def mlp_probe(
         )
     top1, top5 = topk_accuracy(scores, test_y)
     return ProbeResult(top1, top5, steps=steps)
+
+
+# The protocol (natlearn.evaluate.probes.protocols): the MLP on the last conv layer of a network.
+
+
+def layers(settings: EvalSettings, network: Network) -> list[str]:
+    return [network.conv_names[-1]] if settings.mlp else []
+
+
+def probes(inputs: Inputs) -> list[Probe]:
+    settings, network = inputs.settings, inputs.network
+    if not settings.mlp or network is None:
+        return []
+    layer = network.conv_names[-1]
+    hidden = settings.mlp_hidden or arch_spec(network.arch).mlp_hidden
+    x, x_test = inputs.train[layer], inputs.test[layer]
+    run = functools.partial(
+        _probe, x, inputs.train_y, x_test, inputs.test_y, hidden, settings, inputs.device
+    )
+    n, dims, classes = len(x), x.shape[1], inputs.classes()
+    steps = max(500, 30 * n // 256)
+    cost = 1e-10 * steps * 256 * (dims * hidden + hidden * hidden + hidden * classes)
+    return [Probe("mlp", layer, dims, run, cost)]
+
+
+def describe(settings: EvalSettings, network: Network | None) -> str | None:
+    return f"MLP on {network.conv_names[-1]}" if settings.mlp and network is not None else None
+
+
+def _probe(x, y, x_test, y_test, hidden, settings, device, threads) -> ProbeResult:
+    epochs, progress = settings.probe_epochs, settings.progress
+    return mlp_probe(x, y, x_test, y_test, hidden, epochs, progress=progress, device=device)

@@ -15,12 +15,12 @@ from natlearn.choices import BASELINES, HAND_CRAFTED, NO_NETWORK, RANDOM_INIT, R
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.data import load_split, require_labels
 from natlearn.data.splits import check_split
+from natlearn.evaluate.probes.protocols import PROTOCOLS, EvalSettings
 from natlearn.evaluate.probes.scoring import (
     evaluate_handcrafted,
     evaluate_network,
     evaluate_pixels,
 )
-from natlearn.evaluate.probes.suite import EvalSettings
 from natlearn.evaluate.reuse import (
     checkpoint_network,
     eval_key,
@@ -95,20 +95,12 @@ def start_up_summary(
     if model is None:
         what = "the view" if source == RAW_PIXELS else "Coates & Ng k-means features"
         scored = f"features: {source} ({what})"
-        layers = ["features"]
     else:
         parameters = sum(p.numel() for p in model.parameters())
         how = "untrained" if source == RANDOM_INIT else f"trained with {config.objective}"
         scored = f"network: {config.arch}, {parameters:,} parameters, {how}; {config.input} input"
-        layers = settings.layers or [*model.conv_names, "neck"]
-    protocols = [f"linear on {', '.join(layers)}"] if settings.linear else []
-    if settings.knn:
-        on = ", ".join(settings.knn_layers) if model is not None else "features"
-        protocols.append(f"{'/'.join(map(str, settings.knn))}-NN on {on}")
-    if settings.mlp and model is not None:
-        protocols.append(f"MLP on {model.conv_names[-1]}")
-    if settings.finetune_epochs and model is not None:
-        protocols.append(f"fine-tuning {settings.finetune_epochs} epochs")
+    described = (protocol.describe(settings, model) for protocol in PROTOCOLS)
+    protocols = [text for text in described if text]
     machine = f"{device}, {torch.get_num_threads()} threads"
     return "\n".join([data, scored, f"protocols: {'; '.join(protocols) or 'none'}; {machine}"])
 

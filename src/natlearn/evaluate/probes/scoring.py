@@ -4,19 +4,16 @@ baselines (random init, supervised, raw pixels) go through the same code."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
 
 from natlearn.config import resolve_device
-from natlearn.data import ImageData, ImageDataset, eval_view
-from natlearn.errors import NatlearnError
+from natlearn.data import ImageData, eval_view
 from natlearn.evaluate.features import image_features, network_features
-from natlearn.evaluate.probes.finetune import finetune
-from natlearn.evaluate.probes.suite import EvalSettings, probe_all
+from natlearn.evaluate.probes.protocols import PROTOCOLS, EvalSettings, Inputs
+from natlearn.evaluate.probes.suite import probe_all
 from natlearn.models import Network
-from natlearn.models.registry import arch_spec
 from natlearn.progress import say
 
 __all__ = ["evaluate_handcrafted", "evaluate_network", "evaluate_pixels"]
@@ -31,24 +28,15 @@ def evaluate_network(
 ) -> dict:
     """Every protocol of ``settings`` on ``model``'s frozen features (train split fits, test split
     scores), on the model's device. A streamed folder is read a batch at a time, never whole."""
-    if settings.finetune_epochs and not all(
-        isinstance(data, ImageDataset) for data in (train_set, test_set)
-    ):
-        raise NatlearnError(
-            "fine-tuning trains on images in memory, but the data is streamed from disk "
-            "(data_mode=stream, or a folder over 4 GiB decoded); drop --finetune, or set "
-            "data_mode=memory if the decoded folder fits in memory"
-        )
+    for protocol in PROTOCOLS:
+        protocol.check(settings, train_set, test_set)
     started = time.perf_counter()
     device = next(model.parameters()).device
-    layers = list(
-        dict.fromkeys([*(settings.layers or [*model.conv_names, "neck"]), *settings.knn_layers])
-    )  # k-NN layers too
-    wanted = list(dict.fromkeys([*layers, model.conv_names[-1]] if settings.mlp else layers))
+    # Every layer a protocol reads, extracted once and shared by every probe.
+    wanted = list(dict.fromkeys(layer for p in PROTOCOLS for layer in p.layers(settings, model)))
     view = {"crop": settings.crop, "scale": settings.crop_scale, "progress": settings.progress}
     extracting = time.perf_counter()
-    # Extracted once: every probe below shares these features. The labels follow the rows: a
-    # stream with on_bad_image=skip leaves unreadable files out.
+    # The labels follow the rows: a stream with on_bad_image=skip leaves unreadable files out.
     (train, train_rows), (test, test_rows) = (
         network_features(
             model, data, wanted, crop_size, **view, desc=split, workers=settings.workers
@@ -61,29 +49,19 @@ def evaluate_network(
         f"{len(wanted)} layer{'s' * (len(wanted) != 1)}: {time.perf_counter() - extracting:.1f} s",
         settings.progress,
     )
-    last = model.conv_names[-1]
-    hidden = settings.mlp_hidden or arch_spec(model.arch).mlp_hidden
-    results = probe_all(
+    inputs = Inputs(
         {k: train[k] for k in wanted},
         {k: test[k] for k in wanted},
         train_y,
         test_y,
         settings,
-        list(settings.knn_layers),
         device,
-        mlp=(last, hidden) if settings.mlp else None,
+        model,
+        train_set,
+        test_set,
+        crop_size,
     )
-    if settings.finetune_epochs:
-        tuned = finetune(
-            model,
-            train_set,
-            test_set,
-            crop_size,
-            settings.finetune_epochs,
-            settings.progress,
-            flip=settings.flip,
-        )
-        results["finetune"] = {"all": tuned.as_dict()}
+    results = probe_all(inputs)
     return {"protocols": results, "seconds": time.perf_counter() - started}
 
 
@@ -165,8 +143,8 @@ def _evaluate_fixed(
     device: torch.device,
     started: float,
 ) -> dict:
-    """Fixed (n, f) features of no network (raw pixels, hand-crafted) probed alike: the linear
-    probe and k-NN on ``name``; no MLP (it probes a conv map) and nothing to fine-tune."""
-    settings = dataclasses.replace(settings, layers=[name])
-    results = probe_all({name: train_x}, {name: test_x}, train_y, test_y, settings, [name], device)
-    return {"protocols": results, "seconds": time.perf_counter() - started}
+    """Fixed (n, f) features of no network (raw pixels, hand-crafted) probed alike, as the one
+    layer ``name``: the linear probe and k-NN; no MLP (it probes a conv map) and nothing to
+    fine-tune."""
+    inputs = Inputs({name: train_x}, {name: test_x}, train_y, test_y, settings, device)
+    return {"protocols": probe_all(inputs), "seconds": time.perf_counter() - started}
