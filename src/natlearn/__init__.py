@@ -13,9 +13,9 @@ do not pay for torch and scipy.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from natlearn.lazy import lazy_exports
 from natlearn.version import __version__ as __version__
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
@@ -72,14 +72,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -11,8 +11,9 @@ uncertainty of a score. This package exports the probes' public names, imported 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from natlearn.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from natlearn.evaluate.features import extract_features, pool_conv_map
@@ -65,14 +66,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
