@@ -16,14 +16,8 @@ import natlearn.evaluate.probes.run as run
 import natlearn.evaluate.probes.scoring as scoring
 import natlearn.evaluate.probes.suite as suite
 from natlearn.cli import main
-from natlearn.evaluate.probes.protocols import (
-    PROTOCOLS,
-    EvalSettings,
-    Option,
-    Probe,
-    ProbeResult,
-    Protocol,
-)
+from natlearn.evaluate.probes.protocols import PROTOCOLS, Option, Probe, Protocol
+from natlearn.evaluate.probes.settings import EvalSettings, ProbeResult
 
 
 def _toy_module() -> types.ModuleType:

@@ -78,7 +78,8 @@ def split_preset(settings: list[str]) -> tuple[Config | None, list[str]]:
 
 def eval_settings(args: argparse.Namespace):
     """The EvalSettings of the evaluation flags, checked."""
-    from natlearn.evaluate.probes.protocols import EvalSettings, flag_values
+    from natlearn.evaluate.probes.protocols import flag_values
+    from natlearn.evaluate.probes.settings import EvalSettings
 
     return EvalSettings.from_flags(flag_values(args))
 

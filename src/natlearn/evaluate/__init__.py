@@ -21,17 +21,17 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from natlearn.evaluate.probes.knn import knn_classify
     from natlearn.evaluate.probes.linear import linear_probe
     from natlearn.evaluate.probes.mlp import mlp_probe
-    from natlearn.evaluate.probes.protocols import EvalSettings, ProbeResult
     from natlearn.evaluate.probes.run import evaluate, format_eval, labelled_splits, write_eval
     from natlearn.evaluate.probes.scoring import (
         evaluate_handcrafted,
         evaluate_network,
         evaluate_pixels,
     )
+    from natlearn.evaluate.probes.settings import EvalSettings, ProbeResult
 
 _LAZY = {
-    "EvalSettings": "natlearn.evaluate.probes.protocols",
-    "ProbeResult": "natlearn.evaluate.probes.protocols",
+    "EvalSettings": "natlearn.evaluate.probes.settings",
+    "ProbeResult": "natlearn.evaluate.probes.settings",
     "evaluate": "natlearn.evaluate.probes.run",
     "evaluate_handcrafted": "natlearn.evaluate.probes.scoring",
     "evaluate_network": "natlearn.evaluate.probes.scoring",

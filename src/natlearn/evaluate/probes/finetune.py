@@ -12,7 +12,7 @@ from natlearn.data import Augmentation, ImageData, ImageDataset, center_crop
 from natlearn.errors import NatlearnError
 from natlearn.evaluate.fit import tuned_copy
 from natlearn.evaluate.probes.linear import topk_accuracy
-from natlearn.evaluate.probes.protocols import ProbeResult
+from natlearn.evaluate.probes.settings import ProbeResult
 from natlearn.models import Network
 
 if TYPE_CHECKING:

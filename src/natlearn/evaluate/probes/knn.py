@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from natlearn.config import resolve_device
 from natlearn.evaluate.probes.linear import topk_accuracy
-from natlearn.evaluate.probes.protocols import Inputs, Probe, ProbeResult
+from natlearn.evaluate.probes.protocols import Inputs, Probe
+from natlearn.evaluate.probes.settings import ProbeResult
 
 if TYPE_CHECKING:
-    from natlearn.evaluate.probes.protocols import EvalSettings
+    from natlearn.evaluate.probes.settings import EvalSettings
     from natlearn.models import Network
 
 __all__ = ["knn_classify"]

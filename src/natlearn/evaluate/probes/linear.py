@@ -27,10 +27,11 @@ from natlearn.evaluate.fit import (
     fit_minibatches,
     standardiser,
 )
-from natlearn.evaluate.probes.protocols import Inputs, Probe, ProbeResult
+from natlearn.evaluate.probes.protocols import Inputs, Probe
+from natlearn.evaluate.probes.settings import ProbeResult
 
 if TYPE_CHECKING:
-    from natlearn.evaluate.probes.protocols import EvalSettings
+    from natlearn.evaluate.probes.settings import EvalSettings
     from natlearn.models import Network
 
 

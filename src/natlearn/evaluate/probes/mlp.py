@@ -12,11 +12,12 @@ from torch import nn
 from natlearn.config import resolve_device
 from natlearn.evaluate.fit import fit_minibatches, standardiser
 from natlearn.evaluate.probes.linear import topk_accuracy
-from natlearn.evaluate.probes.protocols import Inputs, Probe, ProbeResult
+from natlearn.evaluate.probes.protocols import Inputs, Probe
+from natlearn.evaluate.probes.settings import ProbeResult
 from natlearn.models.registry import arch_spec
 
 if TYPE_CHECKING:
-    from natlearn.evaluate.probes.protocols import EvalSettings
+    from natlearn.evaluate.probes.settings import EvalSettings
     from natlearn.models import Network
 
 __all__ = ["mlp_probe"]

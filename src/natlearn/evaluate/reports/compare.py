@@ -11,8 +11,8 @@ from pathlib import Path
 from natlearn import markdown
 from natlearn.choices import RANDOM_INIT
 from natlearn.config import Config
-from natlearn.evaluate.probes.protocols import EvalSettings
 from natlearn.evaluate.probes.run import evaluate
+from natlearn.evaluate.probes.settings import EvalSettings
 from natlearn.evaluate.sources import run_folder
 from natlearn.evaluate.uncertainty import (
     NOISE_ERRORS,

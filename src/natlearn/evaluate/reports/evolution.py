@@ -8,9 +8,9 @@ from pathlib import Path
 
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.errors import NatlearnError
-from natlearn.evaluate.probes.protocols import EvalSettings
 from natlearn.evaluate.probes.run import labelled_splits
 from natlearn.evaluate.probes.scoring import evaluate_network
+from natlearn.evaluate.probes.settings import EvalSettings
 from natlearn.evaluate.reports.figures import figure_title, line_plot
 from natlearn.evaluate.reuse import (
     checkpoint_network,
