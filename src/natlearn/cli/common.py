@@ -11,6 +11,7 @@ from pathlib import Path
 
 from natlearn.config import Config, apply_overrides
 from natlearn.errors import NatlearnError
+from natlearn.evaluate.probes.protocols import names
 from natlearn.presets import load_preset
 
 __all__ = [
@@ -82,10 +83,6 @@ def eval_settings(args: argparse.Namespace):
     from natlearn.evaluate.probes.settings import EvalSettings
 
     return EvalSettings.from_flags(flag_values(args))
-
-
-def names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def numbers(text: str, option: str) -> tuple[float, ...]:

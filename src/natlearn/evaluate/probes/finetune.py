@@ -16,7 +16,8 @@ from natlearn.evaluate.probes.settings import ProbeResult
 from natlearn.models import Network
 
 if TYPE_CHECKING:
-    from natlearn.evaluate.probes.protocols import EvalSettings, Inputs
+    from natlearn.evaluate.probes.protocols import Inputs
+    from natlearn.evaluate.probes.settings import EvalSettings
 
 __all__ = ["finetune"]
 

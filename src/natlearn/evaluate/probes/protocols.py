@@ -45,6 +45,7 @@ __all__ = [
     "add_flags",
     "flag_values",
     "layer_flags",
+    "names",
 ]
 
 
@@ -137,7 +138,8 @@ class Inputs:
         return int(self.train_y.max()) + 1
 
 
-def _names(text: str) -> list[str]:
+def names(text: str) -> list[str]:
+    """The comma-separated names of ``text``, blanks dropped."""
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
@@ -176,7 +178,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
                     "default": "",
                     "help": "comma-separated layers (default: every conv layer and neck)",
                 },
-                lambda text: _names(text) or None,
+                lambda text: names(text) or None,
                 layers=True,
             ),
             Option(
@@ -211,7 +213,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
                 "knn_layers",
                 "what",
                 {"default": "neck", "help": "layers the k-NN runs on (comma-separated)"},
-                lambda text: tuple(_names(text)),
+                lambda text: tuple(names(text)),
                 layers=True,
             ),
         ),
@@ -273,5 +275,5 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
 def layer_flags(args: argparse.Namespace) -> dict[str, list[str]]:
     """The options that name network layers: their dest -> the names given."""
     return {
-        option.dest: _names(getattr(args, option.dest)) for option in _options() if option.layers
+        option.dest: names(getattr(args, option.dest)) for option in _options() if option.layers
     }

@@ -15,12 +15,13 @@ from natlearn.choices import BASELINES, HAND_CRAFTED, NO_NETWORK, RANDOM_INIT, R
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.data import load_split, require_labels
 from natlearn.data.splits import check_split
-from natlearn.evaluate.probes.protocols import PROTOCOLS, EvalSettings
+from natlearn.evaluate.probes.protocols import PROTOCOLS
 from natlearn.evaluate.probes.scoring import (
     evaluate_handcrafted,
     evaluate_network,
     evaluate_pixels,
 )
+from natlearn.evaluate.probes.settings import EvalSettings
 from natlearn.evaluate.reuse import (
     checkpoint_network,
     eval_key,

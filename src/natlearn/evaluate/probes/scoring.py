@@ -11,7 +11,8 @@ import torch
 from natlearn.config import resolve_device
 from natlearn.data import ImageData, eval_view
 from natlearn.evaluate.features import image_features, network_features
-from natlearn.evaluate.probes.protocols import PROTOCOLS, EvalSettings, Inputs
+from natlearn.evaluate.probes.protocols import PROTOCOLS, Inputs
+from natlearn.evaluate.probes.settings import EvalSettings
 from natlearn.evaluate.probes.suite import probe_all
 from natlearn.models import Network
 from natlearn.progress import say

@@ -1,8 +1,7 @@
-"""The probe suite: what an evaluation runs (:class:`EvalSettings`) and every protocol of the table
-(:mod:`natlearn.evaluate.probes.protocols`: per-layer linear probes as DeepCluster, weighted k-NN,
-the paper's fc6-8 MLP on the last conv layer, full fine-tuning) on one source's features, the
-probes run together (:func:`probe_all`). What a source's features are is in
-:mod:`natlearn.evaluate.probes.scoring`.
+"""The probe suite: every protocol of the table (:mod:`natlearn.evaluate.probes.protocols`:
+per-layer linear probes as DeepCluster, weighted k-NN, the paper's fc6-8 MLP on the last conv
+layer, full fine-tuning) on one source's features, the probes run together (:func:`probe_all`).
+What a source's features are is in :mod:`natlearn.evaluate.probes.scoring`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import torch
 
-from natlearn.evaluate.probes.protocols import PROTOCOLS, Inputs, Probe, ProbeResult
+from natlearn.evaluate.probes.protocols import PROTOCOLS, Inputs, Probe
+from natlearn.evaluate.probes.settings import ProbeResult
 from natlearn.evaluate.uncertainty import with_error
 from natlearn.progress import say, steps
 
