@@ -109,7 +109,17 @@ def test_no_import_cycle_among_natlearn_modules():
 BASE = {
     "natlearn.errors": set(),
     "natlearn.choices": {"natlearn.errors"},
-    "natlearn.config": {"natlearn.errors", "natlearn.choices"},
+    "natlearn.config": {"natlearn.config.schema", "natlearn.config.resolved"},
+    "natlearn.config.schema": {
+        "natlearn.errors",
+        "natlearn.choices",
+        "natlearn.config.checks",
+        "natlearn.config.resolved",
+        "natlearn.config.text",
+    },
+    "natlearn.config.checks": {"natlearn.errors", "natlearn.choices"},
+    "natlearn.config.resolved": {"natlearn.errors", "natlearn.choices"},
+    "natlearn.config.text": {"natlearn.errors"},
     "natlearn.nat.targets": {"natlearn.errors"},
     "natlearn.nat.assignment": {"natlearn.errors", "natlearn.nat.targets"},
     "natlearn.nat.loss": {"natlearn.errors"},

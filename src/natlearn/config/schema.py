@@ -1,29 +1,15 @@
-"""Training configuration: one flat dataclass, every field typed (choices as ``Literal``,
-resume-locked fields as ``Locked[...]``), checked by :meth:`Config.validate` and resolved against
-the data and the machine by :meth:`Config.resolve`; ``key=value`` overrides and YAML values coerced
-to the fields' types by :func:`apply_overrides` (presets: :mod:`natlearn.presets`). The schema
-alone: it imports nothing of natlearn but :mod:`natlearn.errors` and the choices' types
-(:mod:`natlearn.choices`).
-
-Every option the paper ablates is a field: input (rgb/gray/sobel), targets (sphere/discrete),
-loss (square/softmax), reassign_every (3 official, 1, or 0 = never), k and spare_targets, dim; and
-the head between the probed features and the targets (linear, or the official code's mlp).
-"""
+"""The schema: :class:`Config`, one flat dataclass, every field typed (choices as ``Literal``,
+resume-locked fields as ``Locked[...]``) and documented (the docstring under a field is its help),
+and :func:`apply_overrides`, which coerces text and YAML values to the fields' types."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
-import types
 import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
-
-import yaml
+from typing import Annotated, Literal, TypeVar
 
 from natlearn.choices import (
-    ARCH_TIMM_PREFIX,
     Arch,
     BadImagePolicy,
     Crop,
@@ -39,22 +25,12 @@ from natlearn.choices import (
     Schedule,
     TargetKind,
     TrainSplit,
-    timm_model_name,
 )
+from natlearn.config import checks, text
+from natlearn.config.resolved import Resolved
 from natlearn.errors import NatlearnError
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = [
-    "FIELD_TYPES",
-    "RESUME_LOCKED",
-    "Config",
-    "Resolved",
-    "apply_overrides",
-    "choices",
-    "resolve_device",
-]
+__all__ = ["FIELD_TYPES", "RESUME_LOCKED", "Config", "apply_overrides", "choices"]
 
 _T = TypeVar("_T")
 _LOCKED = "resume-locked"
@@ -237,60 +213,7 @@ class Config:
     def validate(self) -> Config:
         """Check every field on its own; raises NatlearnError naming the field and the fix. What
         depends on the data or the machine is checked by :meth:`resolve`."""
-        for name in FIELD_TYPES:
-            allowed = choices(name)
-            if name == "arch" and str(self.arch).startswith(ARCH_TIMM_PREFIX):
-                timm_model_name(self.arch)  # timm installed, and NAME one of its models
-            elif allowed and getattr(self, name) not in allowed:
-                open_choice = ", or timm:NAME (a timm model)" if name == "arch" else ""
-                raise NatlearnError(
-                    f"{name}={getattr(self, name)!r} is not valid; "
-                    f"choose one of: {', '.join(allowed)}{open_choice}"
-                )
-        for name, low in _AT_LEAST.items():
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise NatlearnError(f"{name}={value} is too small; it must be >= {low}")
-        for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise NatlearnError(f"{name}={getattr(self, name)} must be > 0")
-        if not 0 < self.test_fraction < 1:
-            raise NatlearnError(f"test_fraction={self.test_fraction} must lie in (0, 1), e.g. 0.2")
-        if not 0 < self.crop_scale <= 1:
-            raise NatlearnError(f"crop_scale={self.crop_scale} must lie in (0, 1]")
-        if not 0 <= self.color_jitter <= 1:
-            raise NatlearnError(
-                f"color_jitter={self.color_jitter} must lie in [0, 1] (SimCLR: 0.5)"
-            )
-        if not 0 <= self.grayscale <= 1:
-            raise NatlearnError(f"grayscale={self.grayscale} is a probability: give 0..1")
-        if not 0 <= self.momentum < 1:
-            raise NatlearnError(f"momentum={self.momentum} must lie in [0, 1)")
-        if not self.widths or min(self.widths) < 1:
-            raise NatlearnError(
-                f"widths={self.widths} must be a non-empty list of positive channel counts"
-            )
-        if not self.head_widths or min(self.head_widths) < 1:
-            raise NatlearnError(
-                f"head_widths={self.head_widths} must be a non-empty list of positive widths, "
-                "e.g. [2048,2048]"
-            )
-        if not 0 <= self.head_dropout < 1:
-            raise NatlearnError(
-                f"head_dropout={self.head_dropout} must lie in [0, 1) (official 0.5)"
-            )
-        if self.warmup_epochs >= max(self.epochs, 1) and self.warmup_epochs:
-            raise NatlearnError(
-                f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}"
-            )
-        if (
-            self.targets == "discrete"
-            and self.num_clusters is not None
-            and self.num_clusters > self.dim
-        ):
-            raise NatlearnError(
-                f"num_clusters={self.num_clusters} cannot exceed dim={self.dim} (one-hot targets)"
-            )
+        checks.check_values(self, {name: choices(name) for name in FIELD_TYPES})
         return self
 
     def resolve(
@@ -310,35 +233,7 @@ class Config:
             local_rank: under torchrun, this process's GPU.
         """
         self.validate()
-        n = k = None
-        if images is not None:
-            if self.subset > images:
-                raise NatlearnError(
-                    f"subset={self.subset} is larger than the data set (n={images}); "
-                    "lower subset or set subset=0 (all)"
-                )
-            n = self.subset or images
-            k = n if self.k is None else self.k
-            if k < n:
-                raise NatlearnError(
-                    f"k={k} is smaller than the number of images n={n}; "
-                    "NAT needs k >= n (or k=none for k=n)"
-                )
-            if self.spare_targets > k - n:
-                raise NatlearnError(
-                    f"spare_targets={self.spare_targets} needs k >= n + spare_targets = "
-                    f"{n + self.spare_targets}, got k={k}"
-                )
-            if self.batch_size > n:
-                raise NatlearnError(
-                    f"batch_size={self.batch_size} is larger than the data set (n={n}); "
-                    "lower batch_size"
-                )
-            if self.batch_size < 2 * world_size:
-                raise NatlearnError(
-                    f"batch_size={self.batch_size} is the global batch: it needs at least 2 images "
-                    f"per rank ({world_size} ranks)"
-                )
+        n, k = checks.training_sizes(self, images, world_size)
         rank = local_rank if world_size > 1 else None
         return Resolved(
             self._loss(),
@@ -390,72 +285,11 @@ class Config:
         )
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """What a config leaves to the data and the machine, worked out once by :meth:`Config.resolve`.
-
-    Attributes:
-        loss: square or softmax (``loss=auto``: square for nat, softmax cross-entropy for
-            supervised).
-        train_split: the split pre-training reads (``train_split=auto`` resolved; stl10 adds its
-            unlabelled images).
-        crop_size: side of the training crop and of the evaluation view.
-        n: images pre-trained on (``subset`` applied); None outside training.
-        k: number of NAT targets (``k=None``: n); None outside training.
-        device: the torch device training runs on (looked up when first read: a checkpoint trained
-            on a GPU still resolves on a machine without one).
-        precision: fp32 or bf16 (``precision=auto``: bf16 on GPUs).
-    """
-
-    loss: Literal["square", "softmax"]
-    train_split: str
-    crop_size: int
-    n: int | None
-    k: int | None
-    device_name: str = "auto"
-    precision_name: Precision = "auto"
-    local_rank: int | None = None  # under torchrun: this process's GPU
-
-    @functools.cached_property
-    def device(self) -> torch.device:
-        return resolve_device(self.device_name, self.local_rank)
-
-    @functools.cached_property
-    def precision(self) -> Literal["fp32", "bf16"]:
-        bf16 = self.precision_name == "bf16" or (
-            self.precision_name == "auto" and self.device.type == "cuda"
-        )
-        return "bf16" if bf16 else "fp32"
-
-
 def choices(name: str) -> tuple[str, ...]:
     """The values a choice field allows (from its Literal type); () for other fields."""
     kind = FIELD_TYPES[name]
     return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
 
-
-_AT_LEAST = {
-    "image_size": 0,
-    "crop_size": 0,
-    "crop_padding": 0,
-    "workers": 0,
-    "dim": 1,
-    "k": 1,
-    "num_clusters": 1,
-    "reassign_every": 0,
-    "spare_targets": 0,
-    "assign_block": 0,
-    "subset": 0,
-    "epochs": 1,
-    "batch_size": 2,
-    "weight_decay": 0.0,
-    "warmup_epochs": 0,
-    "seed": 0,
-    "split_seed": 0,
-    "keep_last": 1,
-    "keep_every": 0,
-    "checkpoint_every_steps": 0,
-}
 
 FIELD_TYPES = typing.get_type_hints(Config)  # name -> type, Locked[...] stripped
 RESUME_LOCKED = tuple(
@@ -465,122 +299,15 @@ RESUME_LOCKED = tuple(
 )
 
 
-def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
-    """``auto`` (the GPU when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a
-    one-line error otherwise. Under torchrun (``local_rank`` given) a GPU device is this process's
-    ``cuda:LOCAL_RANK``."""
-    import torch
-
-    device = _named_device(name)
-    return (
-        torch.device("cuda", local_rank)
-        if device.type == "cuda" and local_rank is not None
-        else device
-    )
-
-
-def _named_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NatlearnError(
-            f"device={name} asked for, but no CUDA GPU is visible; use device=cpu or device=auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise NatlearnError(
-            f"device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
-        ) from None
-
-
-# Configs from text: command-line key=value pairs and the values of YAML files and checkpoints.
-
-
-def _is_text(name: str) -> bool:
-    return FIELD_TYPES[name] is str or bool(choices(name))
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-        raise ValueError
-    return int(raw.strip()) if isinstance(raw, str) else int(raw)  # type: ignore[arg-type]
-
-
-def _parse_value(name: str, raw: object) -> object:
-    """Coerce a YAML or command-line value to the field's type, or raise a one-line
-    NatlearnError."""
-    kind = FIELD_TYPES[name]
-    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
-    if optional:
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
-            return None
-    try:
-        if typing.get_origin(kind) is tuple:
-            items = _yaml_scalar(raw) if isinstance(raw, str) else raw
-            items = items.split(",") if isinstance(items, str) else items
-            return tuple(
-                _parse_int(x) for x in (items if isinstance(items, (list, tuple)) else [items])
-            )
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(raw).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            return _parse_int(raw)
-        if kind is float:
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(raw)
-        if (
-            isinstance(raw, bool) or raw is None
-        ):  # a YAML file's bare on/yes/null: not the text the user meant
-            raise NatlearnError(
-                f"{name}={raw!r} is not a string; quote it in YAML, e.g. {name}: 'on'"
-            )
-        return str(raw)
-    except (TypeError, ValueError):
-        type_name = getattr(kind, "__name__", str(kind))
-        raise NatlearnError(f"{name}={raw!r} is not a valid {type_name}") from None
-
-
-def _yaml_scalar(text: str) -> object:
-    """Command-line values read as YAML, so ``widths=[32,64]``, ``k=null``, ``flip=false`` work."""
-    try:
-        return yaml.safe_load(text) if text else text
-    except yaml.YAMLError:
-        return text
-
-
-def _unknown_key(key: str) -> NatlearnError:
-    close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_TYPES)}"
-    return NatlearnError(f"unknown config key {key!r}{hint}")
-
-
 def apply_overrides(config: Config, overrides: dict[str, object] | list[str]) -> Config:
     """A copy of ``config`` with fields replaced, from a dict or from ``["key=value", ...]``."""
     if isinstance(overrides, list):
-        pairs: dict[str, object] = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise NatlearnError(f"expected key=value, got {item!r} (e.g. epochs=10)")
-            key, value = key.strip(), value.strip()
-            # str fields take the text as typed: YAML would turn out=on into True, out=1e3 into
-            # 1000.0
-            pairs[key] = value if key in FIELD_TYPES and _is_text(key) else _yaml_scalar(value)
-        overrides = pairs
+        overrides = text.key_values(
+            overrides, lambda key: key in FIELD_TYPES and text.is_text(FIELD_TYPES[key])
+        )
     changes = {}
     for key, raw in overrides.items():
         if key not in FIELD_TYPES:
-            raise _unknown_key(key)
-        changes[key] = _parse_value(key, raw)
+            raise text.unknown_key(key, FIELD_TYPES)
+        changes[key] = text.parse_value(key, FIELD_TYPES[key], raw)
     return dataclasses.replace(config, **changes)
