@@ -29,12 +29,13 @@ import natlearn.nat.assignment
 # benchmarks/ is on sys.path when run as a script
 from _report import CPU_SMOKE, hardware, today, write_json, write_section
 from natlearn.config import apply_overrides
+from natlearn.data import pretraining_data
 from natlearn.markdown import table
 from natlearn.nat.objective import NoiseAsTargets, Supervised
 from natlearn.nat.targets import NoiseTargets
 from natlearn.presets import load_preset
 from natlearn.training.run import Run, build_run
-from natlearn.training.trainer import pretraining_data, train_step
+from natlearn.training.trainer import train_step
 
 PARTS = {
     "re-assignment": "nat.reassign",

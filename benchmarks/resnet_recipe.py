@@ -36,11 +36,11 @@ from _report import ROOT, cifar10_option, hardware, today, write_json
 from cifar_resnet import PAPER, SIMCLR, train_row
 from natlearn import markdown
 from natlearn.config import Config, apply_overrides
+from natlearn.data import subset_indices
 from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits
 from natlearn.files import atomic_write
 from natlearn.models import initial_model
 from natlearn.presets import load_preset
-from natlearn.training.trainer import subset_indices
 
 # What every row starts from: the cifar10_resnet18 preset as the study screened it, the paper's
 # recipe (linear head, pad-4 crops + flips), before the study made its winner (mlp-simclr-sobel) the

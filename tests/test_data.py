@@ -341,7 +341,7 @@ def test_a_rank_share_is_cropped_exactly_as_its_rows_of_the_global_batch(crop, j
 
 
 def test_subset_is_a_seeded_sample_of_the_training_split():
-    from natlearn.training.trainer import pretraining_data
+    from natlearn.data import pretraining_data
 
     full = load_split(Config(data="digits"), "train")
     picked = pretraining_data(Config(data="digits", subset=300, batch_size=64))

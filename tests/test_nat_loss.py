@@ -9,11 +9,11 @@ from torch.utils.data import TensorDataset
 
 from natlearn import IndexedDataset, NATLoss
 from natlearn.config import apply_overrides
-from natlearn.data import Augmentation
+from natlearn.data import Augmentation, pretraining_data
 from natlearn.models import initial_model
 from natlearn.presets import load_preset
 from natlearn.training.schedule import epoch_generator, learning_rate
-from natlearn.training.trainer import pretraining_data, train
+from natlearn.training.trainer import train
 
 
 def test_a_hand_written_loop_with_nat_loss_trains_bit_identically_to_natlearn_train(tmp_path):

@@ -13,12 +13,12 @@ from helpers import assert_same_run
 from natlearn import load_backbone
 from natlearn.cli import main
 from natlearn.config import Config
-from natlearn.data import ImageDataset
+from natlearn.data import ImageDataset, subset_indices
 from natlearn.export import export_backbone
 from natlearn.models import build_model
 from natlearn.training.checkpoint import checkpoint_paths, load_model
 from natlearn.training.run import build_run
-from natlearn.training.trainer import subset_indices, train, train_step
+from natlearn.training.trainer import train, train_step
 
 SPEC = {"num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3, "channels": 3}
 

@@ -13,13 +13,13 @@ from PIL import Image
 
 from helpers import assert_same_run
 from natlearn.config import Config
-from natlearn.data import load_dataset
+from natlearn.data import load_dataset, pretraining_data
 from natlearn.errors import NatlearnError
 from natlearn.nat.loss import softmax_loss, square_loss
 from natlearn.nat.objective import NoiseAsTargets
 from natlearn.training.checkpoint import checkpoint_paths, load_checkpoint, load_model
 from natlearn.training.schedule import learning_rate
-from natlearn.training.trainer import pretraining_data, train
+from natlearn.training.trainer import train
 
 
 def test_nat_on_digits_lowers_the_loss_and_raises_the_cosine(tiny_config):

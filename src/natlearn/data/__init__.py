@@ -8,7 +8,9 @@ from natlearn.data.datasets import (
     ImageRows,
     load_dataset,
     load_split,
+    pretraining_data,
     require_labels,
+    subset_indices,
 )
 from natlearn.data.indexed import IndexedDataset
 from natlearn.data.stream import StreamingFolder
@@ -25,5 +27,7 @@ __all__ = [
     "eval_view",
     "load_dataset",
     "load_split",
+    "pretraining_data",
     "require_labels",
+    "subset_indices",
 ]

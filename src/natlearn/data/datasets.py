@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from natlearn.choices import BadImagePolicy, DataMode
@@ -20,6 +21,7 @@ from natlearn.data.named import DATASETS, TORCHVISION, digits, synthetic, torchv
 from natlearn.data.splits import split_listing, split_note, split_record
 from natlearn.data.stream import StreamingFolder
 from natlearn.errors import NatlearnError
+from natlearn.progress import progress_enabled
 
 if TYPE_CHECKING:
     from natlearn.config import Config
@@ -31,7 +33,9 @@ __all__ = [
     "DATASETS",
     "load_dataset",
     "load_split",
+    "pretraining_data",
     "require_labels",
+    "subset_indices",
 ]
 
 # Folders whose decoded images would exceed this stream from disk instead (data_mode=auto).
@@ -245,3 +249,23 @@ def load_split(config: Config, split: str) -> ImageData:
         seed=config.split_seed,
         test_fraction=config.test_fraction,
     )
+
+
+def pretraining_data(config: Config) -> ImageData:
+    """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of
+    it."""
+    with progress_enabled(config.progress):  # progress=false: decoding a folder is quiet too
+        data = load_split(config, "pretrain")
+    config.resolve(data.image_size, len(data))
+    if not config.subset:
+        return data
+    return data.subset(subset_indices(config, len(data)))
+
+
+def subset_indices(config: Config, images: int) -> torch.Tensor:
+    """The sorted indices of the ``subset`` a run pre-trains on, out of a split of ``images``
+    (seeded by ``seed``: an experiment can hold the other images out)."""
+    generator = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([config.seed, images]).generate_state(1)[0])
+    )
+    return torch.randperm(images, generator=generator)[: config.subset].sort().values

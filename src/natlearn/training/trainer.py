@@ -15,16 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from natlearn.config import Config, resolve_device
-from natlearn.data import ImageData, load_split
+from natlearn.data import pretraining_data
 from natlearn.export import export_backbone
 from natlearn.models import Network
 from natlearn.nat.objective import Objective
-from natlearn.progress import progress_enabled
 from natlearn.training.checkpoint import (
     copy_checkpoint,
     prune_checkpoints,
@@ -49,9 +47,7 @@ from natlearn.training.summary import describe_epoch, start_up_summary
 
 __all__ = [
     "TrainResult",
-    "pretraining_data",
     "run_epoch",
-    "subset_indices",
     "train",
     "train_step",
 ]
@@ -245,26 +241,6 @@ def train_step(
     diagnostics = run.diagnostics.step()
     run.optimizer.step()
     return {**stats, **loss_stats, **diagnostics}
-
-
-def pretraining_data(config: Config) -> ImageData:
-    """The images ``config`` pre-trains on: its training split, or a seeded random ``subset`` of
-    it."""
-    with progress_enabled(config.progress):  # progress=false: decoding a folder is quiet too
-        data = load_split(config, "pretrain")
-    config.resolve(data.image_size, len(data))
-    if not config.subset:
-        return data
-    return data.subset(subset_indices(config, len(data)))
-
-
-def subset_indices(config: Config, images: int) -> torch.Tensor:
-    """The sorted indices of the ``subset`` a run pre-trains on, out of a split of ``images``
-    (seeded by ``seed``: an experiment can hold the other images out)."""
-    generator = torch.Generator().manual_seed(
-        int(np.random.SeedSequence([config.seed, images]).generate_state(1)[0])
-    )
-    return torch.randperm(images, generator=generator)[: config.subset].sort().values
 
 
 def _read_back(
