@@ -84,6 +84,42 @@ def _split_items(items: list[str]) -> tuple[list[str], dict[str, str], list[str]
     return sources, voc, data_overrides(overrides)
 
 
+def _sources(args: argparse.Namespace) -> tuple[list[str], dict[str, str], list[str]]:
+    """(sources, data settings, other settings) of the command line; refuses no source, or one
+    without a network."""
+    sources, given, overrides = _split_items(args.items)
+    if not sources:
+        raise NatlearnError(
+            "transfer needs at least one source: run folders, checkpoint .pt files or random-init, "
+            "before the key=value settings"
+        )
+    fixed = [source for source in sources if source in NO_NETWORK]
+    if fixed:
+        raise NatlearnError(
+            f"transfer {args.benchmark} fine-tunes and probes networks; {fixed[0]} has none: give "
+            "run folders, checkpoints or random-init"
+        )
+    return sources, given, overrides
+
+
+def _check_source(
+    source: str, config: Config, layers: list[str], detect, image_size: int, spec: dict | None
+) -> None:
+    """Refuse, before any work, a source whose probed ``layers`` or detection layer its network
+    lacks, or a random-init source whose image size cannot be worked out."""
+    from natlearn.evaluate.voc.run import transfer_image_size
+    from natlearn.models import feature_layers
+
+    check_layers(config, source, layers=layers)
+    if detect is not None:
+        from natlearn.evaluate.voc.detector import detection_layer
+
+        trunk = feature_layers(config.arch, config.widths)[:-2]  # less neck and head
+        detection_layer(config.arch, trunk, detect.layer)
+    if source == RANDOM_INIT:  # a checkpoint always knows its size
+        transfer_image_size(image_size, config, spec, source)
+
+
 def _detection_settings(args: argparse.Namespace):
     """The detection settings of ``--task detect|both`` from the --detect-* options, checked now
     (None for classify)."""
@@ -104,22 +140,10 @@ def run(args: argparse.Namespace) -> None:
     from natlearn.evaluate.sources import source_config
     from natlearn.evaluate.voc.classification import ClassifySettings
     from natlearn.evaluate.voc.results import format_transfer
-    from natlearn.evaluate.voc.run import transfer_image_size, voc07_transfer
-    from natlearn.models import feature_layers
+    from natlearn.evaluate.voc.run import voc07_transfer
     from natlearn.training.checkpoint import load_checkpoint
 
-    sources, given, overrides = _split_items(args.items)
-    if not sources:
-        raise NatlearnError(
-            "transfer needs at least one source: run folders, checkpoint .pt files or random-init, "
-            "before the key=value settings"
-        )
-    fixed = [source for source in sources if source in NO_NETWORK]
-    if fixed:
-        raise NatlearnError(
-            f"transfer {args.benchmark} fine-tunes and probes networks; {fixed[0]} has none: give "
-            "run folders, checkpoints or random-init"
-        )
+    sources, given, overrides = _sources(args)
     checked = apply_overrides(
         Config(), [f"{key}={value}" for key, value in given.items() if key != "data_root"]
     )  # download and image_size parsed and checked as the config's own
@@ -139,15 +163,9 @@ def run(args: argparse.Namespace) -> None:
     configs = {source: source_config(source, base, overrides) for source in sources}
     detect = _detection_settings(args)
     detect_lrs = numbers(args.detect_lr, "--detect-lr")
+    layers = list(settings.layers) if settings.linear else []
     for source, config in configs.items():  # every source readable, every layer known, first
-        check_layers(config, source, layers=list(settings.layers) if settings.linear else [])
-        if detect is not None:
-            from natlearn.evaluate.voc.detector import detection_layer
-
-            trunk = feature_layers(config.arch, config.widths)[:-2]  # less neck and head
-            detection_layer(config.arch, trunk, detect.layer)
-        if source == RANDOM_INIT:  # a checkpoint always knows its size
-            transfer_image_size(checked.image_size, config, spec, source)
+        _check_source(source, config, layers, detect, checked.image_size, spec)
     device = resolve_device(apply_overrides(Config(), overrides).device)
     results = voc07_transfer(
         sources,

@@ -200,6 +200,33 @@ def _cache_key(listing: FolderListing, size: int, on_bad_image: BadImagePolicy) 
     return digest.hexdigest()[:24]
 
 
+def _decoded(listing: FolderListing, size: int, on_bad_image: BadImagePolicy) -> dict:
+    """What :func:`decode_folder` stores: the readable images of ``listing`` decoded, the bad files
+    refused (``on_bad_image="error"``) or listed as skipped."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+        decoded = pool.map(lambda path: try_decode(path, size), listing.files)
+        what = f"decoding {listing.root}"
+        arrays = list(steps(decoded, what, len(listing.files), every=5.0, unit="images"))
+    bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
+    keep = [i for i, array in enumerate(arrays) if array is not None]
+    if not keep:
+        raise no_readable_image(listing.root, bad[0], len(bad))
+    if bad and on_bad_image == "error":
+        raise NatlearnError(
+            f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); "
+            "remove it or set on_bad_image=skip"
+        )
+    return {
+        "format": _CACHE_FORMAT,
+        "images": torch.from_numpy(
+            np.stack([arrays[i] for i in keep]).transpose(0, 3, 1, 2).copy()
+        ),
+        "labels": torch.tensor([listing.labels[i] for i in keep], dtype=torch.int64),
+        "files": [str(listing.files[i].relative_to(listing.root)) for i in keep],
+        "skipped": [str(path.relative_to(listing.root)) for path in bad],
+    }
+
+
 def decode_folder(
     listing: FolderListing,
     size: int,
@@ -228,30 +255,9 @@ def decode_folder(
                 return stored
         except Exception:  # a damaged cache is rebuilt, never trusted
             warnings.warn(f"rebuilding damaged cache file {cache}", stacklevel=2)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
-        decoded = pool.map(lambda path: try_decode(path, size), listing.files)
-        what = f"decoding {listing.root}"
-        arrays = list(steps(decoded, what, len(listing.files), every=5.0, unit="images"))
-    bad = [path for path, array in zip(listing.files, arrays, strict=True) if array is None]
-    keep = [i for i, array in enumerate(arrays) if array is not None]
-    if not keep:
-        raise no_readable_image(listing.root, bad[0], len(bad))
-    if bad and on_bad_image == "error":
-        raise NatlearnError(
-            f"{bad[0]} is not a readable image ({len(bad)} bad file(s) in {listing.root}); "
-            "remove it or set on_bad_image=skip"
-        )
-    stored = {
-        "format": _CACHE_FORMAT,
-        "images": torch.from_numpy(
-            np.stack([arrays[i] for i in keep]).transpose(0, 3, 1, 2).copy()
-        ),
-        "labels": torch.tensor([listing.labels[i] for i in keep], dtype=torch.int64),
-        "files": [str(listing.files[i].relative_to(listing.root)) for i in keep],
-        "skipped": [str(path.relative_to(listing.root)) for path in bad],
-    }
+    stored = _decoded(listing, size, on_bad_image)
     _warn_skipped(listing.root, stored["skipped"])
-    decoded = f"{listing.root}: decoded {len(keep):,} images at {size} px"
+    decoded = f"{listing.root}: decoded {len(stored['images']):,} images at {size} px"
     if cache is None:
         say(f"{decoded}; not cached (cache=false)")
     else:

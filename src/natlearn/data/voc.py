@@ -126,32 +126,7 @@ def read_voc(
     set, an unreadable annotation, an object outside ``classes``, or a split with no objects.
     """
     root = Path(root)
-    if year not in _YEARS:
-        raise NatlearnError(f"VOC year {year!r} is not one of {', '.join(_YEARS)}")
-    sets = VOC_IMAGE_SETS if year == "2007" else VOC_IMAGE_SETS[:3]  # only 2007 released test
-    if image_set not in sets:
-        raise NatlearnError(f"VOC{year} image set {image_set!r} is not one of {', '.join(sets)}")
-    base = root / "VOCdevkit" / f"VOC{year}"
-    listing = base / "ImageSets" / "Main" / f"{image_set}.txt"
-    if not listing.is_file() and not download:
-        where = f"{base} does not exist" if not base.is_dir() else f"{listing} is missing"
-        raise NatlearnError(
-            f"no VOC{year} {image_set} split in {root}: {where}; give data_root= the folder "
-            f"holding VOCdevkit/VOC{year} (torchvision's VOCDetection layout), or download=true"
-        )
-    from torchvision.datasets import VOCDetection
-
-    try:
-        # Downloads only what is missing: torchvision would unpack the whole tar again otherwise.
-        dataset = VOCDetection(
-            str(root), year=year, image_set=image_set, download=download and not listing.is_file()
-        )
-    except (OSError, RuntimeError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise NatlearnError(
-            f"cannot read or download VOC{year} {image_set} into {root} ({reason}); "
-            "check the internet connection and free disk space, or unpack the VOC tars there"
-        ) from None
+    dataset, base, listing = _torchvision_split(root, image_set, year, download)
     if not dataset.images:
         raise NatlearnError(f"{listing} lists no images; give a non-empty image set")
     objects = [
@@ -253,6 +228,38 @@ class VOC07:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.train.classes
+
+
+def _torchvision_split(root: Path, image_set: str, year: str, download: bool):
+    """(torchvision's VOCDetection of the split, the year's folder, the split's listing file);
+    downloads what is missing when ``download``, else refuses a missing split in one line."""
+    if year not in _YEARS:
+        raise NatlearnError(f"VOC year {year!r} is not one of {', '.join(_YEARS)}")
+    sets = VOC_IMAGE_SETS if year == "2007" else VOC_IMAGE_SETS[:3]  # only 2007 released test
+    if image_set not in sets:
+        raise NatlearnError(f"VOC{year} image set {image_set!r} is not one of {', '.join(sets)}")
+    base = root / "VOCdevkit" / f"VOC{year}"
+    listing = base / "ImageSets" / "Main" / f"{image_set}.txt"
+    if not listing.is_file() and not download:
+        where = f"{base} does not exist" if not base.is_dir() else f"{listing} is missing"
+        raise NatlearnError(
+            f"no VOC{year} {image_set} split in {root}: {where}; give data_root= the folder "
+            f"holding VOCdevkit/VOC{year} (torchvision's VOCDetection layout), or download=true"
+        )
+    from torchvision.datasets import VOCDetection
+
+    try:
+        # Downloads only what is missing: torchvision would unpack the whole tar again otherwise.
+        dataset = VOCDetection(
+            str(root), year=year, image_set=image_set, download=download and not listing.is_file()
+        )
+    except (OSError, RuntimeError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise NatlearnError(
+            f"cannot read or download VOC{year} {image_set} into {root} ({reason}); "
+            "check the internet connection and free disk space, or unpack the VOC tars there"
+        ) from None
+    return dataset, base, listing
 
 
 def read_voc07(root: str | Path, download: bool = False) -> VOC07:

@@ -46,16 +46,7 @@ def mlp_probe(
     x, y = standardise(train_x).to(device), train_y.to(device)
     classes = int(train_y.max()) + 1
     torch.manual_seed(0)
-    mlp = nn.Sequential(
-        nn.Linear(x.shape[1], hidden),
-        nn.BatchNorm1d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, hidden),
-        nn.BatchNorm1d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, classes),
-    ).to(device)
+    mlp = _fc6_to_fc8(x.shape[1], hidden, classes).to(device)
     optimizer = torch.optim.SGD(mlp.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     # Small training sets get smaller batches and more passes: at least min_steps steps whatever n
     # is (a batch larger than the set would otherwise train zero steps). Batches keep >= 2 rows for
@@ -85,6 +76,19 @@ def mlp_probe(
         )
     top1, top5 = topk_accuracy(scores, test_y)
     return ProbeResult(top1, top5, steps=steps)
+
+
+def _fc6_to_fc8(inputs: int, hidden: int, classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inputs, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, classes),
+    )
 
 
 # The protocol (natlearn.evaluate.probes.protocols): the MLP on the last conv layer of a network.

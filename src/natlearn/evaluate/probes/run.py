@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from natlearn.choices import BASELINES, HAND_CRAFTED, NO_NETWORK, RANDOM_INIT, RAW_PIXELS
 from natlearn.config import Config, apply_overrides, resolve_device
-from natlearn.data import load_split, require_labels
+from natlearn.data import ImageData, load_split, require_labels
 from natlearn.data.splits import check_split
 from natlearn.evaluate.probes.protocols import PROTOCOLS
 from natlearn.evaluate.probes.scoring import (
@@ -135,6 +136,98 @@ def evaluate(
             defaults).
         reuse: ``eval.json`` files that may hold this evaluation already (missing ones are fine).
     """
+    job = _set_up(source, overrides, settings, base)
+    network = _network_key(source, job.config, job.checkpoint)
+    key = eval_key(network, job.settings, job.train_set, job.test_set, job.crop_size)
+    same = "checkpoint, " if job.state else "network config, " if source == RANDOM_INIT else ""
+    candidates = [Path(path) for path in reuse]
+    measured, reused = reuse_or_measure(
+        key, candidates, source, same, job.measure, job.settings.progress
+    )
+    if reused is not None:
+        results = {**measured, "model": source, "reused": str(reused)}
+        if job.checkpoint is not None:
+            results["checkpoint"] = str(job.checkpoint)
+        if out is not None and Path(out).resolve() != reused.parent.resolve():
+            write_eval(Path(out), results)
+        return results
+    results = job.described(measured)
+    results["key"] = key
+    if job.checkpoint is not None:
+        results["checkpoint"], results["epoch"] = str(job.checkpoint), job.state["epoch"]
+    if out is not None:
+        write_eval(Path(out), results)
+    return results
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """What one evaluation scores, on which data, how and where: worked out before anything is
+    measured or looked up."""
+
+    source: str
+    state: dict | None  # a trained source's checkpoint
+    checkpoint: Path | None  # its file
+    config: Config
+    settings: EvalSettings
+    train_set: ImageData
+    test_set: ImageData
+    crop_size: int
+    device: torch.device
+    size_note: str  # where the image size came from
+
+    def measure(self) -> dict:
+        """Print the start-up summary, then score the source's features."""
+        model = None
+        if self.source not in NO_NETWORK:
+            model = (
+                network_from_state(self.state)
+                if self.state
+                else initial_model(self.config, self.train_set).eval()
+            )
+        summary = start_up_summary(
+            self.source,
+            self.config,
+            self.train_set,
+            self.test_set,
+            self.settings,
+            self.crop_size,
+            self.device,
+            model,
+            self.size_note,
+        )
+        say(summary, self.settings.progress)
+        data = (self.train_set, self.test_set, self.crop_size, self.settings)
+        if model is None:
+            return FIXED_FEATURES[self.source](*data, self.device)
+        return evaluate_network(model.to(self.device), *data)
+
+    def described(self, measured: dict) -> dict:
+        """The results of a new evaluation with what it ``measured``: the source, its data and
+        splits."""
+        train, test = self.train_set, self.test_set
+        return {
+            "model": self.source,
+            "objective": "none" if self.source in NO_NETWORK else self.config.objective,
+            "data": self.config.data,
+            "train_images": len(train),
+            "test_images": len(test),
+            "train_split": train.split_note,
+            "test_split": test.split_note,
+            "setup": (
+                f"{self.config.data}: probes fit on {len(train):,} train images "
+                f"({train.split_note}), scored once on {len(test):,} test images "
+                f"({test.split_note}); every choice (weight decay, layer) made on held-out train "
+                f"images; {_view(self.settings, self.crop_size)}, no augmentation."
+            ),
+            **measured,
+        }
+
+
+def _set_up(
+    source: str, overrides: list[str], settings: EvalSettings, base: Config | None
+) -> _Evaluation:
+    """The :class:`_Evaluation` of ``source``: its checkpoint, config and labelled splits."""
     state = None if source in BASELINES else load_source(source)
     device = resolve_device(apply_overrides(Config(), overrides).device)
     if state:
@@ -147,39 +240,8 @@ def evaluate(
         train_set, test_set = labelled_splits(config, state, source)
     crop_size = config.resolve(train_set.image_size).crop_size
     checkpoint = None if state is None else source_file(source, state)
-    key = eval_key(
-        _network_key(source, config, checkpoint), settings, train_set, test_set, crop_size
-    )
-
-    def measure() -> dict:
-        model = None
-        if source not in NO_NETWORK:
-            model = network_from_state(state) if state else initial_model(config, train_set).eval()
-        summary = start_up_summary(
-            source, config, train_set, test_set, settings, crop_size, device, model, size_note
-        )
-        say(summary, settings.progress)
-        if model is None:
-            return FIXED_FEATURES[source](train_set, test_set, crop_size, settings, device)
-        return evaluate_network(model.to(device), train_set, test_set, crop_size, settings)
-
-    same = "checkpoint, " if state else "network config, " if source == RANDOM_INIT else ""
-    candidates = [Path(path) for path in reuse]
-    measured, reused = reuse_or_measure(key, candidates, source, same, measure, settings.progress)
-    if reused is not None:
-        results = {**measured, "model": source, "reused": str(reused)}
-        if checkpoint is not None:
-            results["checkpoint"] = str(checkpoint)
-        if out is not None and Path(out).resolve() != reused.parent.resolve():
-            write_eval(Path(out), results)
-        return results
-    results = _described(source, config, train_set, test_set, settings, crop_size, measured)
-    results["key"] = key
-    if checkpoint is not None:
-        results["checkpoint"], results["epoch"] = str(checkpoint), state["epoch"]
-    if out is not None:
-        write_eval(Path(out), results)
-    return results
+    data = (train_set, test_set, crop_size)
+    return _Evaluation(source, state, checkpoint, config, settings, *data, device, size_note)
 
 
 def _network_key(source: str, config: Config, checkpoint: Path | None) -> dict:
@@ -192,34 +254,6 @@ def _network_key(source: str, config: Config, checkpoint: Path | None) -> dict:
     if checkpoint is None:
         return random_init_network(config)
     return checkpoint_network(checkpoint)
-
-
-def _described(
-    source: str,
-    config: Config,
-    train_set,
-    test_set,
-    settings: EvalSettings,
-    crop_size: int,
-    measured: dict,
-) -> dict:
-    """The results of a new evaluation with what it measured: the source, its data and splits."""
-    return {
-        "model": source,
-        "objective": "none" if source in NO_NETWORK else config.objective,
-        "data": config.data,
-        "train_images": len(train_set),
-        "test_images": len(test_set),
-        "train_split": train_set.split_note,
-        "test_split": test_set.split_note,
-        "setup": (
-            f"{config.data}: probes fit on {len(train_set):,} train images "
-            f"({train_set.split_note}), scored once on {len(test_set):,} test images "
-            f"({test_set.split_note}); every choice (weight decay, layer) made on held-out train "
-            f"images; {_view(settings, crop_size)}, no augmentation."
-        ),
-        **measured,
-    }
 
 
 def format_eval(results: dict) -> str:

@@ -97,6 +97,23 @@ def _class_folder(path: Path) -> bool:
     return path.is_dir() and not path.name.startswith(".")  # as natlearn.data.folder scans them
 
 
+def _configs(
+    state: dict, name: str, overrides: Sequence[str] | dict[str, object], layer: str
+) -> tuple[Config, str, Config]:
+    """(the checkpoint's config for reading the data, where its image size came from, the user's
+    own ``progress=`` and ``device=``), refusing a ``layer`` the network lacks."""
+    overrides = dict(overrides) if isinstance(overrides, dict) else list(overrides)
+    config, size_note = evaluation_config(state, overrides)
+    asked = apply_overrides(Config(), overrides)  # the user's progress= and device=, not the run's
+    config = dataclasses.replace(config, progress=asked.progress)
+    valid = feature_layers(config.arch, config.widths)
+    if layer not in valid:
+        raise NatlearnError(
+            f"--layer {layer}: no such layer in {name}; valid layers: {', '.join(valid)}"
+        )
+    return config, size_note, asked
+
+
 def embed(
     checkpoint: str | Path | dict,
     overrides: Sequence[str] | dict[str, object] = (),
@@ -133,15 +150,7 @@ def embed(
         raise NatlearnError(f"--batch-size {batch_size} must be >= 1")
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     name = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
-    overrides = dict(overrides) if isinstance(overrides, dict) else list(overrides)
-    config, size_note = evaluation_config(state, overrides)
-    asked = apply_overrides(Config(), overrides)  # the user's progress= and device=, not the run's
-    config = dataclasses.replace(config, progress=asked.progress)
-    valid = feature_layers(config.arch, config.widths)
-    if layer not in valid:
-        raise NatlearnError(
-            f"--layer {layer}: no such layer in {name}; valid layers: {', '.join(valid)}"
-        )
+    config, size_note, asked = _configs(state, name, overrides, layer)
     parts = {part: load_split(config, part) for part in embed_splits(config.data, split)}
     model = network_from_state(state).to(resolve_device(asked.device)).eval()
     _check_channels(model, parts.values(), name)

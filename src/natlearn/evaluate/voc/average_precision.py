@@ -1,6 +1,9 @@
 """Average precision from a ranked list, as the Pascal VOC devkit computes it: VOC2007's 11-point
-interpolation (the paper's numbers) and VOC2010+'s all-point area. Shared by VOC classification and
-detection scoring, so both protocols interpolate the same way.
+interpolation (the paper's numbers) and VOC2010+'s all-point area under the precision envelope.
+Shared by VOC classification and detection scoring, so both protocols interpolate the same way.
+Neither is sklearn's ``average_precision_score`` (nor torchmetrics' ``MultilabelAveragePrecision``),
+which sums precision at each recall step *without* the envelope: it equals the all-point AP only
+where precision never rises along the ranking.
 
 Detection scoring (:func:`voc_detection_ap`) follows the VOC devkit's VOCevaldet: per class,
 detections ranked by score are each matched to the ground-truth box of highest IoU in their image
@@ -92,48 +95,13 @@ def voc_detection_ap(
         ``ap11`` and ``ap_all``: lists of length ``num_classes`` (None for a class without a
         non-difficult box: nothing to recall); ``positives``: the non-difficult boxes per class.
     """
-    from torchvision.ops import box_iou
-
     if len(detections) != len(truth):
         raise NatlearnError(
             f"{len(detections)} images of detections for {len(truth)} annotated images"
         )
     result: dict[str, list] = {"ap11": [], "ap_all": [], "positives": []}
     for c in range(num_classes):
-        gt = [(t.boxes[t.labels == c], t.difficult[t.labels == c]) for t in truth]
-        positives = sum(int((~hard).sum()) for _, hard in gt)
-        found = [
-            (i, d["scores"][d["labels"] == c], d["boxes"][d["labels"] == c])
-            for i, d in enumerate(detections)
-        ]
-        image_of = torch.cat([torch.full((len(s),), i) for i, s, _ in found])
-        scores = torch.cat([s for _, s, _ in found])
-        boxes = torch.cat([b.reshape(-1, 4) for _, _, b in found])
-        order = torch.argsort(scores, descending=True, stable=True)
-        matched = [torch.zeros(len(b), dtype=torch.bool) for b, _ in gt]
-        tp = torch.zeros(len(order), dtype=torch.bool)
-        fp = torch.zeros(len(order), dtype=torch.bool)
-        for rank, d in enumerate(order.tolist()):
-            i = int(image_of[d])
-            gt_boxes, hard = gt[i]
-            best, overlap = 0, 0.0
-            if len(gt_boxes):
-                # Our boxes are continuous 0-based coordinates: a ground-truth box is [x1 - 1, x2)
-                # of the XML's 1-based inclusive pixels x1..x2 (data.voc), a detection is
-                # torchvision's continuous box, the devkit's (x1 + 1, y1 + 1, x2, y2). So the
-                # devkit's IoU with its +1 widths (x2 - x1 + 1) is the plain IoU here, no +1;
-                # float64 as MATLAB's. argmax: the first of equal overlaps (`if ov > ovmax`).
-                iou = box_iou(boxes[d : d + 1].double(), gt_boxes.double())[0]
-                best = int(iou.argmax())
-                overlap = float(iou[best])
-            if overlap < iou_threshold:  # the devkit's test: ovmax >= VOCopts.minoverlap
-                fp[rank] = True
-            elif hard[best]:
-                continue  # a difficult box found: neither right nor wrong
-            elif matched[i][best]:
-                fp[rank] = True  # a duplicate detection of a box already found
-            else:
-                tp[rank] = matched[i][best] = True
+        tp, fp, positives = _matches(detections, truth, c, iou_threshold)
         result["positives"].append(positives)
         if positives == 0:
             result["ap11"].append(None)
@@ -143,3 +111,50 @@ def voc_detection_ap(
         result["ap11"].append(average_precision(precision, recall, eleven_point=True))
         result["ap_all"].append(average_precision(precision, recall, eleven_point=False))
     return result
+
+
+def _matches(
+    detections: Sequence[dict[str, torch.Tensor]],
+    truth: Sequence[VOCImage],
+    c: int,
+    iou_threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(true positive, false positive) flags of class ``c``'s detections ranked by score, and the
+    class's non-difficult boxes."""
+    from torchvision.ops import box_iou
+
+    gt = [(t.boxes[t.labels == c], t.difficult[t.labels == c]) for t in truth]
+    positives = sum(int((~hard).sum()) for _, hard in gt)
+    found = [
+        (i, d["scores"][d["labels"] == c], d["boxes"][d["labels"] == c])
+        for i, d in enumerate(detections)
+    ]
+    image_of = torch.cat([torch.full((len(s),), i) for i, s, _ in found])
+    scores = torch.cat([s for _, s, _ in found])
+    boxes = torch.cat([b.reshape(-1, 4) for _, _, b in found])
+    order = torch.argsort(scores, descending=True, stable=True)
+    matched = [torch.zeros(len(b), dtype=torch.bool) for b, _ in gt]
+    tp = torch.zeros(len(order), dtype=torch.bool)
+    fp = torch.zeros(len(order), dtype=torch.bool)
+    for rank, d in enumerate(order.tolist()):
+        i = int(image_of[d])
+        gt_boxes, hard = gt[i]
+        best, overlap = 0, 0.0
+        if len(gt_boxes):
+            # Our boxes are continuous 0-based coordinates: a ground-truth box is [x1 - 1, x2)
+            # of the XML's 1-based inclusive pixels x1..x2 (data.voc), a detection is
+            # torchvision's continuous box, the devkit's (x1 + 1, y1 + 1, x2, y2). So the
+            # devkit's IoU with its +1 widths (x2 - x1 + 1) is the plain IoU here, no +1;
+            # float64 as MATLAB's. argmax: the first of equal overlaps (`if ov > ovmax`).
+            iou = box_iou(boxes[d : d + 1].double(), gt_boxes.double())[0]
+            best = int(iou.argmax())
+            overlap = float(iou[best])
+        if overlap < iou_threshold:  # the devkit's test: ovmax >= VOCopts.minoverlap
+            fp[rank] = True
+        elif hard[best]:
+            continue  # a difficult box found: neither right nor wrong
+        elif matched[i][best]:
+            fp[rank] = True  # a duplicate detection of a box already found
+        else:
+            tp[rank] = matched[i][best] = True
+    return tp, fp, positives

@@ -13,10 +13,7 @@ Two protocols, both scored once on VOC07 ``test`` after every choice was made on
 Targets follow VOC2007: an image holding only ``difficult`` objects of a class is neither positive
 nor negative for it (ignored in the loss and in AP). AP is reported two ways (devkit formulas in
 :mod:`natlearn.evaluate.voc.average_precision`): ``ap11``, VOC2007's 11-point interpolated AP, the
-paper's metric and what choices are made by; and ``ap_all``, VOC2010+'s all-point AP, the area
-under the precision envelope. Neither is sklearn's ``average_precision_score`` (nor torchmetrics'
-``MultilabelAveragePrecision``), which sums precision at each recall step *without* the envelope:
-it equals ``ap_all`` only where precision never rises along the ranking.
+paper's metric and what choices are made by; and ``ap_all``, VOC2010+'s all-point AP.
 
 Images are resized whole (aspect not kept, so no object is cropped away) to ``image_size`` and seen
 through the network's own input layer (rgb, gray or sobel).
@@ -267,30 +264,8 @@ def classification_transfer(
     decoded = time.perf_counter()
     targets = {name: getattr(data, name).class_targets() for name in ("train", "val", "test")}
     protocols: dict[str, dict] = {}
-    if settings.linear:
-        features = {
-            name: extract_features(
-                model,
-                images[name],
-                list(settings.layers),
-                image_size,
-                crop="none",  # the whole resized image
-                progress=settings.progress,
-                desc=name,
-            )
-            for name in ("train", "val", "test")
-        }
-        for layer in settings.layers:
-            split_features = {name: found[layer] for name, found in features.items()}
-            dims = split_features["train"].shape[1]
-            result = _linear_probe(split_features, targets, settings, data.classes)
-            protocols.setdefault("linear", {})[layer] = {"features": dims, **result}
-            say(
-                f"linear {layer} ({dims:,} features): test mAP {result['test']['map11']:.4f} "
-                f"(11-point), {result['test']['map_all']:.4f} (all-point); weight decay "
-                f"{result['weight_decay']:g} chosen on val, {result['seconds']:.1f} s",
-                settings.progress,
-            )
+    if settings.linear and settings.layers:
+        protocols["linear"] = _linear_probes(model, images, targets, image_size, settings, data)
     if settings.finetune_epochs:
         result = _finetune(model, images, targets, image_size, settings, data.classes)
         protocols["finetune"] = {"all": result}
@@ -306,3 +281,39 @@ def classification_transfer(
             "total": time.perf_counter() - started,
         },
     }
+
+
+def _linear_probes(
+    model: Network,
+    images: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    image_size: int,
+    settings: ClassifySettings,
+    data: VOC07,
+) -> dict[str, dict]:
+    """layer -> the linear protocol's result on the frozen features of ``settings.layers``."""
+    features = {
+        name: extract_features(
+            model,
+            images[name],
+            list(settings.layers),
+            image_size,
+            crop="none",  # the whole resized image
+            progress=settings.progress,
+            desc=name,
+        )
+        for name in ("train", "val", "test")
+    }
+    results = {}
+    for layer in settings.layers:
+        split_features = {name: found[layer] for name, found in features.items()}
+        dims = split_features["train"].shape[1]
+        result = _linear_probe(split_features, targets, settings, data.classes)
+        results[layer] = {"features": dims, **result}
+        say(
+            f"linear {layer} ({dims:,} features): test mAP {result['test']['map11']:.4f} "
+            f"(11-point), {result['test']['map_all']:.4f} (all-point); weight decay "
+            f"{result['weight_decay']:g} chosen on val, {result['seconds']:.1f} s",
+            settings.progress,
+        )
+    return results

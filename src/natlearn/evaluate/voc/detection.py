@@ -49,6 +49,19 @@ def _target(
     return {"boxes": boxes.to(device), "labels": labels.to(device)}
 
 
+def _check_splits(train: VOCSplit, test: VOCSplit) -> None:
+    """Refuse splits with other classes, no images or a malformed box, in one line."""
+    if train.classes != test.classes:
+        raise NatlearnError(
+            "the train and test splits name different classes; read the test split with "
+            "classes= the train split's"
+        )
+    if not len(train) or not len(test):
+        raise NatlearnError("detection transfer needs images in both the train and test splits")
+    for split, name in ((train, "train"), (test, "test")):
+        _check_boxes(split, name)
+
+
 def _check_boxes(split: VOCSplit, name: str) -> None:
     for image in split.images:
         boxes = image.boxes
@@ -82,15 +95,7 @@ def detection_transfer(
         ``losses`` (mean training loss per epoch); ``seconds`` (``train``, ``test``); image counts.
     """
     settings = settings.resolved()
-    if train.classes != test.classes:
-        raise NatlearnError(
-            "the train and test splits name different classes; read the test split with "
-            "classes= the train split's"
-        )
-    if not len(train) or not len(test):
-        raise NatlearnError("detection transfer needs images in both the train and test splits")
-    for split, name in ((train, "train"), (test, "test")):
-        _check_boxes(split, name)
+    _check_splits(train, test)
     device = model_device(network)
     # The RPN and box sampler draw on the model's device: a GPU's generator is restored as well.
     gpus = []
