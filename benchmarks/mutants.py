@@ -436,6 +436,28 @@ MUTANTS = [
         "        epoch = index\n",
         (f"{PINNED}::test_each_evolution_row_evaluates_the_checkpoint_of_its_epoch",),
     ),
+    Mutant(
+        "fisher-without-power-normalisation",
+        "the Fisher vectors skip the signed square root before the L2 norm",
+        "evaluate/probes/fisher.py",
+        "F.normalize(f.sign() * f.abs().sqrt(), dim=1)",
+        "F.normalize(f, dim=1)",
+        (
+            "tests/test_fisher.py::test_the_encoding_is_the_fisher_vector_of_the_explicit_descriptors",
+        ),
+    ),
+    Mutant(
+        "handcrafted-whitening-fit-on-test-windows",
+        "the hand-crafted whitening is fit on windows of the images it encodes last (the test "
+        "split), not on training windows",
+        "evaluate/probes/handcrafted.py",
+        "    encoder = fit_encoder(train, crop_size, crop, scale, device, workers, **settings)\n",
+        "    encoder = fit_encoder(test, crop_size, crop, scale, device, workers, **settings)\n",
+        (
+            "tests/test_handcrafted.py::"
+            "test_normalisation_whitening_and_centres_see_train_images_only",
+        ),
+    ),
 ]
 
 # Loaded into every pytest run (-p): records the natlearn the tests import, before any test runs.

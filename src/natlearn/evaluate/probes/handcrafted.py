@@ -2,13 +2,12 @@
 Analysis of Single-Layer Networks in Unsupervised Feature Learning", AISTATS 2011), the published
 shallow anchor on CIFAR-10 (77.9% with 1,600 centroids, 79.6% with 4,000).
 
-The paper sets NAT against a hand-crafted pipeline (dense SIFT + Fisher vectors) and finds it ahead
-on ImageNet; on CIFAR-10's 32x32 images these features are that comparison's strong form. As the
-paper, on the evaluation view (:func:`natlearn.data.eval_view`, pixels in [0, 1]):
+The paper sets NAT against dense SIFT + Fisher vectors (:mod:`natlearn.evaluate.probes.fisher`);
+on CIFAR-10's 32x32 images these features are that comparison's strong form. As the paper, on the
+evaluation view (:func:`natlearn.data.eval_view`, pixels in [0, 1]):
 
 - Patches: every ``patch`` x ``patch`` window (6x6, all channels) at stride 1: 27x27 of them on a
-  32x32 view. The window is ``patch`` pixels at any view size (a 96x96 view gives 91x91 windows);
-  views smaller than ``patch + 1`` pixels are refused.
+  32x32 view (views smaller than ``patch + 1`` pixels are refused).
 - Per-patch normalisation: minus the patch's mean, over sqrt(its variance + 10 / 255^2) (the
   paper's +10 on 0-255 pixels).
 - ZCA whitening: W = V diag(1 / sqrt(d + 0.1)) V^T of the normalised patches' covariance V diag(d)
@@ -24,8 +23,7 @@ from **training** images only (the paper: 400,000); test images are encoded afte
 encoding is a convolution: one ``patch`` x ``patch`` conv with the whitening folded into its
 filters gives each window's whitened vector w, and its distances to the centres come from
 |w|^2 + |c|^2 - 2 w.c (a 1x1 convolution with the centres); a batch of images at a time on
-``device``, never every patch at once. The probes then standardise the features with training
-statistics as they do for every source.
+``device``, never every patch at once.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +45,13 @@ from natlearn.evaluate.fit import cpu_threads
 __all__ = [
     "SETTINGS",
     "Encoder",
+    "PatchEncoder",
+    "Whitening",
     "coates_ng",
     "encode",
     "fit_encoder",
     "fit_whitening",
+    "fit_whitening_on",
     "kmeans",
     "normalise",
 ]
@@ -72,25 +74,27 @@ _BATCH = 256  # images per batch read and convolved
 _CELLS = 3_000_000  # (window, centre) distances per work item: ~12 MB, a few images at K = 1,600
 
 
+class PatchEncoder(Protocol):
+    """What :func:`encode` takes: features of a batch of views from their ``patch`` x ``patch``
+    windows (an :class:`Encoder`, or :class:`~natlearn.evaluate.probes.fisher.FisherEncoder`)."""
+
+    @property
+    def patch(self) -> int: ...
+
+    def to(self, device: torch.device) -> PatchEncoder: ...
+
+    def __call__(self, views: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
-class Encoder:
-    """A fitted Coates & Ng encoder: the normalised patches' mean and ZCA matrix, the centres in the
-    whitened space, and the constants of the normalisation."""
+class Whitening:
+    """Patch normalisation and ZCA whitening, fit on training patches: the normalised patches' mean
+    and ZCA matrix, and the constants of the normalisation."""
 
     mean: torch.Tensor  # (D,) of the normalised patches, D = channels * patch^2
     whiten: torch.Tensor  # (D, D) symmetric
-    centres: torch.Tensor  # (K, D)
     patch: int
     normalise_eps: float
-
-    def to(self, device: torch.device) -> Encoder:
-        return Encoder(
-            self.mean.to(device),
-            self.whiten.to(device),
-            self.centres.to(device),
-            self.patch,
-            self.normalise_eps,
-        )
 
     def whitened(self, views: torch.Tensor) -> torch.Tensor:
         """(b, D, rows, cols): every window's normalised, whitened vector W (x~ - m), with
@@ -106,6 +110,22 @@ class Encoder:
         return (
             projected / (variance + self.normalise_eps).sqrt()
             - (self.whiten @ self.mean)[:, None, None]
+        )
+
+
+@dataclass(frozen=True)
+class Encoder(Whitening):
+    """A fitted Coates & Ng encoder: the whitening and the centres in the whitened space."""
+
+    centres: torch.Tensor  # (K, D)
+
+    def to(self, device: torch.device) -> Encoder:
+        return Encoder(
+            self.mean.to(device),
+            self.whiten.to(device),
+            self.patch,
+            self.normalise_eps,
+            self.centres.to(device),
         )
 
     def __call__(self, views: torch.Tensor) -> torch.Tensor:
@@ -213,11 +233,33 @@ def fit_encoder(
     zca_eps: float = SETTINGS["zca_eps"],
     seed: int = SETTINGS["seed"],
 ) -> Encoder:
-    """The :class:`Encoder` of ``train`` images (uint8 in memory, or a streamed folder), fit on
-    ``patches`` windows (fewer if the images have fewer): the same number from each of the training
+    """The :class:`Encoder` of ``train`` images (uint8 in memory, or a streamed folder): its
+    whitening and its k-means centres fit on the same whitened training patches
+    (:func:`fit_whitening_on`)."""
+    device = device or torch.device("cpu")
+    view = (crop_size, crop, scale, device, workers)
+    whitening, x = fit_whitening_on(train, *view, patch, patches, normalise_eps, zca_eps, seed)
+    centres = kmeans(x.to(device), centroids, iterations, seed)
+    return Encoder(whitening.mean, whitening.whiten, patch, normalise_eps, centres.cpu()).to(device)
+
+
+def fit_whitening_on(
+    train: torch.Tensor | ImageData,
+    crop_size: int,
+    crop: str,
+    scale: float,
+    device: torch.device,
+    workers: int,
+    patch: int,
+    patches: int,
+    normalise_eps: float,
+    zca_eps: float,
+    seed: int,
+) -> tuple[Whitening, torch.Tensor]:
+    """The :class:`Whitening` of ``train`` images and the (m, D) whitened patches it was fit on:
+    ``patches`` windows (fewer if the images have fewer), the same number from each of the training
     images drawn with ``seed`` (every image when there are fewer than ``patches``), at positions
     drawn with it (at most as many per image as it has windows)."""
-    device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
     per_image = min(math.ceil(patches / len(train)), (crop_size - patch + 1) ** 2)
     chosen = torch.randperm(len(train), generator=generator)[: math.ceil(patches / per_image)]
@@ -236,23 +278,21 @@ def fit_encoder(
     found, _ = image_features(sampled, windows, device, _BATCH, workers)
     x = normalise(found["patches"][:patches], normalise_eps)
     mean, whiten = fit_whitening(x, zca_eps)
-    x = ((x - mean) @ whiten).to(device)
-    centres = kmeans(x, centroids, iterations, seed)
-    return Encoder(mean, whiten, centres.cpu(), patch, normalise_eps).to(device)
+    return Whitening(mean, whiten, patch, normalise_eps), (x - mean) @ whiten
 
 
 def encode(
     data: torch.Tensor | ImageData,
-    encoder: Encoder,
+    encoder: PatchEncoder,
     crop_size: int,
     crop: str = "pad",
     scale: float = 0.25,
     device: torch.device | None = None,
     workers: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, 4 K) float32 features on the CPU of ``data``'s evaluation views, computed on
-    ``device`` (default the CPU) a batch at a time, and the ids of their rows (see
-    :func:`~natlearn.evaluate.features.image_features`)."""
+    """(n, features) float32 features on the CPU of ``data``'s evaluation views (4 K for an
+    :class:`Encoder`), computed on ``device`` (default the CPU) a batch at a time, and the ids of
+    their rows (see :func:`~natlearn.evaluate.features.image_features`)."""
     device = device or torch.device("cpu")
     encoder = encoder.to(device)
 
