@@ -59,7 +59,7 @@ def measure(
     started = time.perf_counter()
     if variant == "fisher":
         encoder = fit_fisher(train, *view, device, config.workers, gaussians=size, patches=patches)
-        what = {"gaussians": size, "dims": encoder.means.shape[1]}
+        what = {"gaussians": size, "dims": encoder.means.shape[1], "quadrants": encoder.quadrants}
     else:
         encoder = fit_encoder(train, *view, device, config.workers, centroids=size, patches=patches)
         what = {"centroids": len(encoder.centres)}
@@ -109,8 +109,10 @@ def _variant(row: dict) -> str:
     return row.get("variant", "kmeans")  # rows written before the Fisher vectors were k-means
 
 
-def _size(row: dict) -> int:
-    return row["gaussians"] if _variant(row) == "fisher" else row["centroids"]
+def _size(row: dict) -> tuple[int, bool]:
+    if _variant(row) == "fisher":
+        return row["gaussians"], row["quadrants"]
+    return row["centroids"], False
 
 
 def section(all_rows: list[dict]) -> str:
@@ -200,12 +202,13 @@ def _fisher_part(rows: list[dict], kmeans_best: dict) -> list[str]:
     if not rows:
         return []
     best = max(rows, key=lambda row: row["held_out_top1"])
-    header = ["Gaussians", "PCA dims", "features", "top-1 (± s.e.)", "held-out train top-1"]
+    header = ["Gaussians", "PCA dims", "regions", "features", "top-1 (± s.e.)", "held-out top-1"]
     header += ["decay", "fit min", "encode min", "probe min"]
     lines = [
         [
             f"{row['gaussians']:,}" + (" (best)" if row is best else ""),
             str(row["dims"]),
+            "4 quadrants" if row["quadrants"] else "whole image",
             f"{row['features']:,}",
             with_error(row["top1"], row["test_images"]),
             f"{row['held_out_top1']:.4f}",
@@ -224,9 +227,11 @@ def _fisher_part(rows: list[dict], kmeans_best: dict) -> list[str]:
         "",
         "**Fisher vectors** (`natlearn.evaluate.probes.fisher`; the paper's kind of hand-crafted "
         "pipeline: the same whitened 6x6 patches as dense descriptors, PCA, a diagonal Gaussian "
-        "mixture (scikit-learn), Fisher vectors with power and L2 normalisation; fit on 400,000 "
-        "patches of train images only; the same linear probe). Command per row: "
-        "`python benchmarks/handcrafted.py --fisher G`.",
+        "mixture (scikit-learn), Fisher vectors with power and L2 normalisation, over the whole "
+        "image or one per quadrant (the k-means features' regions); fit on 400,000 patches of "
+        "train images only; the same linear probe). Command per row: "
+        "`python benchmarks/handcrafted.py --fisher G` (the whole-image row: "
+        "`SETTINGS['quadrants'] = False` of `natlearn.evaluate.probes.fisher`).",
         "",
         table(header, lines),
         "",
@@ -273,7 +278,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             if args.quick:
                 continue
-            key = (variant, size)
+            key = (variant, _size(row))
             rows = [old for old in rows if (_variant(old), _size(old)) != key] + [row]
             write_json(NAME, {"rows": rows})
     if rows and not args.quick:

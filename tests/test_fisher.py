@@ -4,6 +4,7 @@ training windows only."""
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
@@ -28,29 +29,41 @@ def _windows(images: torch.Tensor, patch: int = 6) -> torch.Tensor:
     return F.unfold(views, patch).transpose(1, 2)
 
 
-def test_the_encoding_is_the_fisher_vector_of_the_explicit_descriptors():
+def _reference(x: torch.Tensor, encoder) -> torch.Tensor:
+    """The normalised Fisher vector of descriptors (n, dims), from the definition, in float64."""
+    weights, means = encoder.weights.double(), encoder.means.double()
+    sigma = encoder.variances.double().sqrt()
+    # posteriors from each Gaussian's density, written out
+    log_density = torch.distributions.Normal(means, sigma).log_prob(x[:, None]).sum(2)
+    g = (log_density + weights.log()).softmax(1)  # (n, K)
+    z = (x[:, None] - means) / sigma  # (n, K, dims)
+    n = len(x)
+    u = (g[..., None] * z).sum(0) / (n * weights.sqrt()[:, None])
+    v = (g[..., None] * (z.square() - 1)).sum(0) / (n * (2 * weights).sqrt()[:, None])
+    f = torch.cat([u.flatten(), v.flatten()])
+    f = f.sign() * f.abs().sqrt()
+    return f / f.norm()
+
+
+@pytest.mark.parametrize("quadrants", [False, True])
+def test_the_encoding_is_the_fisher_vector_of_the_explicit_descriptors(quadrants):
     train, test = _noise(30, seed=1), _noise(3, seed=2, size=11)
-    encoder = fit_fisher(train, 12, **SMALL)
+    encoder = fit_fisher(train, 12, **SMALL, quadrants=quadrants)
     ours, rows = encode(test, encoder, 11)
-    assert rows.tolist() == [0, 1, 2] and ours.shape == (3, 2 * 4 * 10)
+    assert rows.tolist() == [0, 1, 2] and ours.shape == (3, (4 if quadrants else 1) * 2 * 4 * 10)
     w = encoder.whitening
     expected = []
     for windows in _windows(test):  # (36, D) per image: 11 - 6 + 1 = 6, 6 x 6 windows
         x = (normalise(windows, w.normalise_eps) - w.mean.double()) @ w.whiten.double()
         x = (x - encoder.pca_mean.double()) @ encoder.projection.double()
-        weights, means = encoder.weights.double(), encoder.means.double()
-        sigma = encoder.variances.double().sqrt()
-        # posteriors from each Gaussian's density, written out
-        log_density = torch.distributions.Normal(means, sigma).log_prob(x[:, None]).sum(2)
-        g = (log_density + weights.log()).softmax(1)  # (N, K)
-        z = (x[:, None] - means) / sigma  # (N, K, dims)
-        n = len(x)
-        u = (g[..., None] * z).sum(0) / (n * weights.sqrt()[:, None])
-        v = (g[..., None] * (z.square() - 1)).sum(0) / (n * (2 * weights).sqrt()[:, None])
-        f = torch.cat([u.flatten(), v.flatten()])
-        f = f.sign() * f.abs().sqrt()
-        expected.append(f / f.norm())
-    torch.testing.assert_close(ours.double(), torch.stack(expected), atol=1e-5, rtol=1e-4)
+        if not quadrants:
+            expected.append(_reference(x, encoder))
+            continue
+        grid = x.view(6, 6, -1)  # quadrants of 3 x 3 windows, row-major
+        quarters = [grid[:3, :3], grid[:3, 3:], grid[3:, :3], grid[3:, 3:]]
+        expected.append(torch.cat([_reference(q.reshape(9, -1), encoder) for q in quarters]))
+    # float32 against float64; the signed square root magnifies errors near zero
+    torch.testing.assert_close(ours.double(), torch.stack(expected), atol=1e-4, rtol=1e-3)
     assert torch.stack(expected).abs().max() > 0.05  # not a vector of zeros
 
 

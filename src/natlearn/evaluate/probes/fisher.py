@@ -13,7 +13,9 @@ posteriors g_nk under the mixture (weights w_k, means m_k, standard deviations s
     u_k = sum_n g_nk (x_n - m_k) / s_k / (N sqrt(w_k)),
     v_k = sum_n g_nk ((x_n - m_k)^2 / s_k^2 - 1) / (N sqrt(2 w_k)),
 
-concatenated (2 x ``gaussians`` x ``dims`` features), then sign(f) sqrt(|f|) and the L2 norm. The
+concatenated (2 x ``gaussians`` x ``dims`` features), then sign(f) sqrt(|f|) and the L2 norm; with
+``quadrants``, one such vector for each quadrant of the window grid (the k-means features' sum
+pooling regions; Sánchez et al.'s spatial layout), concatenated (4 x as many). The
 encoding is batched torch (:func:`~natlearn.evaluate.probes.handcrafted.encode` takes a
 :class:`FisherEncoder`: a batch of images at once, on ``device``); only the mixture's fit is
 scikit-learn's.
@@ -21,6 +23,7 @@ scikit-learn's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +37,7 @@ __all__ = ["SETTINGS", "FisherEncoder", "fit_fisher"]
 SETTINGS = {
     "gaussians": 64,
     "dims": 64,
+    "quadrants": True,
     "patch": 6,
     "patches": 400_000,
     "iterations": 100,
@@ -46,7 +50,8 @@ SETTINGS = {
 @dataclass(frozen=True)
 class FisherEncoder:
     """A fitted Fisher vector encoder: the descriptors' whitening, the PCA (mean, (D, dims)
-    projection) and the diagonal mixture (weights (K,), means and variances (K, dims))."""
+    projection), the diagonal mixture (weights (K,), means and variances (K, dims)) and whether a
+    vector is made per quadrant."""
 
     whitening: Whitening
     pca_mean: torch.Tensor
@@ -54,6 +59,7 @@ class FisherEncoder:
     weights: torch.Tensor
     means: torch.Tensor
     variances: torch.Tensor
+    quadrants: bool
 
     def to(self, device: torch.device) -> FisherEncoder:
         w = self.whitening
@@ -61,6 +67,7 @@ class FisherEncoder:
             Whitening(w.mean.to(device), w.whiten.to(device), w.patch, w.normalise_eps),
             *(t.to(device) for t in (self.pca_mean, self.projection)),
             *(t.to(device) for t in (self.weights, self.means, self.variances)),
+            self.quadrants,
         )
 
     @property
@@ -75,7 +82,8 @@ class FisherEncoder:
         return (x - self.pca_mean) @ self.projection
 
     def __call__(self, views: torch.Tensor) -> torch.Tensor:
-        """(b, 2 K dims) normalised Fisher vectors of (b, C, H, W) float views."""
+        """(b, 2 K dims) normalised Fisher vectors of (b, C, H, W) float views; with ``quadrants``
+        one per quadrant of the window grid, concatenated: (b, 8 K dims)."""
         x = self.descriptors(views)
         inverse = 1 / self.variances
         # log w_k + log N(x | m_k, s_k^2) up to a constant: a quadratic form, as matrix products.
@@ -86,12 +94,31 @@ class FisherEncoder:
             + self.weights.log()
         )
         g = log_p.softmax(dim=2)  # (b, N, K) posteriors
+        if not self.quadrants:
+            return self._normalised(x, g)
+        b, side = len(x), views.shape[-1] - self.patch + 1
+        rows = x.shape[1] // side
+        grid_x, grid_g = x.view(b, rows, side, -1), g.view(b, rows, side, -1)
+        top, left = math.ceil(rows / 2), math.ceil(side / 2)  # as the k-means features' quadrants
+        parts = [(slice(None, top), slice(None, left)), (slice(None, top), slice(left, None))]
+        parts += [(slice(top, None), slice(None, left)), (slice(top, None), slice(left, None))]
+        return torch.cat(
+            [
+                self._normalised(grid_x[:, r, c].flatten(1, 2), grid_g[:, r, c].flatten(1, 2))
+                for r, c in parts
+            ],
+            dim=1,
+        )
+
+    def _normalised(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The power- and L2-normalised Fisher vectors of descriptors (b, n, dims) with posteriors
+        (b, n, K)."""
         s0 = g.sum(1)[..., None]  # (b, K, 1)
         s1 = g.transpose(1, 2) @ x  # (b, K, dims)
         s2 = g.transpose(1, 2) @ x.square()
         n = x.shape[1]
         u = (s1 - self.means * s0) / self.variances.sqrt()
-        v = (s2 - 2 * self.means * s1 + self.means.square() * s0) * inverse - s0
+        v = (s2 - 2 * self.means * s1 + self.means.square() * s0) / self.variances - s0
         u = u / (n * self.weights.sqrt()[:, None])
         v = v / (n * (2 * self.weights).sqrt()[:, None])
         f = torch.cat([u.flatten(1), v.flatten(1)], dim=1)
@@ -107,6 +134,7 @@ def fit_fisher(
     workers: int = 0,
     gaussians: int = SETTINGS["gaussians"],
     dims: int = SETTINGS["dims"],
+    quadrants: bool = SETTINGS["quadrants"],
     patch: int = SETTINGS["patch"],
     patches: int = SETTINGS["patches"],
     iterations: int = SETTINGS["iterations"],
@@ -136,4 +164,5 @@ def fit_fisher(
         pca_mean.float(),
         projection.float(),
         *(torch.from_numpy(array).float() for array in fitted),
+        quadrants,
     ).to(device)
