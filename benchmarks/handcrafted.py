@@ -237,7 +237,16 @@ def _fisher_part(rows: list[dict], kmeans_best: dict) -> list[str]:
         "",
         f"Best by held-out train accuracy: {best['gaussians']:,} Gaussians, test top-1 "
         f"**{with_error(best['top1'], best['test_images'])}**: the k-means features are "
-        f"{'ahead' if gap >= 0 else 'behind'} by {abs(gap) * 100:.1f} ± {error * 100:.1f} points.",
+        f"{'ahead' if gap >= 0 else 'behind'} by {abs(gap) * 100:.1f} ± {error * 100:.1f} points."
+        + (
+            f" The probe chose the largest weight decay it tries ({max(WEIGHT_DECAYS):g}): "
+            "standardising every one of the vector's dimensions (as the probe does for every "
+            "source) magnifies its many near-constant ones; a stronger penalty, or a classifier "
+            "on the un-standardised vectors as Fisher vector papers use, might score higher "
+            "(not measured)."
+            if best["weight_decay"] == max(WEIGHT_DECAYS)
+            else ""
+        ),
     ]
 
 

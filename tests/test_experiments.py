@@ -144,3 +144,18 @@ def test_resnet_recipe_quick_scores_rows_on_held_out_train_images_only(tmp_path)
     assert "| norm of h |" in done.stdout
     assert (ROOT / "docs" / "results.md").read_text() == docs_before
     assert (saved.read_text() if saved.exists() else None) == json_before
+
+
+def test_handcrafted_gap_quick_measures_every_part_on_held_out_train_images_only():
+    record = ROOT / "experiments" / "results" / "handcrafted_gap.json"
+    before = record.read_text() if record.exists() else None
+    done = run_script("handcrafted_gap.py", "--quick")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {row["part"] for row in rows} == {"svm", "zca", "jpeg"}
+    assert all(0.5 < row["held_out"] <= 1 and "top1" not in row for row in rows)
+    svm = [row for row in rows if row.get("classifier") == "l2-svm"]
+    assert len(svm) == 4 and all(row["fit_top1_5000"] > 0.9 for row in svm)
+    changed = next(row for row in rows if row.get("jpeg") == "re-encoded q50")
+    assert changed["mean_abs_pixel_change"] > 0.5  # the re-encoding did change the pixels
+    assert (record.read_text() if record.exists() else None) == before
