@@ -186,8 +186,8 @@ def section(all_rows: list[dict]) -> str:
             + "."
             + (
                 f" With K = {', '.join(at_edge)} the probe chose the smallest weight decay it "
-                f"tries ({min(WEIGHT_DECAYS):g}): a weaker penalty, a longer fit or the anchor's "
-                "L2-SVM might score higher (not measured)."
+                f"tries ({min(WEIGHT_DECAYS):g}): a weaker penalty or a longer fit might score "
+                "higher (the anchor's own L2-SVM: `experiments/handcrafted_gap.py`, below)."
                 if at_edge
                 else ""
             ),
