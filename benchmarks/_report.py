@@ -61,6 +61,17 @@ def cifar10_folder(path: str, quick: bool) -> Path | None:
     return folder
 
 
+def chosen_rows(text: str, known) -> list[str]:
+    """The comma-separated rows of ``text``; exits with one line naming an unknown one."""
+    rows = [row for row in text.split(",") if row]
+    unknown = [row for row in rows if row not in known]
+    if unknown:
+        raise SystemExit(
+            f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
+    return rows
+
+
 def write_json(name: str, payload: dict) -> Path:
     """``benchmarks/results/<name>.json``, its paths relative to the repository."""
     return write_record(ROOT / "benchmarks" / "results" / f"{name}.json", payload, ROOT)

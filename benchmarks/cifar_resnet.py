@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from _report import ROOT, cifar10_option, hardware, today, write_json
+from _report import ROOT, chosen_rows, cifar10_option, hardware, today, write_json
 from natlearn import markdown
 from natlearn.config import Config, apply_overrides, resolve_device
 from natlearn.evaluate import EvalSettings, evaluate_network, labelled_splits
@@ -230,12 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
-    rows = [row for row in args.rows.split(",") if row]
-    unknown = [row for row in rows if row not in ROWS]
-    if unknown:
-        raise SystemExit(
-            f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}"
-        )
+    rows = chosen_rows(args.rows, ROWS)
     preset = load_preset("cifar10_resnet18")
     if args.quick:
         args.epochs, args.subset, args.probe_train = 1, 256, 512

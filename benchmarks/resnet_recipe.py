@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from _report import ROOT, cifar10_option, hardware, today, write_json
+from _report import ROOT, chosen_rows, cifar10_option, hardware, today, write_json
 from cifar_resnet import PAPER, SIMCLR, train_row
 from natlearn import markdown
 from natlearn.config import Config, apply_overrides
@@ -263,12 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="digits, tiny; writes RUNS only")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
-    rows = [row for row in args.rows.split(",") if row]
-    unknown = [row for row in rows if row not in ROWS]
-    if unknown:
-        raise SystemExit(
-            f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}"
-        )
+    rows = chosen_rows(args.rows, ROWS)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     # Paths relative to the repository: the JSON and docs name no machine's folders.
     shown = [os.path.relpath(arg, ROOT) if os.path.isabs(arg) else arg for arg in args.argv]
