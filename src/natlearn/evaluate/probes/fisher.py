@@ -30,20 +30,22 @@ import torch
 import torch.nn.functional as F
 
 from natlearn.data import ImageData
+from natlearn.evaluate.probes import handcrafted
 from natlearn.evaluate.probes.handcrafted import Whitening, fit_whitening_on
 
 __all__ = ["SETTINGS", "FisherEncoder", "fit_fisher"]
 
+# The descriptors are the k-means features' patches: their sampling and whitening constants are
+# handcrafted.SETTINGS's, so the two pipelines cannot drift apart.
 SETTINGS = {
     "gaussians": 64,
     "dims": 64,
     "quadrants": True,
-    "patch": 6,
-    "patches": 400_000,
     "iterations": 100,
-    "normalise_eps": 10 / 255**2,
-    "zca_eps": 0.1,
-    "seed": 0,
+    **{
+        key: handcrafted.SETTINGS[key]
+        for key in ("patch", "patches", "normalise_eps", "zca_eps", "seed")
+    },
 }
 
 
